@@ -1,0 +1,68 @@
+"""The app's error tree.
+
+Expected errors (`FtdeskError` and subclasses) carry one sentence a person can act on; the CLI
+prints it and exits 2 (bad input) or 1, the GUI shows it in the status bar or on the field.
+Anything else is a bug: logged with its traceback and shown in a dialog.
+"""
+
+from __future__ import annotations
+
+
+class FtdeskError(Exception):
+    """An expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(FtdeskError):
+    """A config file or value is invalid; the message names the field."""
+
+    exit_code = 2
+
+
+class DatasetError(FtdeskError):
+    """The dataset is missing or unusable; the message names the file and line."""
+
+    exit_code = 2
+
+
+class JobNotFoundError(FtdeskError):
+    """No job with that id (or unique id prefix)."""
+
+    exit_code = 2
+
+
+class JobStateError(FtdeskError):
+    """The operation is not allowed in the job's current state (e.g. resume a completed job)."""
+
+    exit_code = 2
+
+
+class OfflineError(FtdeskError):
+    """Offline mode refuses something that needs the network."""
+
+    exit_code = 2
+
+
+class RuntimeNotReadyError(FtdeskError):
+    """The trainer runtime (a Python with the train extra) is missing or broken."""
+
+
+class SecretStoreError(FtdeskError):
+    """The keychain cannot be used; the message names the backend problem and the way out."""
+
+
+class ProviderError(FtdeskError):
+    """A provider failed to launch, watch or cancel a job."""
+
+
+class AuthError(ProviderError):
+    """The provider rejected the credentials."""
+
+
+class CapacityError(ProviderError):
+    """No capacity for the requested hardware."""
+
+
+class RateLimitedError(ProviderError):
+    """The provider asks us to slow down."""

@@ -1,0 +1,36 @@
+"""Values the app's layers pass around: jobs, states, metrics, settings. Qt-free, torch-free."""
+
+from desktop.models.job import (
+    ACTIVE_STATES,
+    ALLOWED_TRANSITIONS,
+    FINAL_STATES,
+    Job,
+    JobListener,
+    JobState,
+    JobUpdate,
+    LogChunk,
+    MetricPoint,
+    ProviderHandle,
+    StateTransition,
+    can_transition,
+)
+from desktop.models.settings import Settings, data_home, load_settings, save_settings
+
+__all__ = [
+    "ACTIVE_STATES",
+    "ALLOWED_TRANSITIONS",
+    "FINAL_STATES",
+    "Job",
+    "JobListener",
+    "JobState",
+    "JobUpdate",
+    "LogChunk",
+    "MetricPoint",
+    "ProviderHandle",
+    "Settings",
+    "StateTransition",
+    "can_transition",
+    "data_home",
+    "load_settings",
+    "save_settings",
+]

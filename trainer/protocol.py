@@ -1,0 +1,302 @@
+"""The event protocol between the trainer and whoever watches it.
+
+The trainer appends one JSON object per line to `<job-dir>/events.jsonl` and writes its last
+word to `<job-dir>/status.json`. The app (and every test) reads them with `EventReader`, which
+keeps a byte offset and the last `seq`, so a reader that restarts loses nothing and counts
+nothing twice. Pydantic only: importing this module never imports torch.
+
+Records written by the trainer are read with `extra="ignore"`: a newer trainer may add fields
+that an older app does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+__all__ = [
+    "EVENTS_FILE",
+    "FINAL_STATES",
+    "STATUS_FILE",
+    "ArtifactEvent",
+    "ErrorEvent",
+    "Event",
+    "EventReader",
+    "EventWriter",
+    "LogEvent",
+    "MetricEvent",
+    "ProgressEvent",
+    "StatusEvent",
+    "StatusFile",
+    "TrainerState",
+    "parse_event",
+    "read_all_events",
+    "read_status",
+    "write_json_atomic",
+    "write_status",
+]
+
+log = logging.getLogger(__name__)
+
+EVENTS_FILE = "events.jsonl"
+STATUS_FILE = "status.json"
+
+TrainerState = Literal["starting", "training", "saving", "completed", "failed", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _EventBase(_Record):
+    seq: int = Field(ge=0, description="Strictly increasing per job, from 0.")
+    time: float = Field(description="Unix time the event was written.")
+
+
+class StatusEvent(_EventBase):
+    """The trainer's state changed."""
+
+    kind: Literal["status"] = "status"
+    state: TrainerState
+    message: str = ""
+    resumed_from_step: int | None = None
+
+
+class MetricEvent(_EventBase):
+    """Training (or evaluation) metrics at an optimizer step."""
+
+    kind: Literal["metric"] = "metric"
+    step: int = Field(ge=0)
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    tokens_seen: int | None = None
+    samples_per_second: float | None = None
+    eta_seconds: float | None = None
+
+    def values(self) -> dict[str, float]:
+        """The numeric series present in this event (None values left out)."""
+        names = (
+            "epoch",
+            "loss",
+            "eval_loss",
+            "learning_rate",
+            "grad_norm",
+            "tokens_seen",
+            "samples_per_second",
+            "eta_seconds",
+        )
+        out: dict[str, float] = {}
+        for name in names:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = float(value)
+        return out
+
+
+class ProgressEvent(_EventBase):
+    """Where the run stands: step of total, and the time left."""
+
+    kind: Literal["progress"] = "progress"
+    step: int = Field(ge=0)
+    total_steps: int | None = None
+    eta_seconds: float | None = None
+
+
+class LogEvent(_EventBase):
+    """A line worth showing in the app's log view."""
+
+    kind: Literal["log"] = "log"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str
+
+
+class ArtifactEvent(_EventBase):
+    """A file or folder the run produced (checkpoint, adapter, merged model, hub push)."""
+
+    kind: Literal["artifact"] = "artifact"
+    artifact: Literal["checkpoint", "adapter", "model", "merged", "hub"]
+    path: str
+    step: int | None = None
+
+
+class ErrorEvent(_EventBase):
+    """The run failed: a reason a person can act on, plus what led to it."""
+
+    kind: Literal["error"] = "error"
+    message: str = Field(description="One sentence: what went wrong and what to do.")
+    exception_type: str = ""
+    traceback: str = ""
+    last_log_lines: list[str] = Field(default_factory=list)
+
+
+Event = Annotated[
+    StatusEvent | MetricEvent | ProgressEvent | LogEvent | ArtifactEvent | ErrorEvent,
+    Field(discriminator="kind"),
+]
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(line: str | bytes) -> Event:
+    """Parse one line of `events.jsonl`.
+
+    Raises:
+        ValueError: the line is not a valid event (pydantic's ValidationError is a ValueError).
+    """
+    return _EVENT_ADAPTER.validate_json(line)
+
+
+class StatusFile(_Record):
+    """The trainer's last word, `<job-dir>/status.json`."""
+
+    state: TrainerState
+    exit_code: int
+    last_step: int | None = None
+    total_steps: int | None = None
+    last_checkpoint: str | None = None
+    final_loss: float | None = None
+    output_dir: str | None = None
+    message: str = ""
+    finished_at: float = Field(default_factory=time.time)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON so that a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_status(job_dir: Path, status: StatusFile) -> None:
+    """Write `status.json` atomically."""
+    write_json_atomic(job_dir / STATUS_FILE, status.model_dump(mode="json"))
+
+
+def read_status(job_dir: Path) -> StatusFile | None:
+    """Read `status.json`; None when absent or unreadable (a run that has not ended)."""
+    try:
+        return StatusFile.model_validate_json((job_dir / STATUS_FILE).read_bytes())
+    except (OSError, ValidationError, ValueError):
+        return None
+
+
+class EventWriter:
+    """Appends events to `events.jsonl`, one `write()` per line so lines never interleave.
+
+    Resuming a run continues the numbering after the last `seq` already in the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        last = -1
+        if path.exists():
+            for event in read_all_events(path):
+                last = max(last, event.seq)
+        self._next_seq = last + 1
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next event will get."""
+        return self._next_seq
+
+    def emit(self, kind: str, **fields: Any) -> Event:
+        """Validate and append one event; returns it."""
+        with self._lock:
+            record = {"seq": self._next_seq, "time": time.time(), "kind": kind, **fields}
+            event = _EVENT_ADAPTER.validate_python(record)
+            line = event.model_dump_json(exclude_none=True) + "\n"
+            os.write(self._fd, line.encode("utf-8"))
+            self._next_seq += 1
+            return event
+
+    def close(self) -> None:
+        """Close the file; further emits fail."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+class EventReader:
+    """Reads `events.jsonl` incrementally.
+
+    It keeps the byte offset of the first unread byte and the last `seq` seen. A last line with
+    no newline yet (the writer is mid-write) is left for the next read. A line that is not a
+    valid event is skipped with a warning, never a crash. An event whose `seq` is not above the
+    last one seen is dropped, so a reader restored from `(offset, last_seq)` never counts an
+    event twice.
+    """
+
+    def __init__(self, path: Path, offset: int = 0, last_seq: int = -1) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.last_seq = last_seq
+        self.skipped_lines = 0
+
+    def read_new(self, *, final: bool = False, max_bytes: int | None = None) -> list[Event]:
+        """Return the events appended since the last call.
+
+        Args:
+            final: the writer is gone for good; parse a last line even without its newline.
+            max_bytes: read at most this many bytes now (the rest on the next call).
+        """
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read() if max_bytes is None else fh.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        if not data:
+            return []
+        end = data.rfind(b"\n") + 1
+        if final and max_bytes is None:
+            end = len(data)
+        events: list[Event] = []
+        line_start = self.offset
+        for raw in data[:end].split(b"\n"):
+            line_no_bytes = len(raw) + 1
+            stripped = raw.strip()
+            if stripped:
+                try:
+                    event = _EVENT_ADAPTER.validate_json(stripped)
+                except ValueError as exc:
+                    self.skipped_lines += 1
+                    log.warning(
+                        "%s: skipped an unreadable event at byte %d: %s",
+                        self.path,
+                        line_start,
+                        str(exc).splitlines()[0],
+                    )
+                else:
+                    if event.seq > self.last_seq:
+                        self.last_seq = event.seq
+                        events.append(event)
+            line_start += line_no_bytes
+        self.offset += end
+        return events
+
+
+def read_all_events(path: Path) -> list[Event]:
+    """Every valid event in a finished `events.jsonl`, torn last line included if it parses."""
+    return EventReader(path).read_new(final=True)
