@@ -176,6 +176,9 @@ class JobUpdate(_Frozen):
     events_offset: int | None = None
     events_last_seq: int | None = None
     cost_usd: Decimal | None = None
+    handle: ProviderHandle | None = Field(
+        default=None, description="A changed handle (e.g. a queued job got its process)."
+    )
 
 
 class JobListener(Protocol):
