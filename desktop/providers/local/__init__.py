@@ -1,0 +1,27 @@
+"""The local provider: runs the trainer on this machine, detached, through a queue of slots.
+
+`LocalProvider` is registered as "local". See `provider.py` for the behaviour, `queue.py` for
+the files that keep the queue across app restarts and `scheduler.py` for the detached process
+that moves it while the app is closed.
+"""
+
+from desktop.providers.base import register_provider
+from desktop.providers.local.provider import (
+    EXITED_WITHOUT_STATUS,
+    GpuInfo,
+    LocalProvider,
+    RuntimeInfo,
+    SlotConfig,
+    clear_runtime_cache,
+)
+
+__all__ = [
+    "EXITED_WITHOUT_STATUS",
+    "GpuInfo",
+    "LocalProvider",
+    "RuntimeInfo",
+    "SlotConfig",
+    "clear_runtime_cache",
+]
+
+register_provider("local", LocalProvider)

@@ -1,0 +1,655 @@
+"""`LocalProvider`: runs the trainer on this machine, detached, through a queue of slots.
+
+How it works (the files are described in `desktop.providers.local.queue`):
+
+- **Runtime.** The trainer runs in a Python given by the settings (default: the app's own),
+  checked once with `python -m trainer doctor --json` in a worker thread with a timeout; the
+  answer is cached per interpreter. A broken runtime raises `RuntimeNotReadyError`.
+- **Slots.** One per GPU (those doctor found, or `SlotConfig.gpus`), plus one CPU slot. A job
+  with `gpus_requested == 0` takes the CPU slot, otherwise that many GPUs; it gets
+  `CUDA_VISIBLE_DEVICES` set to them ("" for CPU jobs).
+- **launch.** Under the queue lock the job is added to the queue; when its slots are free and no
+  earlier job waits for the same kind of slot, the app starts it at once (its secrets from
+  `env_provider` go only into the child's environment) and claims the slots with the pid and
+  process start time. Otherwise it stays queued and the detached scheduler
+  (`desktop.providers.local.scheduler`, spawned with the app's Python) starts it later, even
+  after the app has exited. The scheduler reads secrets for such jobs from the keychain or
+  `FTDESK_<NAME>` itself: only the variable names are written to disk, never a value.
+- **The trainer** is `python -m trainer run --job-dir DIR [--resume]` in its own session /
+  process group (Windows: CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS), stdin from /dev/null,
+  stdout+stderr appended to DIR/train.log. Its handle goes to DIR/launch.json.
+- **poll.** New events (at most 4 MB per poll), the newest status event's state, and liveness
+  by pid AND start time (a reused pid is not the job; a zombie is dead). Once the process is
+  gone: the rest of the events, then status.json's final state and exit code; no status.json
+  → `failed: trainer exited without a final status` (+ the exit code when a reaper recorded
+  it). A queued job stays `queued` until launch.json appears; then `JobUpdate.handle` carries
+  the new handle. A final state is reported only once the trainer has written status.json or
+  is gone.
+- **cancel.** A queued job is taken out of the queue under the lock and never starts; the next
+  poll reports `cancelled` (cancel itself returns nothing). A running job gets SIGTERM to its
+  process group (the trainer checkpoints and exits 0 with status cancelled), SIGKILL after
+  `cancel_grace_s`; cancel returns when the process is gone. A trainer that had to be killed is
+  reported `cancelled` with that reason. Cancelling twice or cancelling a finished job is a
+  no-op. (Windows has no SIGTERM for a detached process: the tree is terminated at once.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from desktop.errors import ProviderError, RuntimeNotReadyError
+from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle
+from desktop.providers.base import Capability
+from desktop.providers.local.process import (
+    CREATE_TIME_TOLERANCE_S,
+    LockBusy,
+    describe_exit,
+    is_alive,
+    kill_group,
+    spawn_detached,
+    terminate_group,
+)
+from desktop.providers.local.queue import (
+    CANCELLED_FILE,
+    EXIT_FILE,
+    LAUNCH_FILE,
+    OFFLINE_ENV,
+    JobQueue,
+    LaunchRecord,
+    QueueEntry,
+    plan_starts,
+    read_exit,
+    read_launch,
+    start_entry,
+    write_exit,
+)
+from trainer.protocol import (
+    EVENTS_FILE,
+    STATUS_FILE,
+    Event,
+    EventReader,
+    StatusEvent,
+    read_status,
+    write_json_atomic,
+)
+
+__all__ = [
+    "EXITED_WITHOUT_STATUS",
+    "GpuInfo",
+    "LocalProvider",
+    "RuntimeInfo",
+    "SlotConfig",
+    "clear_runtime_cache",
+]
+
+EXITED_WITHOUT_STATUS = "trainer exited without a final status"
+MAX_EVENT_BYTES_PER_POLL = 4 * 1024 * 1024
+MAX_LOG_BYTES = 1024 * 1024
+TRAIN_LOG = "train.log"
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """Which slots the queue hands out.
+
+    Attributes:
+        gpus: GPU indices to use; None takes every GPU `trainer doctor` finds. There is always
+            one CPU slot besides.
+    """
+
+    gpus: tuple[int, ...] | None = None
+
+
+class GpuInfo(BaseModel):
+    """One GPU as `trainer doctor` sees it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    index: int
+    name: str = ""
+    memory_gb: float | None = None
+
+
+class RuntimeInfo(BaseModel):
+    """What `python -m trainer doctor --json` says about the trainer runtime."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ok: bool
+    problems: list[str] = Field(default_factory=list)
+    python: str | None = None
+    executable: str | None = None
+    torch: str | None = None
+    cuda_available: bool = False
+    cuda_version: str | None = None
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    raw: dict[str, Any] = Field(default_factory=dict, description="The whole doctor answer.")
+
+
+_RUNTIME_CACHE: dict[str, RuntimeInfo] = {}
+_RUNTIME_CACHE_LOCK = threading.Lock()
+
+
+def clear_runtime_cache() -> None:
+    """Forget every cached doctor answer (after the user installed something)."""
+    with _RUNTIME_CACHE_LOCK:
+        _RUNTIME_CACHE.clear()
+
+
+def _run_doctor(python: str, timeout: float) -> RuntimeInfo:
+    argv = [python, "-m", "trainer", "doctor", "--json"]
+    fix = f"install the trainer runtime there ({python} -m pip install 'finetune-desk[train]') "
+    fix += "or choose another trainer Python in the settings"
+    try:
+        done = subprocess.run(  # short-lived child: pipes are fine here
+            argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
+    except FileNotFoundError:
+        raise RuntimeNotReadyError(f"trainer runtime {python!r} does not exist; {fix}") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeNotReadyError(
+            f"`{python} -m trainer doctor` did not answer within {timeout:.0f} s; check that "
+            "Python and its torch install work"
+        ) from None
+    except OSError as exc:
+        raise RuntimeNotReadyError(
+            f"trainer runtime {python!r} cannot run ({exc}); {fix}"
+        ) from None
+    try:
+        raw = json.loads(done.stdout.decode("utf-8", errors="replace"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        info = RuntimeInfo.model_validate({**raw, "raw": raw})
+    except (ValueError, ValidationError):
+        tail = done.stderr.decode("utf-8", errors="replace").strip().splitlines()[-3:]
+        raise RuntimeNotReadyError(
+            f"`{python} -m trainer doctor --json` failed (exit code {done.returncode}): "
+            f"{' | '.join(tail) or 'no output'}; {fix}"
+        ) from None
+    if not info.ok:
+        problems = "; ".join(info.problems) or "doctor reports it not ready"
+        raise RuntimeNotReadyError(f"trainer runtime {python} is not ready: {problems}")
+    return info
+
+
+def _handle_from(record: LaunchRecord) -> ProviderHandle:
+    extra = {"launcher": record.launcher}
+    if record.queued_at is not None:
+        extra["queued_at"] = repr(record.queued_at)
+    return ProviderHandle(
+        provider="local",
+        pid=record.pid,
+        pid_start_time=record.pid_start_time,
+        gpus=record.gpus,
+        launched_at=record.started_at,
+        extra=extra,
+    )
+
+
+def _only_if_changed(job: Job, state: JobState | None) -> JobState | None:
+    return None if state is None or state == job.state else state
+
+
+def _decode_log(data: bytes, *, at_eof: bool) -> tuple[str, int]:
+    """Decode a log chunk; a multi-byte character cut at the end is left for the next read."""
+    try:
+        return data.decode("utf-8"), len(data)
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.start >= len(data) - 3 and not at_eof:
+            head = data[: exc.start]
+            return head.decode("utf-8", errors="replace"), len(head)
+        return data.decode("utf-8", errors="replace"), len(data)
+
+
+class LocalProvider:
+    """Runs jobs on this machine; see the module docstring for the whole picture.
+
+    Args:
+        home: the app's data folder; the queue lives in `home/queue/`.
+        python: the trainer runtime's interpreter (default: the app's own).
+        slots: which GPUs to hand out (default: all that doctor finds).
+        poll_interval: how often a watcher should poll (seconds); advisory for the JobService.
+        cancel_grace_s: how long a cancelled trainer may take to checkpoint before SIGKILL.
+        offline: start trainers with HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1,
+            HF_DATASETS_OFFLINE=1.
+        env_provider: secrets for a job as environment variables (name → value); called at
+            launch, values go only into the child's environment.
+        doctor_timeout_s: how long `trainer doctor` may take.
+        scheduler_argv: how to start the scheduler (default: this Python, `-m
+            desktop.providers.local.scheduler`); a frozen app passes its own entry point.
+    """
+
+    name = "local"
+    capabilities: frozenset[Capability] = frozenset(
+        {
+            Capability.GPU,
+            Capability.MULTI_GPU,
+            Capability.QUEUE,
+            Capability.OFFLINE,
+            Capability.REATTACH,
+        }
+    )
+
+    def __init__(
+        self,
+        home: Path,
+        python: str | None = None,
+        slots: SlotConfig | None = None,
+        poll_interval: float = 1.0,
+        cancel_grace_s: float = 60.0,
+        *,
+        offline: bool = False,
+        env_provider: Callable[[Job], Mapping[str, str]] | None = None,
+        doctor_timeout_s: float = 180.0,
+        scheduler_argv: Sequence[str] | None = None,
+    ) -> None:
+        self.home = Path(home)
+        self.python = python or sys.executable
+        self.slots = slots or SlotConfig()
+        self.poll_interval = poll_interval
+        self.cancel_grace_s = cancel_grace_s
+        self.offline = offline
+        self.env_provider = env_provider
+        self.doctor_timeout_s = doctor_timeout_s
+        self.scheduler_argv = list(
+            scheduler_argv
+            or [sys.executable, "-m", "desktop.providers.local.scheduler", "--home", str(home)]
+        )
+        self.queue = JobQueue(self.home)
+        self._lock = threading.Lock()
+        # Trainers and schedulers this process started: reaped here while it lives.
+        self._children: dict[str, tuple[subprocess.Popen[bytes], LaunchRecord, Path]] = {}
+        self._exit_codes: dict[str, tuple[int, int]] = {}  # job id → (pid, exit code)
+        self._schedulers: list[subprocess.Popen[bytes]] = []
+
+    # -- runtime ----------------------------------------------------------------------------
+
+    async def runtime(self, *, refresh: bool = False) -> RuntimeInfo:
+        """The trainer runtime as doctor describes it (cached per interpreter).
+
+        Raises:
+            RuntimeNotReadyError: missing interpreter, no trainer, doctor not ok; with the
+                problems and what to do.
+        """
+        with _RUNTIME_CACHE_LOCK:
+            cached = None if refresh else _RUNTIME_CACHE.get(self.python)
+        if cached is not None:
+            return cached
+        info = await asyncio.to_thread(_run_doctor, self.python, self.doctor_timeout_s)
+        with _RUNTIME_CACHE_LOCK:
+            _RUNTIME_CACHE[self.python] = info
+        return info
+
+    async def gpu_slots(self) -> tuple[int, ...]:
+        """The GPU indices the queue hands out."""
+        if self.slots.gpus is not None:
+            return tuple(self.slots.gpus)
+        info = await self.runtime()
+        return tuple(g.index for g in info.gpus)
+
+    # -- launch -----------------------------------------------------------------------------
+
+    async def launch(self, job: Job) -> ProviderHandle:
+        """Start the job now when its slots are free, else queue it (see the module docstring).
+
+        Returns a handle with the pid when it started, or one without a pid while queued.
+
+        Raises:
+            RuntimeNotReadyError: the trainer runtime is not usable.
+            ProviderError: the job dir has no config.json, the machine has fewer GPUs than the
+                job asks for, or the trainer could not be started.
+        """
+        await self.runtime()
+        gpus = await self.gpu_slots()
+        if job.gpus_requested > len(gpus):
+            raise ProviderError(
+                f"job {job.id} asks for {job.gpus_requested} GPU(s) but this machine offers "
+                f"{len(gpus)} ({', '.join(map(str, gpus)) or 'none'}); lower hardware.num_gpus "
+                "or train on the CPU"
+            )
+        secrets: Mapping[str, str] = {}
+        if self.env_provider is not None:
+            secrets = await asyncio.to_thread(self.env_provider, job)
+        return await asyncio.to_thread(self._launch_sync, job, gpus, dict(secrets))
+
+    def _launch_sync(
+        self, job: Job, gpus: tuple[int, ...], secrets: dict[str, str]
+    ) -> ProviderHandle:
+        job_dir = Path(job.job_dir).resolve()
+        if not (job_dir / "config.json").is_file():
+            raise ProviderError(f"job {job.id}: {job_dir / 'config.json'} does not exist")
+        self._clear_previous_run(job_dir)
+        now_ns = time.time_ns()
+        entry = QueueEntry(
+            job_id=job.id,
+            job_dir=str(job_dir),
+            gpus_requested=job.gpus_requested,
+            python=self.python,
+            resume=job.resume,
+            env=dict(OFFLINE_ENV) if self.offline else {},
+            secret_env_names=sorted(secrets),
+            enqueued_at=now_ns / 1e9,
+            order=now_ns,
+        )
+        record: LaunchRecord | None = None
+        with self.queue.lock():
+            self.queue.write_slot_table(gpus)
+            self.queue.add(entry)
+            free_gpus, cpu_free = self.queue.free_resources()
+            plans = plan_starts(self.queue.entries(), free_gpus, cpu_free)
+            mine = [p for p in plans if p.entry.job_id == job.id]
+            if mine:
+                try:
+                    popen, record = start_entry(
+                        self.queue, mine[0], launcher="app", secrets=secrets
+                    )
+                except OSError as exc:
+                    self.queue.remove(job.id)
+                    raise ProviderError(
+                        f"job {job.id}: could not start the trainer with {self.python}: {exc}"
+                    ) from None
+                with self._lock:
+                    self._children[job.id] = (popen, record, job_dir)
+                    self._exit_codes.pop(job.id, None)
+            waiting = bool(self.queue.entries())
+        if waiting:
+            self._ensure_scheduler()
+        if record is not None:
+            return _handle_from(record)
+        return ProviderHandle(provider="local", extra={"queued_at": repr(entry.enqueued_at)})
+
+    @staticmethod
+    def _clear_previous_run(job_dir: Path) -> None:
+        """A relaunch (resume) must not be judged by the last run's files."""
+        for name in (LAUNCH_FILE, EXIT_FILE, CANCELLED_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (job_dir / name).unlink()
+        status = job_dir / STATUS_FILE
+        if status.exists():
+            os.replace(status, job_dir / "status.previous.json")
+
+    def _ensure_scheduler(self) -> None:
+        """Spawn the scheduler unless one runs (it holds the scheduler lock)."""
+        probe = self.queue.scheduler_lock()
+        try:
+            probe.acquire(blocking=False)
+        except LockBusy:
+            return
+        probe.release()
+        try:
+            popen, _ = spawn_detached(
+                self.scheduler_argv,
+                log_path=self.queue.scheduler_log,
+                env=os.environ,
+                cwd=self.home,
+            )
+        except OSError as exc:
+            raise ProviderError(f"could not start the local queue scheduler: {exc}") from None
+        with self._lock:
+            self._schedulers.append(popen)
+
+    def _reap(self) -> None:
+        """Collect exit codes of children this process started (and clear their zombies)."""
+        with self._lock:
+            for job_id, (popen, record, job_dir) in list(self._children.items()):
+                code = popen.poll()
+                if code is None:
+                    continue
+                del self._children[job_id]
+                self._exit_codes[job_id] = (record.pid, code)
+                write_exit(job_dir, record.pid, record.pid_start_time, code)
+            self._schedulers = [p for p in self._schedulers if p.poll() is None]
+
+    def _exit_code(self, job_id: str, job_dir: Path, pid: int, create_time: float) -> int | None:
+        with self._lock:
+            known = self._exit_codes.get(job_id)
+        if known is not None and known[0] == pid:
+            return known[1]
+        record = read_exit(job_dir)
+        if (
+            record is not None
+            and record.pid == pid
+            and abs(record.pid_start_time - create_time) < CREATE_TIME_TOLERANCE_S
+        ):
+            return record.exit_code
+        return None
+
+    # -- poll -------------------------------------------------------------------------------
+
+    async def poll(self, job: Job) -> JobUpdate:
+        """What happened since `job.events_offset`; see the module docstring."""
+        return await asyncio.to_thread(self._poll_sync, job)
+
+    def _poll_sync(self, job: Job) -> JobUpdate:
+        self._reap()
+        job_dir = Path(job.job_dir).resolve()
+        record = read_launch(job_dir)
+        if record is None and (job.handle is None or job.handle.pid is None):
+            # Under the lock: a start moves a job from the queue to launch.json atomically.
+            with self.queue.lock():
+                queued = self.queue.has(job.id)
+                record = None if queued else read_launch(job_dir)
+            if queued:
+                if not self._scheduler_running():
+                    self._ensure_scheduler()  # it died or was never started: the queue must move
+                return JobUpdate(state=_only_if_changed(job, JobState.QUEUED))
+            if record is None:
+                return self._never_started(job, job_dir)
+        handle_update: ProviderHandle | None = None
+        if record is not None:
+            pid, create_time = record.pid, record.pid_start_time
+            old = job.handle
+            if old is None or old.pid != pid or old.pid_start_time != create_time:
+                handle_update = _handle_from(record)
+        else:
+            assert job.handle is not None and job.handle.pid is not None
+            pid, create_time = job.handle.pid, job.handle.pid_start_time or 0.0
+        return self._watch(job, job_dir, pid, create_time, handle_update)
+
+    def _scheduler_running(self) -> bool:
+        probe = self.queue.scheduler_lock()
+        try:
+            probe.acquire(blocking=False)
+        except LockBusy:
+            return True
+        probe.release()
+        return False
+
+    def _never_started(self, job: Job, job_dir: Path) -> JobUpdate:
+        if (job_dir / CANCELLED_FILE).exists():
+            return JobUpdate(
+                state=_only_if_changed(job, JobState.CANCELLED), reason="cancelled while queued"
+            )
+        status = read_status(job_dir)
+        if status is not None and status.state in ("failed", "cancelled", "completed"):
+            # The scheduler could not start it and wrote why.
+            return JobUpdate(
+                state=_only_if_changed(job, JobState(status.state)),
+                reason=status.message,
+                exit_code=status.exit_code,
+            )
+        return JobUpdate(
+            state=_only_if_changed(job, JobState.FAILED),
+            reason="the job is neither queued nor started (its queue entry is gone)",
+        )
+
+    def _watch(
+        self,
+        job: Job,
+        job_dir: Path,
+        pid: int,
+        create_time: float,
+        handle_update: ProviderHandle | None,
+    ) -> JobUpdate:
+        # Liveness first: events read after "gone" are then complete.
+        alive = is_alive(pid, create_time)
+        status = read_status(job_dir)
+        ended = not alive or (
+            status is not None and status.state in ("completed", "failed", "cancelled")
+        )
+        events_path = job_dir / EVENTS_FILE
+        reader = EventReader(events_path, job.events_offset, job.events_last_seq)
+        try:
+            backlog = events_path.stat().st_size - job.events_offset
+        except FileNotFoundError:
+            backlog = 0
+        complete = backlog <= MAX_EVENT_BYTES_PER_POLL
+        if complete:
+            events = reader.read_new(final=not alive)
+        else:
+            events = reader.read_new(max_bytes=MAX_EVENT_BYTES_PER_POLL)
+            if not events and reader.offset == job.events_offset:
+                events = reader.read_new(final=not alive)  # one line larger than the budget
+                complete = True
+        base = JobUpdate(
+            events=tuple(events),
+            events_offset=reader.offset,
+            events_last_seq=reader.last_seq,
+            handle=handle_update,
+        )
+        if not (ended and complete):
+            state = self._latest_running_state(events)
+            return base.model_copy(update={"state": _only_if_changed(job, state)})
+        # The trainer is gone (or said its last word): the final state.
+        if status is not None and status.state in ("completed", "failed", "cancelled"):
+            return base.model_copy(
+                update={
+                    "state": _only_if_changed(job, JobState(status.state)),
+                    "reason": status.message,
+                    "exit_code": status.exit_code,
+                }
+            )
+        code = self._exit_code(job.id, job_dir, pid, create_time)
+        cancel_mark = job_dir / CANCELLED_FILE
+        if cancel_mark.exists():
+            return base.model_copy(
+                update={
+                    "state": _only_if_changed(job, JobState.CANCELLED),
+                    "reason": "cancelled; the trainer did not stop in time and was killed "
+                    f"({describe_exit(code)})",
+                    "exit_code": code,
+                }
+            )
+        reason = EXITED_WITHOUT_STATUS
+        if code is not None:
+            reason += f" ({describe_exit(code)})"
+        return base.model_copy(
+            update={
+                "state": _only_if_changed(job, JobState.FAILED),
+                "reason": reason,
+                "exit_code": code,
+            }
+        )
+
+    @staticmethod
+    def _latest_running_state(events: Sequence[Event]) -> JobState | None:
+        """The newest non-final status among `events` (final ones wait for status.json)."""
+        for event in reversed(events):
+            if isinstance(event, StatusEvent) and event.state not in (
+                "completed",
+                "failed",
+                "cancelled",
+            ):
+                return JobState(event.state)
+        return None
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> None:
+        """Cancel a queued or running job (idempotent); see the module docstring."""
+        await asyncio.to_thread(self._cancel_sync, job)
+
+    def _cancel_sync(self, job: Job) -> None:
+        job_dir = Path(job.job_dir).resolve()
+        with self.queue.lock():
+            if self.queue.remove(job.id):
+                write_json_atomic(
+                    job_dir / CANCELLED_FILE, {"cancelled_at": time.time(), "while": "queued"}
+                )
+                return
+        record = read_launch(job_dir)
+        if record is not None:
+            pid, create_time = record.pid, record.pid_start_time
+        elif job.handle is not None and job.handle.pid is not None:
+            pid, create_time = job.handle.pid, job.handle.pid_start_time or 0.0
+        else:
+            return  # neither queued nor started: nothing to stop
+        self._reap()
+        if not is_alive(pid, create_time):
+            return
+        if not (job_dir / CANCELLED_FILE).exists():
+            write_json_atomic(
+                job_dir / CANCELLED_FILE, {"cancelled_at": time.time(), "while": "running"}
+            )
+        self._log_line(job_dir, f"cancel requested: SIGTERM to process group {pid}")
+        terminate_group(pid, create_time)
+        if self._wait_gone(pid, create_time, self.cancel_grace_s):
+            return
+        self._log_line(job_dir, f"no exit within {self.cancel_grace_s:.0f} s: SIGKILL")
+        kill_group(pid, create_time)
+        self._wait_gone(pid, create_time, 10.0)
+
+    def _wait_gone(self, pid: int, create_time: float, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._reap()
+            if not is_alive(pid, create_time):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    @staticmethod
+    def _log_line(job_dir: Path, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with contextlib.suppress(OSError), open(job_dir / TRAIN_LOG, "a", encoding="utf-8") as fh:
+            fh.write(f"[finetune-desk {stamp}] {message}\n")
+
+    # -- logs, artifacts --------------------------------------------------------------------
+
+    async def logs(self, job: Job, since: int) -> LogChunk:
+        """train.log from byte `since` (at most 1 MB per call); resume with `next_offset`."""
+        return await asyncio.to_thread(self._logs_sync, job, since)
+
+    @staticmethod
+    def _logs_sync(job: Job, since: int) -> LogChunk:
+        path = Path(job.job_dir) / TRAIN_LOG
+        since = max(0, since)
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if since > size:  # the log was replaced: start over
+                    since = 0
+                fh.seek(since)
+                data = fh.read(MAX_LOG_BYTES)
+        except FileNotFoundError:
+            return LogChunk(text="", offset=since, next_offset=since)
+        at_eof = since + len(data) >= size
+        if not at_eof and b"\n" in data:
+            data = data[: data.rfind(b"\n") + 1]
+        text, used = _decode_log(data, at_eof=at_eof)
+        return LogChunk(text=text, offset=since, next_offset=since + used)
+
+    async def fetch_artifacts(self, job: Job, dest: Path) -> None:
+        """No-op: a local job's output already is on this machine (`<job-dir>/output/`)."""
+        return None
+
+    def queue_position(self, job_id: str) -> int | None:
+        """0-based place of a waiting job in the FIFO queue; None when it is not waiting."""
+        for index, entry in enumerate(self.queue.entries()):
+            if entry.job_id == job_id:
+                return index
+        return None
