@@ -1,0 +1,402 @@
+"""JobService and TaskRunner: checks before launch, ingest that loses and doubles nothing,
+transitions only as observed, tracked background tasks.
+
+The provider here is a small file reader at the edge (what the trainer leaves in a job dir);
+the store, the service and the event protocol are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from desktop.errors import ConfigError, DatasetError, JobStateError, OfflineError
+from desktop.jobs import JobService, _plan_transitions, new_job_id
+from desktop.models import Job, JobState, JobUpdate, LogChunk, MetricPoint, ProviderHandle
+from desktop.tasks import TaskRunner
+from trainer.protocol import EventReader, EventWriter, StatusFile, read_all_events, write_status
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "home"
+    monkeypatch.setenv("FTDESK_HOME", str(folder))
+    return folder
+
+
+class DirProvider:
+    """Reads a job dir like any provider would; launching only records a handle."""
+
+    name = "dirs"
+    capabilities: frozenset[Any] = frozenset()
+
+    def __init__(self) -> None:
+        self.launched: list[str] = []
+        self.cancelled: list[str] = []
+
+    async def launch(self, job: Job) -> ProviderHandle:
+        self.launched.append(job.id)
+        return ProviderHandle(provider=self.name, pid=None)
+
+    async def poll(self, job: Job) -> JobUpdate:
+        path = job.job_dir / "events.jsonl"
+        status = None
+        from trainer.protocol import read_status
+
+        status = read_status(job.job_dir)
+        reader = EventReader(path, job.events_offset, job.events_last_seq)
+        events = reader.read_new(final=status is not None)
+        state = JobState(status.state) if status is not None else None
+        return JobUpdate(
+            events=tuple(events),
+            state=state,
+            reason=status.message if status else "",
+            exit_code=status.exit_code if status else None,
+            events_offset=reader.offset,
+            events_last_seq=reader.last_seq,
+        )
+
+    async def cancel(self, job: Job) -> None:
+        self.cancelled.append(job.id)
+
+    async def logs(self, job: Job, since: int) -> LogChunk:
+        return LogChunk(text="", offset=since, next_offset=since)
+
+    async def fetch_artifacts(self, job: Job, dest: Path) -> None:
+        return None
+
+
+class Recorder:
+    """A JobListener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.changed: list[Job] = []
+        self.points: list[MetricPoint] = []
+
+    def job_added(self, job: Job) -> None:
+        pass
+
+    def job_changed(self, job: Job) -> None:
+        self.changed.append(job)
+
+    def job_removed(self, job_id: str) -> None:
+        pass
+
+    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
+        self.points.extend(points)
+
+    def log_added(self, job_id: str, lines: list[str]) -> None:
+        pass
+
+
+def _service(provider: DirProvider, **kw: Any) -> JobService:
+    from desktop.store import JobStore
+
+    return JobService(JobStore(), providers={"dirs": provider}, **kw)
+
+
+def _stored_job(service: JobService, demo_config: Path) -> Job:
+    """A job record as launch would make it, without the (slow) dataset check."""
+    from desktop.jobs import resolve_config
+    from desktop.models import data_home
+
+    cfg = resolve_config(demo_config)
+    job_id = new_job_id()
+    job_dir = data_home() / "jobs" / job_id
+    job_dir.mkdir(parents=True)
+    (job_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    job = Job(id=job_id, name="t", provider="dirs", config=cfg, job_dir=job_dir)
+    service.store.add_job(job, "created")
+    return service.get(job_id)
+
+
+def _metric_values(events_path: Path) -> set[tuple[int, str, float]]:
+    """(step, series, value) of every metric value in events.jsonl, read as plain JSON."""
+    skip = {"seq", "time", "kind", "step", "total_steps"}
+    out = set()
+    for line in events_path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["kind"] == "metric":
+            for key, value in record.items():
+                if key not in skip and isinstance(value, int | float):
+                    out.add((record["step"], key, float(value)))
+    return out
+
+
+def test_job_ids_are_short_sortable_and_unique() -> None:
+    ids = [new_job_id(1_800_000_000.0 + i) for i in range(50)]
+    assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", i) for i in ids)
+    assert ids == sorted(ids)
+    assert len({new_job_id() for _ in range(200)}) >= 199
+
+
+def test_transitions_follow_only_what_was_observed() -> None:
+    q, s, t, sv, c, f = (
+        JobState.QUEUED,
+        JobState.STARTING,
+        JobState.TRAINING,
+        JobState.SAVING,
+        JobState.COMPLETED,
+        JobState.FAILED,
+    )
+    seen = [(s, "a"), (t, "b"), (sv, "c"), (t, "d"), (c, "e")]
+    assert [x for x, _ in _plan_transitions(q, seen)] == [s, t, sv, t, c]
+    # A run that started and ended between two polls passes through starting.
+    assert [x for x, _ in _plan_transitions(q, [(c, "done")])] == [s, c]
+    # Repeats are no change; nothing leaves a final state except a resume.
+    assert _plan_transitions(t, [(t, "x")]) == []
+    assert _plan_transitions(c, [(f, "late")]) == []
+    assert _plan_transitions(t, [(q, "?")]) == []
+
+
+def test_task_runner_names_cancels_and_reports_failures() -> None:
+    failures: list[tuple[str, str]] = []
+
+    async def boom() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("kaputt")
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    async def go() -> None:
+        runner = TaskRunner(lambda name, exc: failures.append((name, str(exc))))
+        runner.start("boom", boom())
+        runner.start("sleeper", forever())
+        with pytest.raises(ValueError, match="sleeper"):
+            runner.start("sleeper", forever())
+        await runner.wait("boom")
+        await asyncio.sleep(0)
+        assert runner.names() == ["sleeper"]
+        assert runner.cancel("sleeper")
+        await runner.cancel_all()
+        assert runner.names() == []
+        assert not runner.cancel("sleeper")
+
+    asyncio.run(go())
+    assert failures == [("boom", "kaputt")]
+
+
+def test_ingest_across_restarts_loses_nothing_and_doubles_nothing(
+    home: Path, demo_template: Path
+) -> None:
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        recorder = Recorder()
+        service.add_listener(recorder)
+        job = _stored_job(service, demo_template / "config.json")
+        events = job.job_dir / "events.jsonl"
+        writer = EventWriter(events)
+        writer.emit("status", state="starting")
+        writer.emit("status", state="training")
+        for step in range(1, 21):
+            writer.emit(
+                "metric",
+                step=step,
+                total_steps=40,
+                loss=4.0 - step * 0.05,
+                learning_rate=1e-3,
+                eval_loss=(3.5 - step * 0.01) if step % 5 == 0 else None,
+            )
+        # A torn last line (the trainer is mid-write) waits for the next read.
+        with open(events, "ab") as fh:
+            fh.write(b'{"seq": 99, "time": 1.0, "kind": "metr')
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.TRAINING
+        assert job.step == 20 and job.total_steps == 40
+        assert job.last_loss == pytest.approx(3.0)
+        assert job.best_eval_loss == pytest.approx(3.3)
+        assert job.started_at is not None
+        assert len(recorder.points) == service.store.metric_count(job.id)
+        await service.close()
+        service.store.close()
+
+        # Finish the torn line, write the rest; a new service (the app restarted) picks up.
+        with open(events, "ab") as fh:
+            fh.write(b'ic", "step": 21, "loss": 2.9}\n')
+        writer = EventWriter(events)
+        for step in range(22, 41):
+            writer.emit("metric", step=step, total_steps=40, loss=4.0 - step * 0.05)
+        writer.emit("artifact", artifact="checkpoint", path=str(job.job_dir / "checkpoints/c-40"))
+        writer.emit("status", state="saving")
+        writer.emit("status", state="completed", message="done")
+        write_status(
+            job.job_dir,
+            StatusFile(
+                state="completed",
+                exit_code=0,
+                last_step=40,
+                total_steps=40,
+                final_loss=2.0,
+                output_dir=str(job.job_dir / "output"),
+            ),
+        )
+        service = _service(provider)
+        await service.start()
+        job = await service.wait(job.id, timeout=10)
+        assert job.state is JobState.COMPLETED
+        assert job.exit_code == 0
+        assert job.last_loss == pytest.approx(2.0)
+        assert job.output_dir == job.job_dir / "output"
+        assert job.last_checkpoint == str(job.job_dir / "checkpoints/c-40")
+        assert job.finished_at is not None and job.eta_seconds is None
+        stored = {(p.step, p.name, p.value) for p in service.store.metrics(job.id)}
+        assert stored == _metric_values(events)
+        assert service.store.metric_count(job.id) == len(_metric_values(events))
+        states = [t.new for t in service.store.transitions(job.id)]
+        assert states == [
+            JobState.QUEUED,
+            JobState.STARTING,
+            JobState.TRAINING,
+            JobState.SAVING,
+            JobState.COMPLETED,
+        ]
+        assert len(read_all_events(events)) == 45
+        await service.close()
+        service.store.close()
+
+    asyncio.run(go())
+
+
+def test_failed_run_takes_the_trainers_reason(home: Path, demo_template: Path) -> None:
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        job = _stored_job(service, demo_template / "config.json")
+        writer = EventWriter(job.job_dir / "events.jsonl")
+        writer.emit("status", state="starting")
+        writer.emit("error", message="CUDA out of memory: lower the batch size")
+        writer.emit("status", state="failed")
+        write_status(job.job_dir, StatusFile(state="failed", exit_code=1))
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.FAILED
+        assert "lower the batch size" in job.state_reason
+        assert job.exit_code == 1
+        with pytest.raises(JobStateError, match="no checkpoint"):
+            await service.resume(job.id)
+        with pytest.raises(JobStateError, match="already ended"):
+            await service.cancel(job.id)
+        await service.close()
+
+    asyncio.run(go())
+
+
+def test_resume_queues_a_cancelled_job_again_in_the_same_dir(
+    home: Path, demo_template: Path
+) -> None:
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        job = _stored_job(service, demo_template / "config.json")
+        ckpt = job.job_dir / "checkpoints" / "checkpoint-10"
+        ckpt.mkdir(parents=True)
+        writer = EventWriter(job.job_dir / "events.jsonl")
+        writer.emit("status", state="starting")
+        writer.emit("metric", step=10, loss=1.0)
+        writer.emit("artifact", artifact="checkpoint", path=str(ckpt), step=10)
+        writer.emit("status", state="cancelled")
+        write_status(job.job_dir, StatusFile(state="cancelled", exit_code=0, last_step=10))
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.CANCELLED
+        resumed = await service.resume(job.id)
+        assert resumed.state is JobState.QUEUED and resumed.resume
+        assert resumed.job_dir == job.job_dir
+        assert provider.launched == [job.id]
+        # The old run's last word no longer stands for the new one.
+        assert not (job.job_dir / "status.json").exists()
+        polled = await service.poll_once(job.id)
+        assert polled.state is JobState.QUEUED
+        await service.close()
+
+    asyncio.run(go())
+
+
+def _write_config(folder: Path, demo: Path, **changes: Any) -> Path:
+    data = json.loads((demo / "config.json").read_text(encoding="utf-8"))
+    data["model"]["name_or_path"] = str(demo / "model")
+    data["dataset"]["path"] = str(demo / "train.jsonl")
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path = folder / "config.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_launch_refuses_bad_input_before_anything_is_spent(
+    home: Path, tmp_path: Path, demo_template: Path
+) -> None:
+    provider = DirProvider()
+    bad_data = tmp_path / "bad.jsonl"
+    lines = (demo_template / "train.jsonl").read_text(encoding="utf-8").splitlines()[:5]
+    lines[2] = '{"messages": [{"role": "user", "content": "hi"}'
+    bad_data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    async def go() -> None:
+        service = _service(provider)
+        cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+            ({"training__lerning_rate": 0.1}, ConfigError, "training.lerning_rate"),
+            ({"lora__r": 0}, ConfigError, "lora.r"),
+            ({"dataset__path": str(tmp_path / "nope.jsonl")}, DatasetError, "nope.jsonl"),
+            ({"dataset__path": str(bad_data)}, DatasetError, "line 3"),
+        ]
+        for changes, error, needle in cases:
+            folder = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+            folder.mkdir()
+            with pytest.raises(error, match=re.escape(needle)):
+                await service.launch(_write_config(folder, demo_template, **changes), "dirs")
+        offline = _service(provider, offline=True)
+        folder = tmp_path / "offline"
+        folder.mkdir()
+        with pytest.raises(OfflineError, match="not-a-real-org/model"):
+            await offline.launch(
+                _write_config(folder, demo_template, model__name_or_path="not-a-real-org/model"),
+                "dirs",
+            )
+        assert provider.launched == []
+        assert service.jobs() == []
+        assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())
+        await service.close()
+        await offline.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_launch_writes_the_job_dir_and_hands_it_over(
+    home: Path, tmp_path: Path, demo_template: Path
+) -> None:
+    provider = DirProvider()
+    demo = tmp_path / "demo"
+    shutil.copytree(demo_template, demo)
+
+    async def go() -> None:
+        service = _service(provider)
+        job = await service.launch(demo / "config.json", "dirs", name="first")
+        assert provider.launched == [job.id]
+        assert job.job_dir == home / "jobs" / job.id
+        assert job.name == "first" and job.state is JobState.QUEUED
+        assert job.handle is not None and job.handle.provider == "dirs"
+        written = json.loads((job.job_dir / "config.json").read_text(encoding="utf-8"))
+        assert Path(written["model"]["name_or_path"]) == (demo / "model").resolve()
+        assert service.is_watching(job.id)
+        await service.cancel(job.id)
+        assert provider.cancelled == [job.id]
+        await service.close()
+        assert not service.is_watching(job.id)
+
+    asyncio.run(go())
