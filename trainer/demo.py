@@ -81,7 +81,7 @@ def demo_config() -> dict[str, Any]:
         "name": "demo",
         "model": {"name_or_path": "model", "dtype": "fp32", "attn_implementation": "sdpa"},
         "method": "lora",
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
+        "lora": {"r": 8, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
         "dataset": {
             "path": "train.jsonl",
             "format": "messages",
@@ -92,7 +92,7 @@ def demo_config() -> dict[str, Any]:
             "max_steps": 40,
             "per_device_batch_size": 8,
             "gradient_accumulation_steps": 1,
-            "learning_rate": 5e-3,
+            "learning_rate": 1e-2,
             "lr_scheduler": "linear",
             "warmup_ratio": 0.05,
             "logging_steps": 1,
@@ -159,6 +159,9 @@ def make_demo(directory: Path, seed: int = DEMO_SEED) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=False,
+        # Wider than the usual 0.02 so that a frozen random output head still spans logits
+        # large enough for a LoRA adapter to move the loss visibly within 40 steps.
+        initializer_range=0.1,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
