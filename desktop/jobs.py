@@ -56,7 +56,6 @@ from trainer.config import (
     looks_like_local_path,
 )
 from trainer.protocol import (
-    STATUS_FILE,
     ArtifactEvent,
     ErrorEvent,
     MetricEvent,
@@ -458,12 +457,16 @@ class JobService:
         except KeyError as exc:
             raise ConfigError(f"--provider: {exc.args[0]}") from None
         if name == "local":
+            from desktop.providers.local import SlotConfig
+
+            slots = self.settings.gpu_slots
             instance = factory(
                 home=data_home(),
                 python=trainer_python(self.settings),
-                slots=self.settings.gpu_slots,
+                slots=SlotConfig(gpus=None if slots is None else tuple(range(slots))),
                 poll_interval=self.settings.poll_interval_s,
                 cancel_grace_s=self.settings.cancel_grace_s,
+                offline=self.offline,
                 env_provider=self.trainer_env,
             )
         else:
@@ -472,13 +475,13 @@ class JobService:
         return instance
 
     def trainer_env(self, job: Job) -> dict[str, str]:
-        """Environment variables a job's trainer gets: offline switches and the secrets it needs.
+        """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
 
-        Secrets leave the keychain here and nowhere else; they are never written to a file.
+        Called by the provider in a worker thread at launch. Secrets leave the keychain here
+        and go only into the child's environment; they are never written to a file. A
+        keychain that cannot be used leaves them out (with a warning), not the job.
         """
         env: dict[str, str] = {}
-        if self.offline:
-            env.update(OFFLINE_ENV)
         names = ["hf_token"]
         if job.config.training.report_to == "wandb":
             names.append("wandb_api_key")
@@ -547,6 +550,7 @@ class JobService:
         """
         cfg, _ = await self.validate(config)
         backend = self.provider(provider)
+        gpus_requested = await _gpus_requested(cfg, backend)
         jobs_root = data_home() / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)
         while True:
@@ -564,7 +568,7 @@ class JobService:
             provider=provider,
             config=cfg,
             job_dir=job_dir,
-            gpus_requested=_gpus_requested(cfg),
+            gpus_requested=gpus_requested,
         )
         self.store.add_job(job, "created")
         job = self.get(job_id)
@@ -627,7 +631,6 @@ class JobService:
         backend = self.provider(job.provider)
         if self.offline:
             check_offline(job.config)
-        _retire_status_file(job.job_dir)
         job = self.store.transition(
             job,
             JobState.QUEUED,
@@ -682,10 +685,6 @@ class JobService:
             if job.is_final:
                 continue
             try:
-                if job.state is JobState.QUEUED and (job.handle is None or _never_started(job)):
-                    # Queued by an app that is gone: its queue went with it. Queue it again.
-                    await self._hand_to_provider(job, self.provider(job.provider), "queue")
-                    job = self.get(job.id)
                 self._watch(job)
             except FtdeskError as exc:
                 log.warning("cannot reattach job %s: %s", job.id, exc)
@@ -802,6 +801,10 @@ class JobService:
                 if event.eta_seconds is not None:
                     fields["eta_seconds"] = event.eta_seconds
             elif isinstance(event, StatusEvent):
+                if event.state in ("completed", "failed", "cancelled"):
+                    # A final word counts once the provider confirms it (status.json written or
+                    # the process gone): update.state below.
+                    continue
                 reason = event.message or f"trainer: {event.state}"
                 if event.resumed_from_step is not None and not event.message:
                     reason = f"trainer: {event.state} (resumed from step {event.resumed_from_step})"
@@ -894,15 +897,16 @@ def _watch_name(job_id: str) -> str:
     return f"watch job {job_id}"
 
 
-def _gpus_requested(config: TrainingConfig) -> int:
-    """GPUs the local queue must hand this job (0: it runs on the CPU)."""
+async def _gpus_requested(config: TrainingConfig, backend: Any) -> int:
+    """GPUs the queue must hand this job (0: it runs on the CPU). `auto` asks the provider
+    which GPUs it has (a provider that cannot say is trusted with the GPUs asked for)."""
     if config.hardware.device == "cpu":
         return 0
+    if config.hardware.device == "auto":
+        probe = getattr(backend, "gpu_slots", None)
+        if probe is not None and not await probe():
+            return 0
     return config.hardware.num_gpus
-
-
-def _never_started(job: Job) -> bool:
-    return job.handle is not None and job.handle.pid is None and job.handle.pod_id is None
 
 
 def _plan_transitions(
@@ -975,13 +979,3 @@ def _last_checkpoint(job: Job) -> str | None:
             return -1
 
     return str(max(found, key=step_of))
-
-
-def _retire_status_file(job_dir: Path) -> None:
-    """Move the last run's `status.json` aside so that the resumed run is not taken as ended."""
-    status = job_dir / STATUS_FILE
-    if status.exists():
-        n = 1
-        while (job_dir / f"status.run{n}.json").exists():
-            n += 1
-        os.replace(status, job_dir / f"status.run{n}.json")
