@@ -74,6 +74,7 @@ from desktop.providers.local.queue import (
     read_exit,
     read_launch,
     start_entry,
+    with_source_on_path,
     write_exit,
 )
 from trainer.protocol import (
@@ -155,7 +156,12 @@ def _run_doctor(python: str, timeout: float) -> RuntimeInfo:
     fix += "or choose another trainer Python in the settings"
     try:
         done = subprocess.run(  # short-lived child: pipes are fine here
-            argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+            argv,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            env=with_source_on_path(dict(os.environ)),
         )
     except FileNotFoundError:
         raise RuntimeNotReadyError(f"trainer runtime {python!r} does not exist; {fix}") from None
@@ -393,7 +399,7 @@ class LocalProvider:
             popen, _ = spawn_detached(
                 self.scheduler_argv,
                 log_path=self.queue.scheduler_log,
-                env=os.environ,
+                env=with_source_on_path(dict(os.environ)),
                 cwd=self.home,
             )
         except OSError as exc:

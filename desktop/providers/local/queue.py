@@ -51,8 +51,10 @@ __all__ = [
     "plan_starts",
     "read_exit",
     "read_launch",
+    "source_root",
     "start_entry",
     "trainer_command",
+    "with_source_on_path",
     "write_exit",
 ]
 
@@ -67,6 +69,7 @@ OFFLINE_ENV: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
 }
 
 
@@ -311,6 +314,31 @@ def trainer_command(python: str, job_dir: Path, *, resume: bool) -> list[str]:
     return argv
 
 
+def source_root() -> Path | None:
+    """The folder holding the `trainer` package when it runs from a source checkout, else None.
+
+    The trainer ships with the app: a runtime needs only its requirements. From a checkout that
+    is not installed in the runtime, this folder goes on PYTHONPATH. An installed package (in
+    site-packages) is not added: another interpreter must not load this one's site-packages.
+    """
+    import trainer
+
+    root = Path(trainer.__file__).resolve().parent.parent
+    if root.name in ("site-packages", "dist-packages"):
+        return None
+    return root
+
+
+def with_source_on_path(env: dict[str, str]) -> dict[str, str]:
+    """`env` with `source_root()` first on PYTHONPATH (when running from a checkout)."""
+    root = source_root()
+    if root is not None:
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(root) not in parts:
+            env["PYTHONPATH"] = os.pathsep.join([str(root), *parts])
+    return env
+
+
 def build_trainer_env(
     base: Mapping[str, str],
     extra: Mapping[str, str],
@@ -323,7 +351,7 @@ def build_trainer_env(
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(secrets)
-    return env
+    return with_source_on_path(env)
 
 
 def start_entry(

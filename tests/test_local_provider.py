@@ -1,0 +1,392 @@
+"""The local provider with real trainer processes on the demo: identity, kill -9, the queue,
+cancel with a checkpoint, and a trainer (and queue) that outlive the process that launched them.
+
+Only the process-identity test uses a stand-in process (a sleeping Python): it is about pid
+handling, and the provider code under test is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from desktop.errors import ProviderError, RuntimeNotReadyError
+from desktop.models import Job, JobState, JobUpdate, ProviderHandle
+from desktop.providers.base import Provider, get_provider_factory
+from desktop.providers.local import EXITED_WITHOUT_STATUS, LocalProvider
+from desktop.providers.local.process import FileLock, LockBusy
+from desktop.providers.local.queue import QueueEntry, plan_starts
+from trainer.config import load_config
+from trainer.protocol import EVENTS_FILE, MetricEvent, read_all_events, read_status
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def make_job(job_dir: Path, job_id: str, *, max_steps: int, save_steps: int = 1000) -> Job:
+    """A job over a demo copy, trained for `max_steps` steps."""
+    config_path = job_dir / "config.json"
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    data["training"]["max_steps"] = max_steps
+    data["training"]["save_steps"] = save_steps
+    config_path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return Job(id=job_id, name=job_id, config=load_config(config_path), job_dir=job_dir)
+
+
+def copy_demo(template: Path, dest: Path) -> Path:
+    shutil.copytree(template, dest)
+    return dest
+
+
+def apply(job: Job, update: JobUpdate) -> Job:
+    """What the JobService does with an update (the part these tests need)."""
+    changes: dict[str, object] = {}
+    if update.state is not None:
+        changes["state"] = update.state
+        changes["state_reason"] = update.reason
+    if update.exit_code is not None:
+        changes["exit_code"] = update.exit_code
+    if update.events_offset is not None:
+        changes["events_offset"] = update.events_offset
+    if update.events_last_seq is not None:
+        changes["events_last_seq"] = update.events_last_seq
+    if update.handle is not None:
+        changes["handle"] = update.handle
+    return job.model_copy(update=changes)
+
+
+async def poll_until(
+    provider: LocalProvider,
+    job: Job,
+    done: Callable[[Job, JobUpdate], bool],
+    timeout: float = 120.0,
+    events: list[object] | None = None,
+) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        update = await provider.poll(job)
+        job = apply(job, update)
+        if events is not None:
+            events.extend(update.events)
+        if done(job, update):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{job.id}: timed out in state {job.state} ({job.state_reason})")
+        await asyncio.sleep(0.2)
+
+
+def until_final(job: Job, _update: JobUpdate) -> bool:
+    return job.state.is_final
+
+
+def scheduler_gone(home: Path, timeout: float = 15.0) -> bool:
+    """Whether the detached scheduler has exited (it releases its lock when it does)."""
+    deadline = time.monotonic() + timeout
+    lock = FileLock(home / "queue" / "scheduler.lock")
+    while time.monotonic() < deadline:
+        try:
+            lock.acquire(blocking=False)
+        except LockBusy:
+            time.sleep(0.2)
+            continue
+        lock.release()
+        return True
+    return False
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+# -- no trainer needed -----------------------------------------------------------------------
+
+
+def _entry(job_id: str, gpus: int, order: int) -> QueueEntry:
+    return QueueEntry(
+        job_id=job_id,
+        job_dir=f"/jobs/{job_id}",
+        gpus_requested=gpus,
+        python="python",
+        enqueued_at=order,
+        order=order,
+    )
+
+
+def test_plan_starts_is_fifo_per_kind_of_slot() -> None:
+    entries = [
+        _entry("big", 2, 1),
+        _entry("small", 1, 2),
+        _entry("cpu1", 0, 3),
+        _entry("cpu2", 0, 4),
+    ]
+    # One GPU free: the 2-GPU job waits and the 1-GPU job behind it may not overtake it;
+    # the first CPU job takes the CPU slot, the second waits.
+    plans = plan_starts(entries, free_gpus=[3], cpu_free=True)
+    assert [(p.entry.job_id, p.gpus) for p in plans] == [("cpu1", ())]
+    plans = plan_starts(entries, free_gpus=[0, 1, 2], cpu_free=False)
+    assert [(p.entry.job_id, p.gpus) for p in plans] == [("big", (0, 1)), ("small", (2,))]
+
+
+def test_provider_is_registered_and_satisfies_the_protocol(home: Path) -> None:
+    provider = get_provider_factory("local")(home)
+    assert isinstance(provider, Provider)
+    assert provider.name == "local"
+
+
+def test_missing_runtime_is_refused_with_the_reason(home: Path, demo_dir: Path) -> None:
+    provider = LocalProvider(home, python=str(home / "no-such-python"))
+    job = make_job(demo_dir, "j-missing", max_steps=1)
+    with pytest.raises(RuntimeNotReadyError, match="no-such-python"):
+        asyncio.run(provider.launch(job))
+    assert not (demo_dir / EVENTS_FILE).exists()
+
+
+def test_more_gpus_than_the_machine_has_is_refused(home: Path, demo_dir: Path) -> None:
+    provider = LocalProvider(home)
+    job = make_job(demo_dir, "j-gpus", max_steps=1).model_copy(update={"gpus_requested": 64})
+    with pytest.raises(ProviderError, match="asks for 64 GPU"):
+        asyncio.run(provider.launch(job))
+    assert not (demo_dir / "launch.json").exists()
+
+
+@pytest.mark.slow
+def test_a_reused_pid_is_not_taken_for_the_job(home: Path, demo_dir: Path) -> None:
+    """Same pid number, different start time: the job is gone, the stranger is left alone."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = psutil.Process(stranger.pid).create_time()
+        provider = LocalProvider(home)
+        job = make_job(demo_dir, "j-reuse", max_steps=1)
+
+        # Control: with the right start time the process is the job, still running.
+        ours = job.model_copy(
+            update={
+                "state": JobState.TRAINING,
+                "handle": ProviderHandle(
+                    provider="local", pid=stranger.pid, pid_start_time=started
+                ),
+            }
+        )
+        update = asyncio.run(provider.poll(ours))
+        assert update.state is None and update.reason == ""
+
+        # The recorded job started earlier under the same pid number: it is not this process.
+        recorded = job.model_copy(
+            update={
+                "state": JobState.TRAINING,
+                "handle": ProviderHandle(
+                    provider="local", pid=stranger.pid, pid_start_time=started - 1000.0
+                ),
+            }
+        )
+        update = asyncio.run(provider.poll(recorded))
+        assert update.state is JobState.FAILED
+        assert update.reason.startswith(EXITED_WITHOUT_STATUS)
+        asyncio.run(provider.cancel(recorded))
+        assert stranger.poll() is None, "cancel signalled a process that is not the job"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+# -- real trainer processes ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill9_of_the_trainer_is_failed_within_one_poll(home: Path, demo_dir: Path) -> None:
+    secret = "sentinel-secret-7f3a9c"
+    provider = LocalProvider(home, offline=True, env_provider=lambda job: {"WANDB_API_KEY": secret})
+    job = make_job(demo_dir, "j-kill9", max_steps=100000)
+
+    async def scenario() -> Job:
+        nonlocal job
+        job = job.model_copy(update={"handle": await provider.launch(job)})
+        assert job.handle is not None and job.handle.pid is not None
+        job = await poll_until(
+            provider, job, lambda j, u: any(isinstance(e, MetricEvent) for e in u.events)
+        )
+        assert job.state is JobState.TRAINING
+        assert job.handle is not None and job.handle.pid is not None
+        trainer = psutil.Process(job.handle.pid)
+        env = trainer.environ()
+        assert env["CUDA_VISIBLE_DEVICES"] == ""
+        assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+        assert env["WANDB_API_KEY"] == secret
+        assert os.getsid(trainer.pid) == trainer.pid  # its own session
+        os.kill(trainer.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while trainer.is_running() and trainer.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        update = await provider.poll(job)  # one poll
+        return apply(job, update)
+
+    job = asyncio.run(scenario())
+    assert job.state is JobState.FAILED
+    assert job.state_reason == f"{EXITED_WITHOUT_STATUS} (killed by SIGKILL)"
+    assert job.exit_code == -signal.SIGKILL
+    assert read_status(demo_dir) is None
+    # The secret went into the trainer's environment only, never into a file.
+    for path in [*demo_dir.rglob("*"), *home.rglob("*")]:
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_queue_runs_three_jobs_on_one_slot_in_order_and_a_cancelled_one_never_starts(
+    home: Path, tmp_path: Path, demo_template: Path
+) -> None:
+    provider = LocalProvider(home, slots=None)
+    jobs = [
+        make_job(copy_demo(demo_template, tmp_path / f"q{i}"), f"q{i}", max_steps=2)
+        for i in range(4)
+    ]
+    cancelled = jobs[2]
+
+    async def scenario() -> list[Job]:
+        launched = []
+        for job in jobs:
+            launched.append(job.model_copy(update={"handle": await provider.launch(job)}))
+        # Only the first fits the one CPU slot; the rest wait, in order.
+        assert launched[0].handle is not None and launched[0].handle.pid is not None
+        assert all(j.handle is not None and j.handle.pid is None for j in launched[1:])
+        assert [provider.queue_position(j.id) for j in launched] == [None, 0, 1, 2]
+        await provider.cancel(launched[2])
+        await provider.cancel(launched[2])  # idempotent
+        return list(await asyncio.gather(*(poll_until(provider, j, until_final) for j in launched)))
+
+    finished = asyncio.run(scenario())
+    assert [j.state for j in finished] == [
+        JobState.COMPLETED,
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+        JobState.COMPLETED,
+    ]
+    # The cancelled job never started.
+    for name in (EVENTS_FILE, "train.log", "launch.json", "status.json"):
+        assert not (cancelled.job_dir / name).exists(), name
+    # The others ran one after another, in enqueue order.
+    ran = [j for j in finished if j.id != cancelled.id]
+    spans = []
+    for job in ran:
+        launch = json.loads((job.job_dir / "launch.json").read_text())
+        status = read_status(job.job_dir)
+        assert status is not None and status.exit_code == 0
+        events = read_all_events(job.job_dir / EVENTS_FILE)
+        assert events and events[0].time >= launch["started_at"]
+        spans.append((launch["started_at"], status.finished_at, events[-1].time))
+        # Queued jobs got their handle from a poll.
+        assert job.handle is not None and job.handle.pid == launch["pid"]
+    for (_, end, last_event), (start, _, _) in itertools.pairwise(spans):
+        assert end <= start and last_event <= start
+    # The log is readable in pieces and resumes where it stopped.
+    first = asyncio.run(provider.logs(ran[1], 0))
+    assert "starting:" in first.text and "trainer run --job-dir" in first.text
+    rest = asyncio.run(provider.logs(ran[1], first.next_offset))
+    assert rest.offset == first.next_offset
+    assert first.text + rest.text == (ran[1].job_dir / "train.log").read_text(errors="replace")
+    assert scheduler_gone(home), "the scheduler did not exit with an empty queue"
+
+
+@pytest.mark.slow
+def test_cancel_a_running_job_leaves_a_checkpoint(home: Path, demo_dir: Path) -> None:
+    provider = LocalProvider(home, cancel_grace_s=60.0)
+    job = make_job(demo_dir, "j-cancel", max_steps=100000)
+
+    async def scenario() -> Job:
+        nonlocal job
+        job = job.model_copy(update={"handle": await provider.launch(job)})
+        job = await poll_until(
+            provider, job, lambda j, u: any(isinstance(e, MetricEvent) for e in u.events)
+        )
+        await provider.cancel(job)
+        final = await poll_until(provider, job, until_final, timeout=30)
+        await provider.cancel(final)  # cancelling a finished job is a no-op
+        return final
+
+    job = asyncio.run(scenario())
+    assert job.state is JobState.CANCELLED, job.state_reason
+    assert job.exit_code == 0
+    status = read_status(demo_dir)
+    assert status is not None and status.state == "cancelled"
+    checkpoints = [p for p in (demo_dir / "checkpoints").iterdir() if p.is_dir()]
+    assert checkpoints, "no checkpoint after cancel"
+
+
+_LAUNCHER = """
+import asyncio, json, sys, time
+from pathlib import Path
+from desktop.models import Job
+from desktop.providers.local import LocalProvider
+
+home = Path(sys.argv[1])
+provider = LocalProvider(home)
+handles = []
+for path in sys.argv[2:]:
+    job = Job.model_validate_json(Path(path).read_text())
+    handles.append(asyncio.run(provider.launch(job)).model_dump(mode="json"))
+print(json.dumps(handles), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+def test_the_trainer_and_the_queue_outlive_their_launcher(
+    home: Path, tmp_path: Path, demo_template: Path
+) -> None:
+    """An app that launches a job and queues another, then dies (kill -9): both still run."""
+    jobs = [
+        make_job(copy_demo(demo_template, tmp_path / f"s{i}"), f"s{i}", max_steps=3)
+        for i in range(2)
+    ]
+    paths = []
+    for job in jobs:
+        path = tmp_path / f"{job.id}.job.json"
+        path.write_text(job.model_dump_json())
+        paths.append(str(path))
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, str(home), *paths],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert launcher.stdout is not None
+        handles = json.loads(launcher.stdout.readline())
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert handles[0]["pid"] is not None and handles[1]["pid"] is None
+    assert psutil.pid_exists(handles[0]["pid"])
+
+    provider = LocalProvider(home)  # the app, restarted
+    jobs[0] = jobs[0].model_copy(update={"handle": ProviderHandle(**handles[0])})
+    jobs[1] = jobs[1].model_copy(update={"handle": ProviderHandle(**handles[1])})
+
+    async def scenario() -> list[Job]:
+        return list(await asyncio.gather(*(poll_until(provider, j, until_final) for j in jobs)))
+
+    first, second = asyncio.run(scenario())
+    assert first.state is JobState.COMPLETED, first.state_reason
+    assert second.state is JobState.COMPLETED, second.state_reason
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert (first.job_dir / "output").is_dir()
+    launch = json.loads((second.job_dir / "launch.json").read_text())
+    assert launch["launcher"] == "scheduler"
+    assert scheduler_gone(home)
