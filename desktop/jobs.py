@@ -806,8 +806,9 @@ class JobService:
                     # the process gone): update.state below.
                     continue
                 reason = event.message or f"trainer: {event.state}"
-                if event.resumed_from_step is not None and not event.message:
-                    reason = f"trainer: {event.state} (resumed from step {event.resumed_from_step})"
+                resumed = f"resumed from step {event.resumed_from_step}"
+                if event.resumed_from_step is not None and resumed not in reason:
+                    reason = f"{reason} ({resumed})"
                 observed.append((JobState(event.state), reason))
             elif isinstance(event, ArtifactEvent):
                 if event.artifact == "checkpoint":
@@ -849,6 +850,7 @@ class JobService:
             return job
         for state, reason in transitions[:-1]:
             job = self.store.transition(job, state, reason)
+            self._changed(job)
         snapshot = job.model_copy(update=changed)
         last = transitions[-1] if transitions else None
         job = self.store.record_progress(snapshot, points, transition=last)
