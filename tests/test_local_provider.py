@@ -27,7 +27,7 @@ from desktop.models import Job, JobState, JobUpdate, ProviderHandle
 from desktop.providers.base import Provider, get_provider_factory
 from desktop.providers.local import EXITED_WITHOUT_STATUS, LocalProvider
 from desktop.providers.local.process import FileLock, LockBusy
-from desktop.providers.local.queue import QueueEntry, plan_starts
+from desktop.providers.local.queue import OFFLINE_ENV, QueueEntry, build_trainer_env, plan_starts
 from trainer.config import load_config
 from trainer.protocol import EVENTS_FILE, MetricEvent, read_all_events, read_status
 
@@ -142,6 +142,15 @@ def test_plan_starts_is_fifo_per_kind_of_slot() -> None:
     assert [(p.entry.job_id, p.gpus) for p in plans] == [("cpu1", ())]
     plans = plan_starts(entries, free_gpus=[0, 1, 2], cpu_free=False)
     assert [(p.entry.job_id, p.gpus) for p in plans] == [("big", (0, 1)), ("small", (2,))]
+
+
+def test_trainer_env_maps_slots_through_the_inherited_visible_devices() -> None:
+    base = {"CUDA_VISIBLE_DEVICES": "2,3", "PATH": "/bin"}
+    env = build_trainer_env(base, OFFLINE_ENV, [1], {"HF_TOKEN": "t"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_TOKEN"] == "t" and env["PATH"] == "/bin"
+    assert build_trainer_env({"PATH": "/bin"}, {}, [0, 1], {})["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert build_trainer_env(base, {}, [], {})["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_provider_is_registered_and_satisfies_the_protocol(home: Path) -> None:

@@ -345,10 +345,16 @@ def build_trainer_env(
     gpus: Sequence[int],
     secrets: Mapping[str, str],
 ) -> dict[str, str]:
-    """The trainer's environment: `base` + `extra` + CUDA_VISIBLE_DEVICES + secrets."""
+    """The trainer's environment: `base` + `extra` + CUDA_VISIBLE_DEVICES + secrets.
+
+    Slot indices are the ones `trainer doctor` saw, i.e. positions within the app's own
+    CUDA_VISIBLE_DEVICES when that is set (`2,3` → slot 0 is device 2).
+    """
     env = dict(base)
     env.update(extra)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    inherited = [d.strip() for d in base.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = [inherited[g] if g < len(inherited) else str(g) for g in gpus]
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(secrets)
     return with_source_on_path(env)
