@@ -484,3 +484,42 @@ def test_import_is_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_check_data_on_the_demo_with_its_model(
+    demo_template: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, model = demo_template / "train.jsonl", demo_template / "model"
+    demo_max_length = json.loads((demo_template / "config.json").read_text())["dataset"][
+        "max_length"
+    ]
+    code = main([str(data), "--model", str(model), "--max-length", str(demo_max_length), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["usable"] is True and report["format"] == "messages"
+    stats = report["token_stats"]
+    assert stats["counted"] == report["valid_records"] == report["records"]
+    assert stats["share_cut"] == 0.0  # the demo's records fit its max length
+    first = json.loads(data.read_text().splitlines()[0])
+    answer = first["messages"][-1]["content"]
+    trained = "".join(s["text"] for s in report["rendered_example"]["segments"] if s["trained"])
+    assert trained == answer + "<|im_end|>"
+
+
+def test_csv_cells_holding_json_messages(tmp_path: Path) -> None:
+    import csv
+
+    path = tmp_path / "chat.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "messages"])
+        writer.writerow([1, json.dumps(CHAT_2[0]["messages"])])
+        writer.writerow([2, json.dumps([{"from": "human", "value": "hi"}])])
+        writer.writerow([3, "not json"])
+    report = check_dataset(path)
+    assert report.format == "messages"
+    assert report.examples == [CHAT_2[0]]
+    assert _problems(report) == [
+        "line 3: message 1 has no 'role' (it has ShareGPT 'from'/'value': set the format to "
+        "sharegpt)",
+        "line 4: 'messages' must be a list of messages, got a string",
+    ]

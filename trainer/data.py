@@ -26,6 +26,7 @@ import argparse
 import csv
 import gzip
 import io
+import itertools
 import json
 import math
 import os
@@ -57,6 +58,7 @@ __all__ = [
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant")
+_ROLE_SET = frozenset(ROLES)
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -483,6 +485,14 @@ def _required_columns(cols: dict[str, str]) -> dict[str, tuple[str, ...]]:
     return {fmt: tuple(cols[f] for f in req) for fmt, req in _REQUIRED.items()}
 
 
+def _has_all(record: dict[str, Any], columns: tuple[str, ...]) -> bool:
+    # A plain loop: several times faster than all() over a generator, and this runs per record.
+    for column in columns:  # noqa: SIM110
+        if record.get(column) is None:
+            return False
+    return True
+
+
 def _classify(record: dict[str, Any], required: dict[str, tuple[str, ...]]) -> str | None:
     for fmt, needed in required.items():
         if all(record.get(c) is not None for c in needed):
@@ -512,8 +522,32 @@ def _check_chat(
         errors.append(f"'{column}' has no messages")
         return None
     out: list[dict[str, str]] = []
-    before = len(errors)
     role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
+    # Fast path: every message well formed (the common case; a million records in seconds).
+    has_assistant = False
+    for message in value:
+        if type(message) is not dict:
+            break
+        role = message.get(role_key)
+        content = message.get(content_key)
+        if sharegpt:
+            role = SHAREGPT_ROLES.get(role) if type(role) is str else None
+        if role not in _ROLE_SET or type(content) is not str or not content or content.isspace():
+            break
+        if role == "assistant":
+            has_assistant = True
+        if not sharegpt and len(message) == 2:
+            out.append(message)
+        else:
+            out.append({"role": role, "content": content})
+    else:
+        if has_assistant:
+            return out
+        errors.append("no assistant message: nothing to train on")
+        return None
+    # Slow path: say what is wrong with each message.
+    out = []
+    before = len(errors)
     for i, message in enumerate(value, start=1):
         if not isinstance(message, dict):
             errors.append(f"message {i} must be an object, got a {_type_name(message)}")
@@ -543,7 +577,7 @@ def _check_chat(
         if not isinstance(content, str):
             errors.append(f"message {i} ({role}) content must be text, got a {_type_name(content)}")
             continue
-        if not content.strip():
+        if not content or content.isspace():
             errors.append(f"message {i} ({role}) has empty content")
             continue
         out.append({"role": role, "content": content})
@@ -563,7 +597,7 @@ def _check_text(record: dict[str, Any], column: str, errors: list[str]) -> str |
     if not isinstance(value, str):
         errors.append(f"'{column}' must be text, got a {_type_name(value)}")
         return None
-    if not value.strip():
+    if not value or value.isspace():
         errors.append(f"'{column}' is empty")
         return None
     return value
@@ -620,7 +654,7 @@ def _scan(
     report: DataReport,
     fmt: str,
     field_map: FieldMap | None,
-    sink: Callable[[dict[str, Any]], None],
+    sink: Callable[[dict[str, Any]], None] | None,
 ) -> None:
     """Validate every item into `report`; hand each valid normalised record to `sink`."""
     cols = _columns(field_map)
@@ -654,8 +688,9 @@ def _scan(
     report.format = None if fmt == "auto" else fmt
     examples = report.examples
     own_required = required.get(fmt, ())
-    for location, record, error in _chain(head, iterator):
-        report.records += 1
+    records = valid = 0
+    for location, record, error in itertools.chain(head, iterator):
+        records += 1
         if error is not None:
             report.add_problem(location, error)
             continue
@@ -665,7 +700,7 @@ def _scan(
         if fmt == "auto":
             continue
         errors: list[str] = []
-        if not all(record.get(c) is not None for c in own_required):
+        if not _has_all(record, own_required):
             other = _classify(record, required)
             if (
                 other is not None
@@ -692,18 +727,15 @@ def _scan(
             for message in errors:
                 report.add_problem(location, message)
             continue
-        report.valid_records += 1
-        if len(examples) < MAX_EXAMPLES:
+        valid += 1
+        if valid <= MAX_EXAMPLES:
             examples.append(normalised)
-        sink(normalised)
-    if report.records == 0 and report.problem_count == 0:
+        if sink is not None:
+            sink(normalised)
+    report.records, report.valid_records = records, valid
+    if records == 0 and report.problem_count == 0:
         report.add_problem(None, "the dataset is empty: no records found")
     report.usable = report.problem_count == 0 and report.valid_records > 0
-
-
-def _chain(head: list[RawItem], rest: Iterator[RawItem]) -> Iterator[RawItem]:
-    yield from head
-    yield from rest
 
 
 def _scan_source(
@@ -711,7 +743,7 @@ def _scan_source(
     fmt: str,
     field_map: FieldMap | None,
     split: str,
-    sink: Callable[[dict[str, Any]], None],
+    sink: Callable[[dict[str, Any]], None] | None,
 ) -> DataReport:
     report = DataReport(path=str(path))
     if fmt != "auto" and fmt not in FORMATS:
@@ -958,16 +990,14 @@ def check_dataset(
         seen += 1
         if token_sample is None or len(sample) < token_sample:
             sample.append(record)
-        else:
-            j = rng.randrange(seen)
+        else:  # reservoir sampling: every record ends up in the sample with equal chance
+            j = int(random_() * seen)
             if j < token_sample:
                 sample[j] = record
 
-    def ignore(record: dict[str, Any]) -> None:
-        return None
-
+    random_ = rng.random
     report = _scan_source(
-        str(path), fmt, field_map, split, keep_sample if model_path is not None else ignore
+        str(path), fmt, field_map, split, keep_sample if model_path is not None else None
     )
     if model_path is None or not sample or report.format is None:
         return report
