@@ -219,6 +219,7 @@ def test_a_reused_pid_is_not_taken_for_the_job(home: Path, demo_dir: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and sessions are POSIX")
 def test_kill9_of_the_trainer_is_failed_within_one_poll(home: Path, demo_dir: Path) -> None:
     secret = "sentinel-secret-7f3a9c"
     provider = LocalProvider(home, offline=True, env_provider=lambda job: {"WANDB_API_KEY": secret})
@@ -256,62 +257,6 @@ def test_kill9_of_the_trainer_is_failed_within_one_poll(home: Path, demo_dir: Pa
     for path in [*demo_dir.rglob("*"), *home.rglob("*")]:
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert secret.encode() not in path.read_bytes(), path
-
-
-@pytest.mark.slow
-def test_queue_runs_three_jobs_on_one_slot_in_order_and_a_cancelled_one_never_starts(
-    home: Path, tmp_path: Path, demo_template: Path
-) -> None:
-    provider = LocalProvider(home, slots=None)
-    jobs = [
-        make_job(copy_demo(demo_template, tmp_path / f"q{i}"), f"q{i}", max_steps=2)
-        for i in range(4)
-    ]
-    cancelled = jobs[2]
-
-    async def scenario() -> list[Job]:
-        launched = []
-        for job in jobs:
-            launched.append(job.model_copy(update={"handle": await provider.launch(job)}))
-        # Only the first fits the one CPU slot; the rest wait, in order.
-        assert launched[0].handle is not None and launched[0].handle.pid is not None
-        assert all(j.handle is not None and j.handle.pid is None for j in launched[1:])
-        assert [provider.queue_position(j.id) for j in launched] == [None, 0, 1, 2]
-        await provider.cancel(launched[2])
-        await provider.cancel(launched[2])  # idempotent
-        return list(await asyncio.gather(*(poll_until(provider, j, until_final) for j in launched)))
-
-    finished = asyncio.run(scenario())
-    assert [j.state for j in finished] == [
-        JobState.COMPLETED,
-        JobState.COMPLETED,
-        JobState.CANCELLED,
-        JobState.COMPLETED,
-    ]
-    # The cancelled job never started.
-    for name in (EVENTS_FILE, "train.log", "launch.json", "status.json"):
-        assert not (cancelled.job_dir / name).exists(), name
-    # The others ran one after another, in enqueue order.
-    ran = [j for j in finished if j.id != cancelled.id]
-    spans = []
-    for job in ran:
-        launch = json.loads((job.job_dir / "launch.json").read_text())
-        status = read_status(job.job_dir)
-        assert status is not None and status.exit_code == 0
-        events = read_all_events(job.job_dir / EVENTS_FILE)
-        assert events and events[0].time >= launch["started_at"]
-        spans.append((launch["started_at"], status.finished_at, events[-1].time))
-        # Queued jobs got their handle from a poll.
-        assert job.handle is not None and job.handle.pid == launch["pid"]
-    for (_, end, last_event), (start, _, _) in itertools.pairwise(spans):
-        assert end <= start and last_event <= start
-    # The log is readable in pieces and resumes where it stopped.
-    first = asyncio.run(provider.logs(ran[1], 0))
-    assert "starting:" in first.text and "trainer run --job-dir" in first.text
-    rest = asyncio.run(provider.logs(ran[1], first.next_offset))
-    assert rest.offset == first.next_offset
-    assert first.text + rest.text == (ran[1].job_dir / "train.log").read_text(errors="replace")
-    assert scheduler_gone(home), "the scheduler did not exit with an empty queue"
 
 
 @pytest.mark.slow
@@ -357,13 +302,15 @@ time.sleep(300)
 
 
 @pytest.mark.slow
-def test_the_trainer_and_the_queue_outlive_their_launcher(
+def test_queue_outlives_its_launcher_runs_in_order_and_a_cancelled_job_never_starts(
     home: Path, tmp_path: Path, demo_template: Path
 ) -> None:
-    """An app that launches a job and queues another, then dies (kill -9): both still run."""
+    """An app launches four jobs on the one CPU slot and dies (kill -9). The first trainer
+    finishes anyway; the detached scheduler starts the others one after another, in order;
+    the one cancelled while queued (by the restarted app) never starts."""
     jobs = [
-        make_job(copy_demo(demo_template, tmp_path / f"s{i}"), f"s{i}", max_steps=3)
-        for i in range(2)
+        make_job(copy_demo(demo_template, tmp_path / f"q{i}"), f"q{i}", max_steps=2)
+        for i in range(4)
     ]
     paths = []
     for job in jobs:
@@ -371,31 +318,61 @@ def test_the_trainer_and_the_queue_outlive_their_launcher(
         path.write_text(job.model_dump_json())
         paths.append(str(path))
     launcher = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCHER, str(home), *paths],
-        stdout=subprocess.PIPE,
-        cwd=REPO,
+        [sys.executable, "-c", _LAUNCHER, str(home), *paths], stdout=subprocess.PIPE, cwd=REPO
     )
     try:
         assert launcher.stdout is not None
-        handles = json.loads(launcher.stdout.readline())
+        handles = [ProviderHandle(**h) for h in json.loads(launcher.stdout.readline())]
     finally:
         launcher.kill()
         launcher.wait()
-    assert handles[0]["pid"] is not None and handles[1]["pid"] is None
-    assert psutil.pid_exists(handles[0]["pid"])
+    # Only the first fits the one CPU slot; it runs, its launcher is gone.
+    assert handles[0].pid is not None and all(h.pid is None for h in handles[1:])
+    assert psutil.pid_exists(handles[0].pid)
 
     provider = LocalProvider(home)  # the app, restarted
-    jobs[0] = jobs[0].model_copy(update={"handle": ProviderHandle(**handles[0])})
-    jobs[1] = jobs[1].model_copy(update={"handle": ProviderHandle(**handles[1])})
+    assert [provider.queue_position(j.id) for j in jobs] == [None, 0, 1, 2]
+    jobs = [j.model_copy(update={"handle": h}) for j, h in zip(jobs, handles, strict=True)]
+    cancelled = jobs[2]
 
     async def scenario() -> list[Job]:
+        await provider.cancel(cancelled)
+        await provider.cancel(cancelled)  # idempotent
         return list(await asyncio.gather(*(poll_until(provider, j, until_final) for j in jobs)))
 
-    first, second = asyncio.run(scenario())
-    assert first.state is JobState.COMPLETED, first.state_reason
-    assert second.state is JobState.COMPLETED, second.state_reason
-    assert first.exit_code == 0 and second.exit_code == 0
-    assert (first.job_dir / "output").is_dir()
-    launch = json.loads((second.job_dir / "launch.json").read_text())
-    assert launch["launcher"] == "scheduler"
-    assert scheduler_gone(home)
+    finished = asyncio.run(scenario())
+    assert [j.state for j in finished] == [
+        JobState.COMPLETED,
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+        JobState.COMPLETED,
+    ], [j.state_reason for j in finished]
+    for name in (EVENTS_FILE, "train.log", "launch.json", "status.json"):
+        assert not (cancelled.job_dir / name).exists(), f"the cancelled job has {name}"
+    ran = [j for j in finished if j.id != cancelled.id]
+    spans = []
+    for job in ran:
+        launch = json.loads((job.job_dir / "launch.json").read_text())
+        status = read_status(job.job_dir)
+        assert status is not None and status.exit_code == 0 and job.exit_code == 0
+        assert (job.job_dir / "output").is_dir()
+        events = read_all_events(job.job_dir / EVENTS_FILE)
+        assert events and events[0].time >= launch["started_at"]
+        spans.append((launch["started_at"], status.finished_at, events[-1].time))
+        # Queued jobs got their process handle from a poll.
+        assert job.handle is not None and job.handle.pid == launch["pid"]
+    assert [json.loads((j.job_dir / "launch.json").read_text())["launcher"] for j in ran] == [
+        "app",
+        "scheduler",
+        "scheduler",
+    ]
+    for (_, end, last_event), (start, _, _) in itertools.pairwise(spans):
+        assert end <= start and last_event <= start, "jobs on one slot overlapped"
+    # The log reads in pieces and resumes where it stopped.
+    first = asyncio.run(provider.logs(ran[1], 0))
+    assert "starting:" in first.text and "trainer run --job-dir" in first.text
+    rest = asyncio.run(provider.logs(ran[1], first.next_offset))
+    assert rest.offset == first.next_offset
+    whole = (ran[1].job_dir / "train.log").read_bytes().decode("utf-8", errors="replace")
+    assert first.text + rest.text == whole
+    assert scheduler_gone(home), "the scheduler did not exit with an empty queue"

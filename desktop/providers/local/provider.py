@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -95,6 +96,8 @@ __all__ = [
     "SlotConfig",
     "clear_runtime_cache",
 ]
+
+log = logging.getLogger(__name__)
 
 EXITED_WITHOUT_STATUS = "trainer exited without a final status"
 MAX_EVENT_BYTES_PER_POLL = 4 * 1024 * 1024
@@ -388,7 +391,7 @@ class LocalProvider:
             os.replace(status, job_dir / "status.previous.json")
 
     def _ensure_scheduler(self) -> None:
-        """Spawn the scheduler unless one runs (it holds the scheduler lock)."""
+        """Spawn the scheduler unless one runs (it holds the scheduler lock); never raises."""
         probe = self.queue.scheduler_lock()
         try:
             probe.acquire(blocking=False)
@@ -403,7 +406,11 @@ class LocalProvider:
                 cwd=self.home,
             )
         except OSError as exc:
-            raise ProviderError(f"could not start the local queue scheduler: {exc}") from None
+            # The job stays queued; the next poll tries again.
+            log.warning(
+                "could not start the local queue scheduler %s: %s", self.scheduler_argv, exc
+            )
+            return
         with self._lock:
             self._schedulers.append(popen)
 
