@@ -176,6 +176,20 @@ def test_more_gpus_than_the_machine_has_is_refused(home: Path, demo_dir: Path) -
 
 
 @pytest.mark.slow
+def test_the_scheduler_runs_once_and_exits_on_an_empty_queue(home: Path) -> None:
+    argv = [sys.executable, "-m", "desktop.providers.local.scheduler", "--home", str(home)]
+    held = FileLock(home / "queue" / "scheduler.lock")
+    held.acquire()
+    try:
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=home)
+    finally:
+        held.release()
+    assert second.returncode == 0 and "another scheduler is running" in second.stderr
+    alone = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=home)
+    assert alone.returncode == 0 and "queue empty, nothing running" in alone.stderr
+
+
+@pytest.mark.slow
 def test_a_reused_pid_is_not_taken_for_the_job(home: Path, demo_dir: Path) -> None:
     """Same pid number, different start time: the job is gone, the stranger is left alone."""
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
