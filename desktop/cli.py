@@ -604,14 +604,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_window(argv: Sequence[str]) -> int:
+    import importlib
     import importlib.util
 
     if importlib.util.find_spec("desktop.app") is None:
         print(WINDOW_MISSING)
         return 0
-    import desktop.app
-
-    return int(desktop.app.main(list(argv)))
+    # Imported by name: the window (Qt) loads only when asked for, never with the CLI.
+    app = importlib.import_module("desktop.app")
+    return int(app.main(list(argv)))
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -478,18 +478,34 @@ class JobService:
         """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
 
         Called by the provider in a worker thread at launch. Secrets leave the keychain here
-        and go only into the child's environment; they are never written to a file. A
-        keychain that cannot be used leaves them out (with a warning), not the job.
+        and go only into the child's environment; they are never written to a file. A secret
+        the job needs (a Hub model or dataset, a push, W&B) that cannot be read is logged as a
+        warning; the Hugging Face token is passed to every other job too when it is at hand
+        (gated tokenizers, templates), quietly otherwise. A keychain that fails never stops a
+        job: the trainer then reports what it lacked.
         """
+        from desktop.secrets import SecretName
+
+        cfg = job.config
+        uses_hub = (
+            not _is_local(cfg.model.name_or_path)
+            or not _is_local(cfg.dataset.path)
+            or cfg.output.push_to_hub
+        )
+        needed = ["hf_token"] if uses_hub else []
+        if cfg.training.report_to == "wandb":
+            needed.append("wandb_api_key")
         env: dict[str, str] = {}
-        names = ["hf_token"]
-        if job.config.training.report_to == "wandb":
-            names.append("wandb_api_key")
         try:
             store = self._secrets()
-            env.update(store.trainer_env(names))
+            if needed:
+                env.update(store.trainer_env(needed))
+            if not uses_hub:
+                token = store.get(SecretName.HF_TOKEN)
+                if token is not None:
+                    env[SecretName.HF_TOKEN.trainer_env_var] = token.get_secret_value()
         except FtdeskError as exc:
-            log.warning("no secrets for job %s: %s", job.id, exc)
+            log.debug("job %s starts without optional secrets: %s", job.id, exc)
         return env
 
     def _secrets(self) -> Any:
