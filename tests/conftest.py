@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,4 +34,48 @@ def demo_dir(tmp_path: Path, demo_template: Path) -> Path:
     """A fresh job directory holding its own copy of the demo (config.json, model/, train.jsonl)."""
     job = tmp_path / "job"
     shutil.copytree(demo_template, job)
+    return job
+
+
+TRAINER_TIMEOUT_S = 300
+
+
+def _trainer_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.pop("RANK", None)
+    env.pop("LOCAL_RANK", None)
+    env.update(extra or {})
+    return env
+
+
+def run_trainer_process(
+    job_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m trainer run --job-dir DIR ARGS` as its own process; console in DIR/train.log."""
+    with open(job_dir / "train.log", "a", encoding="utf-8") as log:
+        return subprocess.run(
+            [sys.executable, "-m", "trainer", "run", "--job-dir", str(job_dir), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_trainer_env(env),
+            timeout=TRAINER_TIMEOUT_S,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def run_trainer() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs the real trainer program on a job folder (see `run_trainer_process`)."""
+    return run_trainer_process
+
+
+@pytest.fixture(scope="session")
+def trained_lora_job(tmp_path_factory: pytest.TempPathFactory, demo_template: Path) -> Path:
+    """The demo trained to the end with LoRA, uninterrupted (shared by train and resume tests)."""
+    job = tmp_path_factory.mktemp("lora-run") / "job"
+    shutil.copytree(demo_template, job)
+    result = run_trainer_process(job)
+    assert result.returncode == 0, (job / "train.log").read_text(encoding="utf-8")[-3000:]
     return job

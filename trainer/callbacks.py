@@ -1,0 +1,173 @@
+"""The bridge from the Hugging Face training loop to the job directory's events.
+
+`EventsCallback` turns the Trainer's log, evaluation and save hooks into `metric`, `progress`,
+`status` and `artifact` events, prints one plain line per log step (the console goes to
+`train.log`), and stops the loop cleanly when a cancel was requested.
+
+This module is imported only by the training process (`trainer.run` imports it inside the
+function that trains), which is why it may import transformers at the top: a TrainerCallback
+subclass needs the base class at definition time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from trainer.cancel import CancelRequest
+from trainer.protocol import EventWriter
+
+__all__ = ["EventsCallback"]
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class EventsCallback(TrainerCallback):
+    """Reports the training loop as events; stops it on a cancel request.
+
+    Args:
+        writer: the job's event writer, or None in processes other than rank 0 (they still
+            honour cancel requests but write nothing).
+        cancel: the cancel flag the signal handlers set.
+        samples_per_step: sequences per optimizer step over all processes.
+        resumed_from_step: the checkpoint step a resumed run continues from.
+    """
+
+    def __init__(
+        self,
+        writer: EventWriter | None,
+        cancel: CancelRequest,
+        samples_per_step: int,
+        resumed_from_step: int | None = None,
+    ) -> None:
+        self.writer = writer
+        self.cancel = cancel
+        self.samples_per_step = samples_per_step
+        self.resumed_from_step = resumed_from_step
+        self.total_steps: int | None = None
+        self.last_step = 0
+        self.last_loss: float | None = None
+        self.last_checkpoint: str | None = None
+        self.cancelled_at_step: int | None = None
+        self._t_begin = 0.0
+        self._step_begin = 0
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self.writer is not None:
+            self.writer.emit(kind, **fields)
+
+    def _eta(self, step: int) -> float | None:
+        done = step - self._step_begin
+        if done <= 0 or self.total_steps is None:
+            return None
+        per_step = (time.monotonic() - self._t_begin) / done
+        return max(0.0, per_step * (self.total_steps - step))
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Record the schedule; announce training (and where a resumed run continues)."""
+        self.total_steps = state.max_steps or None
+        self._t_begin = time.monotonic()
+        self._step_begin = state.global_step
+        self.last_step = state.global_step
+        if self.resumed_from_step is not None:
+            message = f"resumed from step {self.resumed_from_step}"
+            self._emit(
+                "status",
+                state="training",
+                message=message,
+                resumed_from_step=self.resumed_from_step,
+            )
+            print(message, flush=True)
+        else:
+            self._emit("status", state="training", message=f"training for {self.total_steps} steps")
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Turn a cancel request into save-and-stop; announce checkpoint saves."""
+        self.last_step = state.global_step
+        if self.cancel.requested and self.cancelled_at_step is None:
+            self.cancelled_at_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+            print(
+                f"cancel requested ({self.cancel.reason}): saving a checkpoint at step "
+                f"{state.global_step} and stopping",
+                flush=True,
+            )
+        if control.should_save:
+            self._emit(
+                "status", state="saving", message=f"saving checkpoint at step {state.global_step}"
+            )
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Report the checkpoint just written; back to training unless the run ends."""
+        folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        self.last_checkpoint = str(folder)
+        self._emit("artifact", artifact="checkpoint", path=str(folder), step=state.global_step)
+        if not control.should_training_stop:
+            self._emit("status", state="training", message="")
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Each log step becomes a metric event, a progress event and one console line."""
+        logs = logs or {}
+        step = state.global_step
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        eta = self._eta(step)
+        elapsed = time.monotonic() - self._t_begin
+        samples_per_s = None
+        if elapsed > 0 and step > self._step_begin:
+            samples_per_s = (step - self._step_begin) * self.samples_per_step / elapsed
+        tokens = _finite(state.num_input_tokens_seen or logs.get("num_tokens"))
+        fields: dict[str, Any] = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "epoch": _finite(state.epoch),
+        }
+        if "loss" in logs:
+            loss = _finite(logs.get("loss"))
+            self.last_loss = loss if loss is not None else self.last_loss
+            fields.update(
+                loss=loss,
+                learning_rate=_finite(logs.get("learning_rate")),
+                grad_norm=_finite(logs.get("grad_norm")),
+                tokens_seen=int(tokens) if tokens is not None else None,
+                samples_per_second=_finite(samples_per_s),
+                eta_seconds=_finite(eta),
+            )
+        if "eval_loss" in logs:
+            fields["eval_loss"] = _finite(logs.get("eval_loss"))
+        self._emit("metric", **{k: v for k, v in fields.items() if v is not None})
+        if "loss" in logs:
+            self._emit("progress", step=step, total_steps=self.total_steps, eta_seconds=eta)
+        parts = [f"step {step}/{self.total_steps or '?'}"]
+        for key in ("loss", "eval_loss", "grad_norm"):
+            if _finite(logs.get(key)) is not None:
+                parts.append(f"{key} {float(logs[key]):.4f}")
+        if _finite(logs.get("learning_rate")) is not None:
+            parts.append(f"lr {float(logs['learning_rate']):.3g}")
+        if eta is not None:
+            parts.append(f"eta {eta:.0f}s")
+        print("  ".join(parts), flush=True)

@@ -1,0 +1,164 @@
+"""Turn what went wrong in a training process into one sentence a person can act on.
+
+The trainer's `error` event carries the exception type and traceback for whoever debugs, and a
+`message` for whoever runs the job: what happened and what to change. Expected problems (bad
+config, bad data, a model that is not on disk, a job folder in the wrong state) are raised as
+`TrainerInputError` and end the run with exit code 2; anything else is a crash (exit code 1)
+whose sentence comes from `explain_exception`.
+
+Torch-free: exceptions from the ML stack are recognised by class name and message, so this
+module can be imported (and tested) without loading torch.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_FAILED
+
+__all__ = [
+    "JobDirError",
+    "ModelNotAvailableError",
+    "TrainerInputError",
+    "exit_code_for",
+    "explain_exception",
+]
+
+
+class TrainerInputError(Exception):
+    """The run cannot start because of its input; the message says what to change (exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelNotAvailableError(TrainerInputError):
+    """The model is neither a local folder nor reachable (offline, or no such repository)."""
+
+
+class JobDirError(TrainerInputError):
+    """The job folder is in a state this command must not touch (finished output, no checkpoint)."""
+
+
+def _type_names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes / contexts, outermost first (cycles cut)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def explain_exception(exc: BaseException) -> str:
+    """One or two sentences that say what went wrong and what to do about it."""
+    for item in _chain(exc):
+        sentence = _explain_one(item)
+        if sentence:
+            return sentence
+    return (
+        f"The trainer stopped with {type(exc).__name__}: {_first_line(exc)}. "
+        "The traceback and the last log lines below show where; if the cause is not clear, "
+        "retry with the same config to see whether it happens again."
+    )
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """2 for bad input (config, data, model not available), 1 for everything else."""
+    if isinstance(exc, TrainerInputError):
+        return EXIT_BAD_INPUT
+    names = _type_names(exc)
+    if {"ConfigFileError", "DataError"} & names:
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED
+
+
+def _explain_one(exc: BaseException) -> str | None:
+    names = _type_names(exc)
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, TrainerInputError) or {"ConfigFileError", "DataError"} & names:
+        return text
+    if "OutOfMemoryError" in names or "cuda out of memory" in lower or "out of memory" in lower:
+        return (
+            "The GPU ran out of memory. Lower training.per_device_batch_size (and raise "
+            "training.gradient_accumulation_steps to keep the effective batch), enable "
+            "training.gradient_checkpointing, shorten dataset.max_length, or use method 'qlora'."
+        )
+    if isinstance(exc, MemoryError):
+        return (
+            "The machine ran out of memory (RAM). Lower training.per_device_batch_size or "
+            "dataset.max_length, or use a smaller model."
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (
+            "The disk is full. Free space in the job folder's drive, or lower "
+            "training.save_total_limit so fewer checkpoints are kept."
+        )
+    if "OfflineModeIsEnabled" in names or "LocalEntryNotFoundError" in names:
+        return (
+            "A file the run needs is not on disk and offline mode is on (HF_HUB_OFFLINE=1). "
+            "Download the model or dataset while online first, or point the config at a local "
+            "folder."
+        )
+    if "GatedRepoError" in names:
+        return (
+            "The model repository is gated: accept its licence on huggingface.co and provide a "
+            "Hugging Face token (HF_TOKEN) that has access."
+        )
+    if "RepositoryNotFoundError" in names:
+        return (
+            "The model repository was not found on the Hugging Face Hub. Check model.name_or_path "
+            "(org/name) and, for a private repository, that HF_TOKEN has access."
+        )
+    if "RevisionNotFoundError" in names:
+        return "The model revision does not exist. Check model.revision (branch, tag or commit)."
+    if "bitsandbytes" in lower and ("ImportError" in names or "ModuleNotFoundError" in names):
+        return (
+            "QLoRA and 8-bit optimizers need the bitsandbytes package and a CUDA GPU. Install "
+            "bitsandbytes, or use method 'lora' and optimizer 'adamw_torch'."
+        )
+    if "flash_attn" in lower or "flash attention" in lower or "flashattention" in lower:
+        return (
+            "flash_attention_2 is not available here (it needs the flash-attn package and a "
+            "recent NVIDIA GPU). Set model.attn_implementation to 'sdpa' or 'auto'."
+        )
+    if ("generation" in lower and "chat template" in lower) or "assistant_masks" in lower:
+        return (
+            "The model's chat template cannot mark which tokens are the assistant's answers. "
+            "Set dataset.train_on_completions_only to false, or use a model whose chat template "
+            "has {% generation %} markers."
+        )
+    if "chat_template" in lower or "chat template" in lower:
+        return (
+            "The model's tokenizer has no chat template, so chat records cannot be turned into "
+            "text. Use a chat/instruct model, or a dataset in 'text' or 'prompt_completion' format."
+        )
+    if "nccl" in lower or "gloo" in lower or "process group" in lower:
+        return (
+            "The processes of a multi-device run could not talk to each other. Check that every "
+            "GPU is visible and healthy, or run with hardware.num_gpus 1."
+        )
+    if "cuda" in lower and (
+        "driver" in lower or "no cuda gpus" in lower or "not available" in lower
+    ):
+        return (
+            "CUDA is not usable in this environment. Check the GPU driver (nvidia-smi) or set "
+            "hardware.device to 'cpu'."
+        )
+    if "ConnectionError" in names or "Timeout" in names or "ConnectTimeout" in names:
+        return (
+            "The Hugging Face Hub could not be reached. Check the network connection, or put the "
+            "model on disk and run offline."
+        )
+    if "safetensors" in lower and ("header" in lower or "incomplete" in lower):
+        return "A model file is damaged (incomplete download?). Delete it and download it again."
+    return None
