@@ -418,11 +418,7 @@ def cmd_metrics(ctx: _Context) -> int:
 
 
 def _fmt_metric(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-        return f"{value:.3e}"
-    return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return "" if value is None else f"{value:.6g}"
 
 
 def cmd_validate(ctx: _Context) -> int:

@@ -32,6 +32,7 @@ from desktop.errors import (
     ConfigError,
     DatasetError,
     FtdeskError,
+    JobNotFoundError,
     JobStateError,
     OfflineError,
     ProviderError,
@@ -389,6 +390,7 @@ class JobService:
     ) -> None:
         self.settings = settings or Settings()
         self.offline = self.settings.offline if offline is None else offline
+        self._owns_store = store is None
         self.store = store if store is not None else _store_factory()
         self._providers: dict[str, Any] = dict(providers or {})
         self._runner = runner or TaskRunner()
@@ -676,7 +678,8 @@ class JobService:
             raise JobStateError(f"job {job.id} is {job.state.value}; cancel it before deleting it")
         self._runner.cancel(_watch_name(job.id))
         self.store.delete_job(job.id)
-        if delete_files and job.job_dir.exists():
+        # Only a folder that is a job dir (it holds the job's config.json) is ever removed.
+        if delete_files and (job.job_dir / "config.json").is_file():
             await asyncio.to_thread(shutil.rmtree, job.job_dir)
         self._seen.pop(job.id, None)
         self._emit("job_removed", job.id)
@@ -731,6 +734,8 @@ class JobService:
     async def close(self) -> None:
         """Stop watching. Trainers keep running; `start()` (here or in the next app) reattaches."""
         await self._runner.cancel_all()
+        if self._owns_store:
+            self.store.close()
         for backend in self._providers.values():
             closer = getattr(backend, "aclose", None)
             if closer is not None:
@@ -749,8 +754,25 @@ class JobService:
 
     async def _watch_loop(self, job_id: str) -> None:
         interval = self.settings.poll_interval_s
+        delay = interval
+        failing = False
         while True:
-            job = await self.poll_once(job_id)
+            try:
+                job = await self.poll_once(job_id)
+            except JobNotFoundError:
+                return  # deleted meanwhile (by this app or another)
+            except (FtdeskError, OSError) as exc:
+                # A locked database, a job dir on a disk that went away: keep trying, slower,
+                # and say so once. Anything else is a bug and goes to the runner's handler.
+                if not failing:
+                    self._report(f"job {job_id}: cannot read its progress ({exc}); retrying")
+                failing = True
+                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(delay)
+                continue
+            if failing:
+                log.info("job %s: reading progress works again", job_id)
+            failing, delay = False, interval
             if job.is_final:
                 await self._emit_logs(job, final=True)
                 return

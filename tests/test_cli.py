@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from desktop.cli import WINDOW_MISSING, main
+from desktop.cli import main
 from trainer.protocol import read_all_events, read_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,10 @@ def test_reattach_after_the_cli_was_killed(tmp_path: Path, demo_template: Path) 
 
 @pytest.mark.slow
 def test_cancel_leaves_a_checkpoint_and_resume_continues(
-    tmp_path: Path, demo_template: Path
+    tmp_path: Path,
+    demo_template: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     home = tmp_path / "home"
     config = write_config(tmp_path / "cfg", demo_template, max_steps=60, save_steps=1000)
@@ -242,15 +245,19 @@ def test_cancel_leaves_a_checkpoint_and_resume_continues(
     assert started.returncode == 0, started.stderr
     job_id = job_id_from(started.stdout)
     events = home / "jobs" / job_id / "events.jsonl"
-    wait_for(lambda: max_metric_step(events) >= 2, 180, "a few training steps")
+    wait_for(lambda: max_metric_step(events) >= 1, 180, "training steps")
 
-    cancelled = cli(home, "cancel", job_id)
-    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    # `finetune-desk cancel` in this process: no interpreter start between seeing the step
+    # and cancelling, so the run is still going on a fast machine.
+    monkeypatch.setenv("FTDESK_HOME", str(home))
+    assert main(["cancel", job_id]) == 0
+    said = capsys.readouterr().out
+    assert f"{job_id}: cancelled" in said and "checkpoint" in said
     data = show_json(home, job_id)
     assert data["state"] == "cancelled"
     assert data["last_checkpoint"] and Path(data["last_checkpoint"]).is_dir()
     stopped_at = max_metric_step(events)
-    assert 2 <= stopped_at < 60
+    assert 1 <= stopped_at < 60
 
     resumed = cli(home, "run", "--resume", job_id, "--follow")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -364,12 +371,20 @@ def test_no_keychain_says_so_and_never_prints_the_value(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "github_token" in unknown.stderr
 
 
-def test_no_arguments_opens_the_window_or_says_it_is_missing(
-    home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import importlib.util
+def test_no_arguments_opens_the_window(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
 
-    if importlib.util.find_spec("desktop.app") is not None:
-        pytest.skip("the window exists; its own tests cover opening it")
-    assert main([]) == 0
-    assert WINDOW_MISSING in capsys.readouterr().out
+    seen: list[list[str]] = []
+
+    def window_main(argv: list[str]) -> int:
+        seen.append(list(argv))
+        return 7
+
+    window = types.ModuleType("desktop.app")
+    window.main = window_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "desktop.app", window)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
+    assert main([]) == 7
+    assert main(["--demo"]) == 7
+    assert main(["--offline"]) == 7
+    assert seen == [[], ["--demo"], ["--offline"]]

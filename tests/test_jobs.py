@@ -402,3 +402,36 @@ def test_launch_writes_the_job_dir_and_hands_it_over(
         assert not service.is_watching(job.id)
 
     asyncio.run(go())
+
+
+def test_delete_forgets_a_finished_job_and_its_files_only_when_asked(
+    home: Path, demo_template: Path
+) -> None:
+    import io
+
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        recorder = Recorder()
+        service.add_listener(recorder)
+        kept, gone = (_stored_job(service, demo_template / "config.json") for _ in range(2))
+        with pytest.raises(JobStateError, match="cancel it"):
+            await service.delete(kept.id, delete_files=True)
+        for job in (kept, gone):
+            writer = EventWriter(job.job_dir / "events.jsonl")
+            writer.emit("metric", step=1, loss=2.0, learning_rate=0.1)
+            writer.emit("metric", step=2, loss=1.5)
+            write_status(job.job_dir, StatusFile(state="completed", exit_code=0))
+            await service.poll_once(job.id)
+        out = io.StringIO()
+        assert service.export_metrics_csv(kept.id, out) == 2
+        assert out.getvalue().splitlines()[0].startswith("step,time,loss,learning_rate")
+        await service.delete(kept.id, delete_files=False)
+        await service.delete(gone.id, delete_files=True)
+        assert service.jobs() == []
+        assert kept.job_dir.is_dir() and not gone.job_dir.exists()
+        assert service.store.metric_count(gone.id) == 0
+        await service.close()
+
+    asyncio.run(go())
