@@ -1,0 +1,289 @@
+"""AppState: the one mutable state the views see.
+
+The `JobService` (desktop/jobs.py) calls the `JobListener` methods on the Qt thread; AppState
+keeps frozen `Job` snapshots in order, the metric series of each job in growable numpy buffers,
+the recent log lines of each job and the selected job ids, and re-emits everything as Qt
+signals that item models translate one row at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from PySide6.QtCore import QObject, Signal
+
+from desktop.models.job import Job, MetricPoint
+from desktop.smoothing import FloatArray, GrowableArray
+
+__all__ = ["DEFAULT_LOG_LINES", "AppState", "MetricSeries", "keep_none_alive"]
+
+log = logging.getLogger(__name__)
+
+
+def keep_none_alive() -> None:
+    """Work around PySide6 6.12 on CPython 3.11 (the wheels assume 3.12's immortal objects).
+
+    Qt methods that return nothing, and Python overrides that Qt calls (paint, itemChange,
+    signal emission), hand out or drop references to `None`, `True`, `False` and other
+    singletons without counting them, so their reference counts fall by one per call (a
+    repaint makes hundreds) until CPython aborts with "none_dealloc" / "bool_dealloc" after a
+    few thousand repaints. CPython 3.12+ makes these objects immortal; on 3.11 give them a
+    reference count no process can use up (they are static, never freed). Idempotent; run when
+    this module is imported, since every view imports it.
+    """
+    if sys.version_info >= (3, 12):
+        return
+    import ctypes
+
+    singletons: list[object] = [None, True, False, Ellipsis, NotImplemented, (), "", b""]
+    singletons += range(-5, 257)  # the small-int cache
+    singletons += (chr(i) for i in range(256))  # one-character latin-1 strings
+    for obj in singletons:
+        refcount = ctypes.c_ssize_t.from_address(id(obj))  # ob_refcnt: PyObject's first field
+        if refcount.value < 1 << 40:
+            refcount.value += 1 << 50
+
+
+keep_none_alive()
+
+DEFAULT_LOG_LINES = 10_000
+
+
+class MetricSeries:
+    """One metric (loss, eval_loss, learning_rate, grad_norm, tokens_seen ...) of one job.
+
+    Three float64 columns that grow by amortised doubling: `step`, `value`, `time` (unix
+    seconds). The properties return no-copy views of the filled part.
+    """
+
+    __slots__ = ("_step", "_time", "_value", "version")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._step = GrowableArray(capacity)
+        self._value = GrowableArray(capacity)
+        self._time = GrowableArray(capacity)
+        self.version = 0
+        """Bumped on every append, so a consumer can tell it has new points."""
+
+    def __len__(self) -> int:
+        return len(self._step)
+
+    def extend(self, steps: npt.ArrayLike, values: npt.ArrayLike, times: npt.ArrayLike) -> None:
+        """Append points; the three inputs must have the same length."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        t = np.asarray(times, dtype=np.float64).reshape(-1)
+        if not s.shape == v.shape == t.shape:
+            raise ValueError(
+                f"steps, values and times differ in length: {s.shape[0]}, {v.shape[0]}, "
+                f"{t.shape[0]}"
+            )
+        self._step.extend(s)
+        self._value.extend(v)
+        self._time.extend(t)
+        self.version += 1
+
+    @property
+    def step(self) -> FloatArray:
+        """Steps (as float64), a view."""
+        return self._step.view()
+
+    @property
+    def value(self) -> FloatArray:
+        """Values, a view."""
+        return self._value.view()
+
+    @property
+    def time(self) -> FloatArray:
+        """Unix times of the points, a view."""
+        return self._time.view()
+
+
+class AppState(QObject):
+    """The one mutable state of the GUI; implements the `JobListener` protocol.
+
+    Rows are the jobs in the order they were added. Insertions and removals are announced
+    before and after, so an item model can call `beginInsertRows` / `beginRemoveRows` while
+    the old rows are still in place.
+
+    The listener methods keep the `JobListener` names (`job_added(job)` ...), so the signals,
+    which cannot share those names on one class, are named after rows.
+
+    Signals:
+        row_about_to_be_added(int row): a job will be inserted at `row`.
+        row_added(int row): the job at `row` was inserted.
+        row_changed(int row): the snapshot at `row` was replaced (state, progress, loss ...).
+        row_about_to_be_removed(int row): the job at `row` will be removed.
+        row_removed(int row): the job that was at `row` is gone.
+        metrics_appended(str job_id): new points in one or more metric series of the job.
+        log_appended(str job_id, list lines): new log lines of the job.
+        selection_changed(list job_ids): the selected jobs changed (in row order).
+    """
+
+    row_about_to_be_added = Signal(int)
+    row_added = Signal(int)
+    row_changed = Signal(int)
+    row_about_to_be_removed = Signal(int)
+    row_removed = Signal(int)
+    metrics_appended = Signal(str)
+    log_appended = Signal(str, list)
+    selection_changed = Signal(list)
+
+    def __init__(self, parent: QObject | None = None, *, log_lines: int = DEFAULT_LOG_LINES):
+        super().__init__(parent)
+        self._jobs: list[Job] = []
+        self._rows: dict[str, int] = {}
+        self._metrics: dict[str, dict[str, MetricSeries]] = {}
+        self._logs: dict[str, deque[str]] = {}
+        self._log_lines = log_lines
+        self._selected: tuple[str, ...] = ()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def jobs(self) -> tuple[Job, ...]:
+        """All job snapshots in row order."""
+        return tuple(self._jobs)
+
+    def job_count(self) -> int:
+        """Number of jobs (rows)."""
+        return len(self._jobs)
+
+    def job_at(self, row: int) -> Job:
+        """The snapshot at `row` (IndexError when out of range)."""
+        return self._jobs[row]
+
+    def job(self, job_id: str) -> Job | None:
+        """The snapshot of `job_id`, or None when unknown."""
+        row = self._rows.get(job_id)
+        return None if row is None else self._jobs[row]
+
+    def row_of(self, job_id: str) -> int:
+        """The row of `job_id`, or -1 when unknown."""
+        return self._rows.get(job_id, -1)
+
+    def series(self, job_id: str, name: str) -> MetricSeries | None:
+        """The `name` series of a job, or None when it has no such points (yet)."""
+        return self._metrics.get(job_id, {}).get(name)
+
+    def series_names(self, job_id: str) -> list[str]:
+        """Names of the series a job has points in."""
+        return list(self._metrics.get(job_id, {}))
+
+    def log_tail(self, job_id: str) -> list[str]:
+        """The most recent log lines of a job (bounded by `log_lines`)."""
+        return list(self._logs.get(job_id, ()))
+
+    @property
+    def selected_job_ids(self) -> tuple[str, ...]:
+        """The selected jobs, in row order."""
+        return self._selected
+
+    def set_selected_job_ids(self, job_ids: Iterable[str]) -> None:
+        """Select these jobs (unknown ids are ignored); emits `selection_changed` on change."""
+        wanted = {job_id for job_id in job_ids if job_id in self._rows}
+        ordered = tuple(sorted(wanted, key=self._rows.__getitem__))
+        if ordered != self._selected:
+            self._selected = ordered
+            self.selection_changed.emit(list(ordered))
+
+    # -- JobListener ----------------------------------------------------------------------------
+
+    def job_added(self, job: Job) -> None:
+        """A job record was created or loaded: append it (or replace it if already known)."""
+        if job.id in self._rows:
+            self.job_changed(job)
+            return
+        row = len(self._jobs)
+        self.row_about_to_be_added.emit(row)
+        self._jobs.append(job)
+        self._rows[job.id] = row
+        self.row_added.emit(row)
+
+    def job_changed(self, job: Job) -> None:
+        """Replace a job's snapshot; emits `row_changed(row)` only when something differs."""
+        row = self._rows.get(job.id)
+        if row is None:
+            log.warning("job %s changed before it was added; adding it", job.id)
+            self.job_added(job)
+            return
+        if self._jobs[row] == job:
+            return
+        self._jobs[row] = job
+        self.row_changed.emit(row)
+
+    def job_removed(self, job_id: str) -> None:
+        """Drop a job record, its metrics, its log lines and its selection."""
+        row = self._rows.get(job_id)
+        if row is None:
+            return
+        self.row_about_to_be_removed.emit(row)
+        del self._jobs[row]
+        self._rows = {job.id: i for i, job in enumerate(self._jobs)}
+        self._metrics.pop(job_id, None)
+        self._logs.pop(job_id, None)
+        self.row_removed.emit(row)
+        if job_id in self._selected:
+            self._selected = tuple(i for i in self._selected if i != job_id)
+            self.selection_changed.emit(list(self._selected))
+
+    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
+        """Append metric points (any mix of series) to the job's buffers."""
+        if not points:
+            return
+        grouped: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for point in points:
+            steps, values, times = grouped.setdefault(point.name, ([], [], []))
+            steps.append(point.step)
+            values.append(point.value)
+            times.append(point.time)
+        for name, (steps, values, times) in grouped.items():
+            self._series_for(job_id, name).extend(steps, values, times)
+        self.metrics_appended.emit(job_id)
+
+    def log_added(self, job_id: str, lines: list[str]) -> None:
+        """Keep the job's most recent log lines and pass the new ones on."""
+        if not lines:
+            return
+        tail = self._logs.get(job_id)
+        if tail is None:
+            tail = self._logs[job_id] = deque(maxlen=self._log_lines)
+        tail.extend(lines)
+        self.log_appended.emit(job_id, list(lines))
+
+    # -- bulk loading ---------------------------------------------------------------------------
+
+    def add_metric_arrays(
+        self,
+        job_id: str,
+        name: str,
+        steps: npt.ArrayLike,
+        values: npt.ArrayLike,
+        times: npt.ArrayLike,
+    ) -> None:
+        """Append many points of one series at once (history from the store, benchmarks).
+
+        Same effect as `metrics_added` with one `MetricPoint` per element, without building them.
+        """
+        self._series_for(job_id, name).extend(steps, values, times)
+        self.metrics_appended.emit(job_id)
+
+    def _series_for(self, job_id: str, name: str) -> MetricSeries:
+        per_job = self._metrics.setdefault(job_id, {})
+        series = per_job.get(name)
+        if series is None:
+            series = per_job[name] = MetricSeries()
+        return series
+
+    def clear_metrics(self, job_id: str, names: Sequence[str] | None = None) -> None:
+        """Forget a job's series (all, or those named), e.g. before reloading them."""
+        per_job = self._metrics.get(job_id)
+        if per_job is None:
+            return
+        for name in list(per_job) if names is None else names:
+            per_job.pop(name, None)
+        self.metrics_appended.emit(job_id)
