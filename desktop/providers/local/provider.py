@@ -427,18 +427,42 @@ class LocalProvider:
             self._schedulers = [p for p in self._schedulers if p.poll() is None]
 
     def _exit_code(self, job_id: str, job_dir: Path, pid: int, create_time: float) -> int | None:
+        """The exit code of a trainer that is gone, when its reaper knows it.
+
+        A killed multi-threaded process shows as a zombie a moment before its parent can reap
+        it, so this waits briefly: for our own child (up to 5 s), or for the scheduler's
+        exit.json (up to 2 s) when the scheduler started the job and still runs.
+        """
         with self._lock:
             known = self._exit_codes.get(job_id)
+            child = self._children.get(job_id)
         if known is not None and known[0] == pid:
             return known[1]
-        record = read_exit(job_dir)
-        if (
-            record is not None
-            and record.pid == pid
-            and abs(record.pid_start_time - create_time) < CREATE_TIME_TOLERANCE_S
-        ):
-            return record.exit_code
-        return None
+        if child is not None and child[1].pid == pid:
+            popen, record, _ = child
+            try:
+                code = popen.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                return None
+            with self._lock:
+                self._children.pop(job_id, None)
+                self._exit_codes[job_id] = (pid, code)
+            write_exit(job_dir, pid, record.pid_start_time, code)
+            return code
+        deadline = time.monotonic() + 2.0
+        while True:
+            record_ = read_exit(job_dir)
+            if (
+                record_ is not None
+                and record_.pid == pid
+                and abs(record_.pid_start_time - create_time) < CREATE_TIME_TOLERANCE_S
+            ):
+                return record_.exit_code
+            launch = read_launch(job_dir)
+            by_scheduler = launch is not None and launch.launcher == "scheduler"
+            if not by_scheduler or time.monotonic() >= deadline or not self._scheduler_running():
+                return None
+            time.sleep(0.1)
 
     # -- poll -------------------------------------------------------------------------------
 
