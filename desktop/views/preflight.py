@@ -1,0 +1,385 @@
+"""The dataset preflight panel: what `trainer check-data --json` found, for a person.
+
+The panel only shows a report; the window runs the check in the background (a trainer
+subprocess in a worker thread), so a 1 GB file never blocks the UI. It shows the detected
+format and counts, the first rows normalised to chat messages, every problem with its line
+(selecting one asks for that record: `record_requested(line)`), the token-length histogram
+with the training max length marked and the share of records it cuts, and one example
+rendered through the chat template with the tokens the loss is computed on highlighted.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.state import keep_none_alive
+
+__all__ = ["FORMAT_LABELS", "PreflightDialog", "PreflightPanel", "example_columns"]
+
+keep_none_alive()
+
+FORMAT_LABELS: dict[str, str] = {
+    "messages": "chat messages",
+    "sharegpt": "ShareGPT conversations",
+    "alpaca": "Alpaca (instruction / input / output)",
+    "prompt_completion": "prompt / completion",
+    "text": "plain text",
+}
+_TRAINED_STYLE = "background-color: #cdeccd; color: #14521f;"
+_CONTEXT_STYLE = "color: #777777;"
+
+
+def _messages_of(example: dict[str, Any]) -> list[dict[str, str]]:
+    """An example as chat messages, whatever the checker normalised it to."""
+    messages = example.get("messages")
+    if isinstance(messages, list):
+        return [m for m in messages if isinstance(m, dict)]
+    if "prompt" in example or "completion" in example:
+        return [
+            {"role": "user", "content": str(example.get("prompt", ""))},
+            {"role": "assistant", "content": str(example.get("completion", ""))},
+        ]
+    if "text" in example:
+        return [{"role": "text", "content": str(example["text"])}]
+    return [{"role": k, "content": str(v)} for k, v in example.items()]
+
+
+def example_columns(example: dict[str, Any]) -> tuple[str, str, str, int]:
+    """(system, first user turn, first assistant turn, number of turns) of one example."""
+    messages = _messages_of(example)
+    first: dict[str, str] = {}
+    for message in messages:
+        role = str(message.get("role", ""))
+        if role == "text":
+            role = "user"
+        first.setdefault(role, str(message.get("content", "")))
+    return (
+        first.get("system", ""),
+        first.get("user", ""),
+        first.get("assistant", ""),
+        len(messages),
+    )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ⏎ ".join(text.splitlines())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class PreflightPanel(QWidget):
+    """Shows one dataset check report.
+
+    Signals:
+        record_requested(int): the person selected the problem at this line; the window reads
+            that record and passes it to `show_record`.
+        rerun_requested(): the person asked to check again.
+    """
+
+    record_requested = Signal(int)
+    rerun_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("preflight_panel")
+        self._report: dict[str, Any] | None = None
+
+        self.summary_label = QLabel("No dataset checked yet.")
+        self.summary_label.setObjectName("preflight_summary")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.rerun_button = QPushButton("Check again")
+        self.rerun_button.clicked.connect(self.rerun_requested)
+        top = QHBoxLayout()
+        top.addWidget(self.summary_label, 1)
+        top.addWidget(self.rerun_button, 0, Qt.AlignmentFlag.AlignTop)
+
+        self.examples_table = QTableWidget(0, 5)
+        self.examples_table.setObjectName("preflight_examples")
+        self.examples_table.setHorizontalHeaderLabels(["#", "System", "User", "Assistant", "Turns"])
+        self._setup_table(self.examples_table)
+        header = self.examples_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.ResizeToContents)
+        header.resizeSection(1, 120)
+
+        self.problems_table = QTableWidget(0, 2)
+        self.problems_table.setObjectName("preflight_problems")
+        self.problems_table.setHorizontalHeaderLabels(["Line", "Problem"])
+        self._setup_table(self.problems_table)
+        self.problems_table.horizontalHeader().setSectionResizeMode(
+            0, QHeaderView.ResizeMode.ResizeToContents
+        )
+        self.problems_table.horizontalHeader().setStretchLastSection(True)
+        self.problems_table.itemSelectionChanged.connect(self._on_problems_selection_changed)
+        self.record_view = QPlainTextEdit()
+        self.record_view.setObjectName("preflight_record")
+        self.record_view.setReadOnly(True)
+        self.record_view.setPlaceholderText("Select a problem to see its record.")
+        problems_box = QGroupBox("Problems")
+        problems_layout = QVBoxLayout(problems_box)
+        problems_split = QSplitter(Qt.Orientation.Horizontal)
+        problems_split.addWidget(self.problems_table)
+        problems_split.addWidget(self.record_view)
+        problems_split.setSizes([420, 300])
+        problems_layout.addWidget(problems_split)
+
+        self.histogram = pg.PlotWidget()
+        self.histogram.setObjectName("preflight_histogram")
+        self.histogram.setBackground("w")
+        self.histogram.setMinimumHeight(160)
+        plot = self.histogram.getPlotItem()
+        plot.setLabel("bottom", "tokens per record")
+        plot.setLabel("left", "records")
+        plot.showGrid(x=False, y=True, alpha=0.2)
+        plot.setMouseEnabled(x=False, y=False)
+        self.bars: pg.BarGraphItem | None = None
+        self.max_length_line: pg.InfiniteLine | None = None
+        self.tokens_label = QLabel("Token lengths need the model's tokenizer.")
+        self.tokens_label.setObjectName("preflight_tokens")
+        self.tokens_label.setWordWrap(True)
+        tokens_box = QGroupBox("Token lengths")
+        tokens_layout = QVBoxLayout(tokens_box)
+        tokens_layout.addWidget(self.tokens_label)
+        tokens_layout.addWidget(self.histogram, 1)
+
+        self.rendered_view = QTextEdit()
+        self.rendered_view.setObjectName("preflight_rendered")
+        self.rendered_view.setReadOnly(True)
+        self.rendered_label = QLabel(
+            "One example through the chat template; the highlighted tokens are trained on."
+        )
+        self.rendered_label.setWordWrap(True)
+        rendered_box = QGroupBox("Rendered example")
+        rendered_layout = QVBoxLayout(rendered_box)
+        rendered_layout.addWidget(self.rendered_label)
+        rendered_layout.addWidget(self.rendered_view, 1)
+
+        examples_box = QGroupBox("First records, as chat messages")
+        examples_layout = QVBoxLayout(examples_box)
+        examples_layout.addWidget(self.examples_table)
+
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(tokens_box)
+        bottom.addWidget(rendered_box)
+        bottom.setSizes([450, 450])
+        body = QSplitter(Qt.Orientation.Vertical)
+        body.addWidget(examples_box)
+        body.addWidget(problems_box)
+        body.addWidget(bottom)
+        body.setSizes([220, 160, 260])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(body, 1)
+
+    @staticmethod
+    def _setup_table(table: QTableWidget) -> None:
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.verticalHeader().setVisible(False)
+        table.setWordWrap(False)
+        table.setAlternatingRowColors(True)
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def report(self) -> dict[str, Any] | None:
+        """The report shown (the `check-data --json` dict), or None."""
+        return self._report
+
+    def set_busy(self, path: str) -> None:
+        """Say that `path` is being checked (the old report stays until the new one arrives)."""
+        self.summary_label.setText(f"Checking {path} …")
+        self.rerun_button.setEnabled(False)
+
+    def show_error(self, message: str) -> None:
+        """The check could not run; say why."""
+        self.summary_label.setText(f"The check did not run: {message}")
+        self.summary_label.setStyleSheet("color: #c9302c;")
+        self.rerun_button.setEnabled(True)
+
+    def show_report(self, report: dict[str, Any]) -> None:
+        """Show a `check-data --json` report."""
+        self._report = report
+        self.rerun_button.setEnabled(True)
+        usable = bool(report.get("usable"))
+        fmt = report.get("format")
+        fmt_text = FORMAT_LABELS.get(str(fmt), str(fmt)) if fmt else "unknown"
+        count = int(report.get("problem_count") or len(report.get("problems") or []))
+        verdict = "usable" if usable else "NOT usable"
+        lines = [
+            f"<b>{html.escape(str(report.get('path', '')))}</b>",
+            f"Format: <b>{html.escape(fmt_text)}</b> · {report.get('records', 0)} records "
+            f"({report.get('valid_records', 0)} valid) · "
+            f"{count} problem{'s' if count != 1 else ''} · "
+            f"<b style='color:{'#2e7d32' if usable else '#c9302c'}'>{verdict}</b>",
+        ]
+        for warning in report.get("warnings") or []:
+            lines.append(f"<span style='color:#9a6700'>⚠ {html.escape(str(warning))}</span>")
+        self.summary_label.setText("<br>".join(lines))
+        self.summary_label.setStyleSheet("")
+        self._fill_examples(report.get("examples") or [])
+        self._fill_problems(report)
+        self._fill_tokens(report.get("token_stats"))
+        self._fill_rendered(report.get("rendered_example"))
+
+    def show_record(self, line: int, text: str) -> None:
+        """Show the record of a selected problem."""
+        location = str((self._report or {}).get("location") or "line")
+        self.record_view.setPlainText(f"{location} {line}:\n{text}")
+
+    def problem_lines(self) -> list[int | None]:
+        """The line of every listed problem, in order (None: a problem of the whole file)."""
+        out: list[int | None] = []
+        for row in range(self.problems_table.rowCount()):
+            item = self.problems_table.item(row, 0)
+            value = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+            out.append(int(value) if value is not None else None)
+        return out
+
+    # -- filling ----------------------------------------------------------------------------
+
+    def _fill_examples(self, examples: list[dict[str, Any]]) -> None:
+        table = self.examples_table
+        table.setRowCount(len(examples))
+        for row, example in enumerate(examples):
+            system, user, assistant, turns = example_columns(example)
+            cells = [str(row + 1), system, user, assistant, str(turns)]
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(_one_line(text))
+                if column in (1, 2, 3) and text:
+                    item.setToolTip(text[:2000])
+                table.setItem(row, column, item)
+
+    def _fill_problems(self, report: dict[str, Any]) -> None:
+        problems = report.get("problems") or []
+        location = str(report.get("location") or "line")
+        table = self.problems_table
+        table.setRowCount(len(problems))
+        for row, problem in enumerate(problems):
+            line = problem.get("line") if isinstance(problem, dict) else None
+            message = problem.get("message", "") if isinstance(problem, dict) else str(problem)
+            line_item = QTableWidgetItem("—" if line is None else f"{location} {line}")
+            line_item.setData(Qt.ItemDataRole.UserRole, line)
+            table.setItem(row, 0, line_item)
+            message_item = QTableWidgetItem(str(message))
+            message_item.setToolTip(str(message))
+            table.setItem(row, 1, message_item)
+        hidden = int(report.get("problem_count") or 0) - len(problems)
+        self.record_view.setPlainText(
+            f"... and {hidden} more problems not listed" if hidden > 0 else ""
+        )
+
+    def _fill_tokens(self, stats: dict[str, Any] | None) -> None:
+        plot = self.histogram.getPlotItem()
+        if self.bars is not None:
+            plot.removeItem(self.bars)
+            self.bars = None
+        if self.max_length_line is not None:
+            plot.removeItem(self.max_length_line)
+            self.max_length_line = None
+        if not stats:
+            self.tokens_label.setText(
+                "No token lengths: the model's tokenizer was not available to the check."
+            )
+            return
+        bins = stats.get("histogram") or []
+        if bins:
+            x0 = [float(b["start"]) - 0.5 for b in bins]
+            widths = [float(b["end"]) - float(b["start"]) + 1 for b in bins]
+            heights = [float(b["count"]) for b in bins]
+            self.bars = pg.BarGraphItem(
+                x0=x0, width=widths, height=heights, brush="#6baed6", pen="#3182bd"
+            )
+            plot.addItem(self.bars)
+        max_length = stats.get("max_length")
+        share = stats.get("share_cut")
+        if max_length is not None:
+            self.max_length_line = pg.InfiniteLine(
+                pos=float(max_length),
+                angle=90,
+                pen=pg.mkPen("#d62728", width=2, style=Qt.PenStyle.DashLine),
+                label=f"max length {max_length}",
+                labelOpts={"position": 0.9, "color": "#d62728"},
+            )
+            plot.addItem(self.max_length_line)
+        plot.autoRange()
+        sampled = " (a random sample)" if stats.get("sampled") else ""
+        text = (
+            f"{stats.get('counted', 0)} records counted{sampled}: mean {stats.get('mean', 0):.0f}, "
+            f"median {stats.get('p50')}, p95 {stats.get('p95')}, max {stats.get('max')} tokens."
+        )
+        if max_length is not None and share is not None:
+            colour = "#c9302c" if share > 0.05 else ("#9a6700" if share > 0 else "#2e7d32")
+            text += (
+                f" <b style='color:{colour}'>{share:.1%} cut at max length {max_length}</b>"
+                f" ({stats.get('cut_count', 0)} records)."
+            )
+        self.tokens_label.setText(text)
+
+    def _fill_rendered(self, example: dict[str, Any] | None) -> None:
+        if not example:
+            self.rendered_view.setPlainText("")
+            self.rendered_label.setText("No rendered example (needs the model's tokenizer).")
+            return
+        parts = []
+        for segment in example.get("segments") or []:
+            text = html.escape(str(segment.get("text", "")))
+            style = _TRAINED_STYLE if segment.get("trained") else _CONTEXT_STYLE
+            parts.append(f"<span style='{style}'>{text}</span>")
+        self.rendered_view.setHtml(
+            "<pre style='white-space: pre-wrap; font-family: monospace;'>"
+            + "".join(parts)
+            + "</pre>"
+        )
+        self.rendered_label.setText(
+            f"One example through the chat template: <span style='{_TRAINED_STYLE}'>"
+            f"&nbsp;{example.get('trained_tokens', 0)} trained tokens&nbsp;</span> of "
+            f"{example.get('total_tokens', 0)} ({html.escape(str(example.get('method', '')))})."
+        )
+
+    def _on_problems_selection_changed(self) -> None:
+        rows = {index.row() for index in self.problems_table.selectedIndexes()}
+        if not rows:
+            return
+        item = self.problems_table.item(min(rows), 0)
+        line = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if line is not None:
+            self.record_requested.emit(int(line))
+
+
+class PreflightDialog(QDialog):
+    """A non-modal window holding the preflight panel."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("preflight_dialog")
+        self.setWindowTitle("Dataset preflight")
+        self.panel = PreflightPanel(self)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.panel)
+        self.resize(1100, 780)
