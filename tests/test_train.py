@@ -235,3 +235,21 @@ def test_resume_without_checkpoint_refuses(demo_dir: Path, run_trainer: RunTrain
     status = read_status(demo_dir)
     assert status is not None and "no complete checkpoint" in status.message
     assert not (demo_dir / "output").exists()
+
+
+def test_crash_reports_failed_with_traceback_and_log_lines(
+    demo_dir: Path, run_trainer: RunTrainer
+) -> None:
+    (demo_dir / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
+    result = run_trainer(demo_dir)
+    assert result.returncode == 1
+    status = read_status(demo_dir)
+    assert status is not None and status.state == "failed" and status.exit_code == 1
+    errors = [e for e in read_all_events(demo_dir / "events.jsonl") if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1
+    error = errors[0]
+    assert "damaged" in error.message and "download the model again" in error.message
+    assert "SafetensorError" in error.exception_type
+    assert "Traceback" in error.traceback
+    assert any("loading model" in line for line in error.last_log_lines)
+    assert any("320 training records" in line for line in error.last_log_lines)

@@ -159,6 +159,9 @@ def _explain_one(exc: BaseException) -> str | None:
             "The Hugging Face Hub could not be reached. Check the network connection, or put the "
             "model on disk and run offline."
         )
-    if "safetensors" in lower and ("header" in lower or "incomplete" in lower):
-        return "A model file is damaged (incomplete download?). Delete it and download it again."
+    if "SafetensorError" in names or ("safetensors" in lower and "header" in lower):
+        return (
+            f"A model weights file cannot be read ({_first_line(exc)}); it is probably damaged or "
+            "an incomplete download. Delete it and download the model again."
+        )
     return None

@@ -210,7 +210,6 @@ def build_sft_config(
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
         "optim": t.optimizer,
-        "gradient_checkpointing": t.gradient_checkpointing,
         "seed": t.seed,
         "data_seed": t.seed,
         "logging_strategy": "steps",
@@ -243,8 +242,15 @@ def build_sft_config(
         "model_init_kwargs": None,
         "ddp_find_unused_parameters": False if config.method != "full" else None,
     }
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing.
+    prefix = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in SFTConfig.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
+    kwargs[prefix] = t.gradient_checkpointing
     if t.gradient_checkpointing:
-        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        kwargs[f"{prefix}_kwargs"] = {"use_reentrant": False}
     return SFTConfig(**kwargs)
 
 
@@ -367,6 +373,11 @@ class _Run:
         if self.writer is not None:
             self.writer.emit(kind, **fields)
 
+    def note(self, message: str, level: str = "info") -> None:
+        """A line for both the app's log view (a log event) and the console (train.log)."""
+        self.emit("log", level=level, message=message)
+        print(message, flush=True)
+
     def _progress(self) -> dict[str, Any]:
         cb = self.callback
         checkpoints = find_checkpoints(self.job_dir)
@@ -401,6 +412,7 @@ class _Run:
         code = exit_code_for(exc)
         message = explain_exception(exc)
         tb = "".join(traceback.format_exception(exc))
+        last_lines = self.tee.last_lines(50)  # what led here, before the traceback is printed
         if code == EXIT_FAILED:
             print(tb, file=sys.stderr, flush=True)
         else:
@@ -410,7 +422,7 @@ class _Run:
             message=message,
             exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
             traceback=tb if code == EXIT_FAILED else "",
-            last_log_lines=self.tee.last_lines(50),
+            last_log_lines=last_lines,
         )
         return self.finish("failed", code, message)
 
@@ -504,18 +516,15 @@ class _Run:
 
         data = load_training_data(config.dataset, seed=config.training.seed)
         eval_note = f", {len(data.eval)} eval" if data.eval else ""
-        self.emit(
-            "log",
-            level="info",
-            message=f"data: {len(data.train)} training records{eval_note} "
-            f"({data.source_format or data.format} format)",
+        self.note(
+            f"data: {len(data.train)} training records{eval_note} "
+            f"({data.source_format or data.format} format)"
         )
         if not config.training.pretokenize:
-            self.emit(
-                "log",
+            self.note(
+                "training.pretokenize is false, but TRL's SFTTrainer tokenises the dataset up "
+                "front; tokenising up front",
                 level="warning",
-                message="training.pretokenize is false, but TRL's SFTTrainer tokenises the "
-                "dataset up front; tokenising up front",
             )
         if self._cancelled_before_training():
             return self.finish("cancelled", EXIT_OK, "cancelled before training started")
@@ -539,7 +548,7 @@ class _Run:
         bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
         precision = resolve_precision(config, device, bf16_ok)
 
-        self.emit("log", level="info", message=f"loading model {config.model.name_or_path}")
+        self.note(f"loading model {config.model.name_or_path}")
         tokenizer = AutoTokenizer.from_pretrained(
             config.model.name_or_path,
             revision=config.model.revision,
