@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from desktop.errors import JobNotFoundError
 from desktop.models import Job, JobState, MetricPoint, ProviderHandle
@@ -285,6 +286,24 @@ def test_points_from_events_match_validated_points(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert all(type(p.value) is float for p in got)
     assert json.loads(got[0].model_dump_json())["name"] == "epoch"
+
+
+def test_fast_and_regular_point_construction_agree() -> None:
+    from desktop.store import _assemble_points, _construct_points
+
+    fields = [
+        {"job_id": "j", "step": s, "name": n, "value": s / 3, "time": 7.0 + s}
+        for s in range(5)
+        for n in ("loss", "grad_norm")
+    ]
+    fast, regular = _assemble_points(fields), _construct_points(fields)
+    validated = [MetricPoint(**f) for f in fields]
+    assert fast == regular == validated
+    assert [p.model_dump_json() for p in fast] == [p.model_dump_json() for p in validated]
+    assert fast[3].model_copy(update={"value": 1.0}).value == 1.0
+    assert fast[3].value == 1 / 3
+    with pytest.raises(ValidationError):
+        fast[0].value = 2.0  # type: ignore[misc]  # still frozen
 
 
 def test_migrates_a_version_1_database(tmp_path: Path) -> None:
