@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -167,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"({secs:.2f} s), {n / cpu:>9,.0f} events/s of CPU time"
                 )
     app, base = best["app"], best["baseline"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end (wall-clock "
+        "rates fall when other work shares the CPUs; the CPU-time rates much less)"
+    )
     print(
         f"best of {args.repeat}: app {app[0]:,.0f}/s wall, {app[1]:,.0f}/s CPU; "
         f"baseline {base[0]:,.0f}/s wall, {base[1]:,.0f}/s CPU"
