@@ -173,6 +173,8 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
         StoreError: the database was written by a newer version of the app.
     """
     target = SCHEMA_VERSION if target is None else target
+    if schema_version(conn) == target:  # the usual case: no write lock needed
+        return target
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -202,22 +204,22 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
 # Metric points
 
 
-# The series MetricEvent.values() reports, in its order (probed, so there is one source).
-_SERIES: tuple[str, ...] = tuple(
-    MetricEvent.model_validate(
-        {
-            "seq": 0,
-            "time": 0.0,
-            "step": 0,
-            **{
-                name: 1
-                for name, field in MetricEvent.model_fields.items()
-                if name not in {"seq", "time", "kind", "step"} and not field.is_required()
-            },
-        }
-    ).values()
-)
+def _probe_series() -> tuple[str, ...] | None:
+    """The series MetricEvent.values() reports, in its order: probed, so it stays the one
+    source. None when the probe does not work (points then come from values() per event)."""
+    optional = {
+        name: 1
+        for name, field in MetricEvent.model_fields.items()
+        if name not in {"seq", "time", "kind", "step"} and not field.is_required()
+    }
+    try:
+        probe = MetricEvent.model_validate({"seq": 0, "time": 0.0, "step": 0, **optional})
+    except ValidationError:
+        return None
+    return tuple(probe.values())
 
+
+_SERIES = _probe_series()
 _point_row = attrgetter("job_id", "step", "name", "value", "time")
 _point_job = attrgetter("job_id")
 _consume = deque[object](maxlen=0).extend
@@ -322,6 +324,12 @@ def points_from_events(job_id: str, events: Iterable[Event]) -> list[MetricPoint
     series = _SERIES
     for event in events:
         if not isinstance(event, MetricEvent):
+            continue
+        if series is None:
+            fields += (
+                {"job_id": job_id, "step": event.step, "name": n, "value": v, "time": event.time}
+                for n, v in event.values().items()
+            )
             continue
         values = event.__dict__
         step = values["step"]
