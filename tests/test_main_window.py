@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QLineEdit, QMessageBox
 
 from desktop.models import JobState, Settings
 
-pytest_plugins = ["app_helpers"]
+pytest_plugins = ["app_fixtures"]
 pytestmark = pytest.mark.qt_log_level_fail("CRITICAL")
 
 
@@ -78,6 +78,8 @@ def test_start_on_the_demo_trains_and_the_gui_never_imports_torch(
         assert plotted is not None and len(plotted[0]) == 8
         assert window.state.job(job_id).last_loss is not None
         await until(lambda: window.state.log_tail(job_id), 10)
+        assert window.log_view.job_id == job_id
+        await until(lambda: window.log_view.text.toPlainText().strip(), 10)
         await close(window)
         return job_id
 

@@ -62,6 +62,7 @@ from desktop.state import AppState
 from desktop.views.chart import LossChart
 from desktop.views.config_editor import ConfigEditor
 from desktop.views.job_table import JobTableView
+from desktop.views.log_view import LogView
 from desktop.views.memory_badge import MemoryFitBadge
 from desktop.views.preflight import PreflightDialog
 from desktop.views.settings_dialog import SettingsDialog, describe_doctor
@@ -115,41 +116,6 @@ def make_demo(python: str, folder: Path, timeout_s: float = 600.0) -> Path:
             "runtime in Settings"
         )
     return folder
-
-
-def _fallback_log_view(state: AppState) -> QWidget:
-    """A bounded log of the selected job, until desktop/views/log_view.py exists."""
-    from PySide6.QtWidgets import QPlainTextEdit
-
-    view = QPlainTextEdit()
-    view.setObjectName("log_view")
-    view.setReadOnly(True)
-    view.setMaximumBlockCount(10_000)
-    view.setPlaceholderText("The log of the selected job appears here.")
-    view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-    current: list[str] = []
-
-    def on_selection(job_ids: list[str]) -> None:
-        current[:] = job_ids[-1:]
-        view.setPlainText("\n".join(state.log_tail(current[0])) if current else "")
-        view.verticalScrollBar().setValue(view.verticalScrollBar().maximum())
-
-    def on_lines(job_id: str, lines: list[str]) -> None:
-        if current and job_id == current[0]:
-            view.appendPlainText("\n".join(lines))
-
-    state.selection_changed.connect(on_selection)
-    state.log_appended.connect(on_lines)
-    return view
-
-
-def _make_log_view(state: AppState) -> QWidget:
-    try:
-        from desktop.views.log_view import LogView
-    except ImportError:
-        return _fallback_log_view(state)
-    view: QWidget = LogView(state)
-    return view
 
 
 class MainWindow(QMainWindow):
@@ -235,7 +201,7 @@ class MainWindow(QMainWindow):
 
         self.jobs_view = JobTableView(self.state, self)
         self.chart = LossChart(self.state, self)
-        self.log_view = _make_log_view(self.state)
+        self.log_view = LogView(self.state, self)
 
         self.bottom_split = QSplitter(Qt.Orientation.Horizontal)
         self.bottom_split.setObjectName("bottom_split")
@@ -723,7 +689,10 @@ class MainWindow(QMainWindow):
         )
 
     def _on_state_selection_changed(self, job_ids: list[str]) -> None:
-        """Load the stored log of a finished job that is not being watched (first selection)."""
+        """The log view follows the (last) selected job; a finished job's stored log is read
+        once when it is first selected (its watcher, which streams logs, has ended)."""
+        if job_ids:
+            self.log_view.set_job(job_ids[-1])
         for job_id in job_ids[-1:]:
             job = self.state.job(job_id)
             if job is None or not job.is_final or job_id in self._logs_loaded:
