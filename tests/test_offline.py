@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +101,25 @@ def _config(folder: Path, demo: Path, **model: Any) -> Path:
 
 @pytest.fixture(scope="module")
 def offline_run(
-    tmp_path_factory: pytest.TempPathFactory, demo_template: Path
-) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("offline")
+    tmp_path_factory: pytest.TempPathFactory, demo_template: Path, worker_id: str
+) -> dict[str, Any]:
+    """One guarded offline `run --follow`, made once even when pytest-xdist splits the module."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "offline-run"
+    root.mkdir(exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = root / "result.json"
+        if not result.exists():
+            result.write_text(json.dumps(_guarded_run(root, demo_template)), encoding="utf-8")
+        data: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    data["home"] = Path(data["home"])
+    return data
+
+
+def _guarded_run(root: Path, demo_template: Path) -> dict[str, Any]:
     guard_dir = root / "guard"
     guard_dir.mkdir()
     (guard_dir / "sitecustomize.py").write_text(GUARD, encoding="utf-8")
@@ -128,13 +143,17 @@ def offline_run(
         check=False,
     )
     records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    yield {"run": done, "records": records, "home": home}
+    return {
+        "returncode": done.returncode,
+        "output": done.stdout + done.stderr,
+        "records": records,
+        "home": str(home),
+    }
 
 
 @pytest.mark.slow
 def test_offline_run_completes_without_leaving_loopback(offline_run: dict[str, Any]) -> None:
-    done = offline_run["run"]
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert offline_run["returncode"] == 0, offline_run["output"]
     jobs = list((offline_run["home"] / "jobs").iterdir())
     status = read_status(jobs[0])
     assert status is not None and status.state == "completed"
@@ -150,7 +169,7 @@ def test_offline_run_completes_without_leaving_loopback(offline_run: dict[str, A
 
 @pytest.mark.slow
 def test_a_secret_reaches_the_trainer_but_no_file(offline_run: dict[str, Any]) -> None:
-    assert offline_run["run"].returncode == 0
+    assert offline_run["returncode"] == 0
     trainers = [
         r for r in offline_run["records"] if r["kind"] == "loaded" and "--job-dir" in r["argv"]
     ]
