@@ -538,11 +538,14 @@ class _Run:
         import torch
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+        from transformers.utils import logging as hf_logging
         from trl import SFTTrainer  # type: ignore[attr-defined]
 
         from trainer.callbacks import EventsCallback
         from trainer.ranks import world_size
 
+        # \r progress bars garble train.log; the events carry progress.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         job = self.job_dir
         device = resolve_device(config)
         bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
