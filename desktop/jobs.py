@@ -450,10 +450,18 @@ class JobService:
             return self._providers[name]
         if self.offline and name != "local":
             raise OfflineError(f"offline mode: provider {name!r} needs the network; use 'local'")
+        import importlib
+
         from desktop.providers.base import get_provider_factory
 
-        if name == "local":
-            import desktop.providers.local  # noqa: F401  (registers "local")
+        # A provider package registers itself when imported; "local" always exists.
+        importlib.import_module("desktop.providers.local")
+        if name.isidentifier():
+            try:
+                importlib.import_module(f"desktop.providers.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"desktop.providers.{name}":
+                    raise  # the provider exists but lacks something it needs
         try:
             factory = get_provider_factory(name)
         except KeyError as exc:
