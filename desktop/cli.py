@@ -612,12 +612,9 @@ def _open_window(argv: Sequence[str]) -> int:
 
 
 def _setup_logging(verbose: bool) -> None:
-    try:
-        from desktop.redaction import install_redaction
-    except ImportError:  # pragma: no cover - the redaction module ships with the app
-        install_redaction = None  # type: ignore[assignment]
-    if install_redaction is not None:
-        install_redaction()
+    from desktop.redaction import install_redaction
+
+    install_redaction()
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -212,6 +212,27 @@ def test_a_secret_reaches_no_file(completed: dict[str, Any]) -> None:
     assert leaks == []
 
 
+@pytest.mark.slow
+def test_run_follow_exits_1_with_the_reason_when_training_fails(
+    tmp_path: Path, demo_template: Path
+) -> None:
+    home = tmp_path / "home"
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}", encoding="utf-8")  # no weights, no tokenizer
+    config = write_config(tmp_path / "cfg", demo_template, max_steps=3)
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["model"]["name_or_path"] = str(broken)
+    config.write_text(json.dumps(data), encoding="utf-8")
+    done = cli(home, "run", str(config), "--follow")
+    assert done.returncode == 1, done.stdout + done.stderr
+    job_id = job_id_from(done.stdout)
+    shown = show_json(home, job_id)
+    assert shown["state"] == "failed"
+    assert shown["state_reason"] and shown["state_reason"] in done.stdout
+    assert f"finetune-desk logs {job_id}" in done.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # Reattach after kill -9 of the CLI
 
