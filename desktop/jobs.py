@@ -72,7 +72,6 @@ __all__ = [
     "check_dataset",
     "check_offline",
     "check_paths",
-    "metric_points",
     "new_job_id",
     "resolve_config",
     "trainer_python",
@@ -296,14 +295,6 @@ def new_job_id(now: float | None = None) -> str:
     """A short, sortable, unique id: `YYYYMMDD-HHMMSS-xxxx` (local time, 4 random hex)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
     return f"{stamp}-{_random.token_hex(2)}"
-
-
-def metric_points(job_id: str, event: MetricEvent) -> list[MetricPoint]:
-    """One point per series present in a metric event (loss, eval_loss, learning_rate, ...)."""
-    return [
-        MetricPoint(job_id=job_id, step=event.step, name=name, value=value, time=event.time)
-        for name, value in event.values().items()
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -820,14 +811,15 @@ class JobService:
 
     def _apply(self, job: Job, update: JobUpdate) -> Job:
         """Turn one poll's findings into stored points, snapshot fields and transitions."""
-        points: list[MetricPoint] = []
+        from desktop.store import points_from_events
+
+        points: list[MetricPoint] = points_from_events(job.id, update.events)
         fields: dict[str, Any] = {}
         observed: list[tuple[JobState, str]] = []
         error_message = ""
         best = job.best_eval_loss
         for event in update.events:
             if isinstance(event, MetricEvent):
-                points.extend(metric_points(job.id, event))
                 fields["step"] = event.step
                 if event.total_steps is not None:
                     fields["total_steps"] = event.total_steps
