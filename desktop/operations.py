@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from desktop.errors import FtdeskError, RuntimeNotReadyError
@@ -96,8 +96,8 @@ def show_traceback_dialog(parent: QWidget | None, summary: str, text: str) -> No
     )
     box.setDetailedText(text)
     box.setStandardButtons(QMessageBox.StandardButton.Close)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     box.exec()
-    box.deleteLater()
 
 
 class Operations(QObject):
@@ -150,6 +150,12 @@ class Operations(QObject):
         if name in self._running:
             coro.close()
             self.bus.info(f"{name} is already running")
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the app is shutting down: nothing can run any more
+            coro.close()
+            log.debug("%s not started: no running event loop", name)
             return None
         self._running.add(name)
         if len(self._running) == 1:

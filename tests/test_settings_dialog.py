@@ -87,8 +87,10 @@ def test_a_key_that_cannot_be_stored_says_why(qtbot: Any, qloop: Any, home: Path
         dialog.refresh_keys()
         await until(lambda: SecretName.RUNPOD_API_KEY in dialog.statuses, 20)
         assert dialog.statuses[SecretName.RUNPOD_API_KEY].source == "unavailable"
-        assert "unavailable" in row.status_label.text()
-        assert "FTDESK_RUNPOD_API_KEY" in row.status_label.text()  # the way out
+        assert "cannot be stored" in row.status_label.text()
+        # Exactly why, with the way out, once above the keys.
+        assert "locked" in dialog.backend_label.text()
+        assert "FTDESK_" in dialog.backend_label.text()
         qtbot.keyClicks(row.edit, "rpa_0123456789abcdef")
         qtbot.mouseClick(row.save_button, Qt.MouseButton.LeftButton)
         await until(lambda: "not saved" in row.status_label.text(), 20)

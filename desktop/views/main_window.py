@@ -221,8 +221,8 @@ class MainWindow(QMainWindow):
         self.main_split.addWidget(self.right_split)
         self.main_split.setStretchFactor(0, 2)
         self.main_split.setStretchFactor(1, 5)
-        self.main_split.setSizes([430, 1070])
-        self.right_split.setSizes([260, 520])
+        self.main_split.setSizes([480, 1120])
+        self.right_split.setSizes([190, 620])
         self.bottom_split.setSizes([640, 420])
         self.setCentralWidget(self.main_split)
 
@@ -349,6 +349,7 @@ class MainWindow(QMainWindow):
 
     async def start(self) -> None:
         """Load the jobs (reattaching to running ones), their metrics, and the first config."""
+        self._restore_splitters()
         await self.service.start()
         self._load_history()
         if not self._load_last_config():
@@ -850,13 +851,19 @@ class MainWindow(QMainWindow):
         geometry = qs.value("geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
+        gpu = qs.value("gpu")
+        if isinstance(gpu, str) and gpu in GPUS:
+            self.fit_badge.set_gpu(gpu)
+
+    def _restore_splitters(self) -> None:
+        """Splitter sizes, once the window has its size (before that Qt rescales them)."""
+        qs = self.qsettings
+        if qs.value("version") != str(_STATE_VERSION):
+            return
         for name in ("main_split", "right_split", "bottom_split"):
             value = qs.value(name)
             if isinstance(value, QByteArray):
                 getattr(self, name).restoreState(value)
-        gpu = qs.value("gpu")
-        if isinstance(gpu, str) and gpu in GPUS:
-            self.fit_badge.set_gpu(gpu)
 
     def save_layout(self) -> None:
         """Remember geometry, splitter sizes and the chosen GPU."""
@@ -872,6 +879,7 @@ class MainWindow(QMainWindow):
         """Remember the layout and config; jobs keep running (the next start reattaches)."""
         if not self._closing:
             self._closing = True
+            self._fit_timer.stop()
             self.save_layout()
             self.save_last_config()
             self.inhibitor.close()

@@ -214,7 +214,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(data_box)
         layout.addStretch(1)
         layout.addWidget(buttons)
-        self.resize(720, 560)
+        self.resize(760, 600)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -238,7 +238,14 @@ class SettingsDialog(QDialog):
 
     def _on_keys_read(self, result: tuple[str, list[SecretStatus]]) -> None:
         backend, statuses = result
-        self.backend_label.setText(f"Keychain: {backend}")
+        problem = next((s.problem for s in statuses if s.problem), None)
+        if problem:
+            # One keychain, one reason: say it once, in full, above the keys.
+            self.backend_label.setText(f"Keychain: {backend}. {problem}")
+            self.backend_label.setStyleSheet("color: #c9302c;")
+        else:
+            self.backend_label.setText(f"Keychain: {backend}")
+            self.backend_label.setStyleSheet("")
         for status in statuses:
             self._show_status(status)
 
@@ -246,6 +253,11 @@ class SettingsDialog(QDialog):
         self.statuses[status.name] = status
         row = self.key_rows[status.name]
         text = status.describe()
+        if status.source == "unavailable":
+            text = (
+                f"{status.name.value}: cannot be stored (see above); for this session only, set "
+                f"{status.name.override_env_var}"
+            )
         row.status_label.setText(text)
         colour = {"unavailable": "#c9302c", "missing": "#777777"}.get(status.source, "#2e7d32")
         row.status_label.setStyleSheet(f"color: {colour};")
