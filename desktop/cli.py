@@ -109,22 +109,29 @@ class _ProgressPrinter:
                 self._lr = point.value
 
     def job_changed(self, job: Job) -> None:
-        """Print the state when it changed and a progress line when the step moved."""
+        """Print the state when it changed and a progress line when the step moved (the last
+        steps before the final state first)."""
         if job.id != self.job_id:
             return
+        if job.is_final:
+            self._progress(job)
         if job.state is not self._state:
             self._state = job.state
             reason = f" ({job.state_reason})" if job.state_reason else ""
             self._say(f"{job.id}: {job.state.value}{reason}")
-        if job.step is not None and job.step != self._step and not job.is_final:
-            self._step = job.step
-            parts = [f"step {_fmt_steps(job)}", f"loss {_fmt_float(job.last_loss)}"]
-            if self._lr is not None:
-                parts.append(f"lr {self._lr:.2e}")
-            if job.best_eval_loss is not None:
-                parts.append(f"best eval {job.best_eval_loss:.4f}")
-            parts.append(f"ETA {_fmt_duration(job.eta_seconds)}")
-            self._say("  ".join(parts))
+        self._progress(job)
+
+    def _progress(self, job: Job) -> None:
+        if job.step is None or job.step == self._step:
+            return
+        self._step = job.step
+        parts = [f"step {_fmt_steps(job)}", f"loss {_fmt_float(job.last_loss)}"]
+        if self._lr is not None:
+            parts.append(f"lr {self._lr:.2e}")
+        if job.best_eval_loss is not None:
+            parts.append(f"best eval {job.best_eval_loss:.4f}")
+        parts.append(f"ETA {_fmt_duration(job.eta_seconds)}")
+        self._say("  ".join(parts))
 
 
 # ---------------------------------------------------------------------------------------------

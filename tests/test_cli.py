@@ -163,7 +163,8 @@ def completed(
 def test_run_follow_completes_with_progress(completed: dict[str, Any]) -> None:
     assert completed["returncode"] == 0, completed["stdout"] + completed["stderr"]
     output = completed["stdout"]
-    assert re.search(r"step \d+/12 +loss \d+\.\d+ +lr \S+ +ETA \d+:\d\d:\d\d", output)
+    # One line per poll that saw new steps (a fast machine may finish in one or two polls).
+    assert re.search(r"^step \d+/12 +loss \d+\.\d+ +lr \S+ +ETA (\d+:\d\d:\d\d|-)$", output, re.M)
     assert re.search(r"completed +final loss \d+\.\d+ +output /", output)
     status = read_status(completed["job_dir"])
     assert status is not None and status.state == "completed"
@@ -310,8 +311,10 @@ def test_cancel_leaves_a_checkpoint_and_resume_continues(
     starts = [
         e for e in read_all_events(events) if e.kind == "status" and e.resumed_from_step is not None
     ]
-    assert len(starts) == 1 and 1 <= starts[0].resumed_from_step <= stopped_at
-    assert f"resumed from step {starts[0].resumed_from_step}" in resumed.stdout
+    assert len(starts) == 1
+    resumed_from = starts[0].resumed_from_step
+    assert resumed_from is not None and 1 <= resumed_from <= stopped_at
+    assert f"resumed from step {resumed_from}" in resumed.stdout
     steps = {step for step, _, _ in metric_values(events)}
     assert steps == set(range(1, 61))
     stored, _ = stored_values(home, job_id)
@@ -409,9 +412,9 @@ def test_no_keychain_says_so_and_never_prints_the_value(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "keychain" in done.stderr.lower() and "FTDESK_HF_TOKEN" in done.stderr
     assert "hf_secretvalue123" not in done.stdout + done.stderr
-    status = cli(tmp_path / "home", "keys", "status", "hf_token", **backend)
+    status = cli(tmp_path / "home", "keys", "status", "hf_token", timeout=60, **backend)
     assert status.returncode == 0 and "unavailable" in status.stdout
-    unknown = cli(tmp_path / "home", "keys", "set", "github_token", **backend)
+    unknown = cli(tmp_path / "home", "keys", "set", "github_token", timeout=60, **backend)
     assert unknown.returncode == 2 and "github_token" in unknown.stderr
 
 
