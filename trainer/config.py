@@ -475,7 +475,7 @@ class TrainingConfig(_Strict):
         min_length=1,
         max_length=120,
     )
-    model: ModelConfig
+    model: ModelConfig = Field(title="Model", description="The model to fine-tune.")
     method: Method = Field(
         default="lora",
         title="Method",
@@ -488,7 +488,7 @@ class TrainingConfig(_Strict):
     quantization: QuantizationConfig = Field(
         default_factory=QuantizationConfig, title="Quantisation", description="QLoRA's 4-bit base."
     )
-    dataset: DatasetConfig
+    dataset: DatasetConfig = Field(title="Dataset", description="The training data.")
     training: TrainingParams = Field(
         default_factory=TrainingParams, title="Training", description="Optimisation and schedule."
     )
