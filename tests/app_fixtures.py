@@ -19,6 +19,8 @@ def qloop(qapp: Any) -> Iterator[Any]:
     """A qasync event loop on the Qt thread; drive a test body with `qloop.run_until_complete`."""
     import qasync
 
+    # A window closing must not end the loop mid-test (Qt quits on the last window closed).
+    qapp.setQuitOnLastWindowClosed(False)
     loop = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(loop)
     yield loop
