@@ -79,3 +79,45 @@ def trained_lora_job(tmp_path_factory: pytest.TempPathFactory, demo_template: Pa
     result = run_trainer_process(job)
     assert result.returncode == 0, (job / "train.log").read_text(encoding="utf-8")[-3000:]
     return job
+
+
+def _events_file_problems(path: Path) -> list[str]:
+    """Why an `events.jsonl` is not a complete, valid event stream (empty list when it is)."""
+    from trainer.protocol import parse_event
+
+    data = path.read_bytes()
+    if not data:
+        return []
+    problems = []
+    if not data.endswith(b"\n"):
+        problems.append("the last line has no newline (torn)")
+    last_seq = -1
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = parse_event(raw)
+        except ValueError as exc:
+            problems.append(f"line {number}: not an event: {str(exc).splitlines()[0]}")
+            continue
+        if event.seq <= last_seq:
+            problems.append(f"line {number}: seq {event.seq} after {last_seq}")
+        last_seq = event.seq
+    return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_events_file_parses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session: every `events.jsonl` any test produced parses completely with the
+    protocol's reader and its seq strictly increases (tests that corrupt a stream on purpose
+    name the file differently)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    bad = {}
+    checked = 0
+    for path in base.rglob("events.jsonl"):
+        checked += 1
+        problems = _events_file_problems(path)
+        if problems:
+            bad[str(path.relative_to(base))] = problems[:5]
+    assert not bad, f"invalid events.jsonl files (of {checked} checked): {bad}"

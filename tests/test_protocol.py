@@ -76,7 +76,7 @@ def test_a_torn_last_line_waits_for_the_next_read(tmp_path: Path) -> None:
 def test_garbage_lines_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "events.jsonl"
+    path = tmp_path / "events-with-garbage.jsonl"  # broken on purpose: not "events.jsonl"
     good = [
         json.dumps({"seq": 0, "time": 1.0, "kind": "status", "state": "starting"}),
         "this is not json",
