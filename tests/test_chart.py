@@ -109,21 +109,21 @@ def test_points_arrive_on_the_timer_and_curves_grow(
     with qtbot.waitSignal(chart.redrawn, timeout=2000):
         pass
     assert not chart.redraw_pending  # nothing new: no timer runs
-    x, y = chart.plotted("a", "loss")  # type: ignore[misc]
+    x, y = chart.plotted("a", "loss")
     assert len(x) == 100
-    _raw_x, raw_y = chart.plotted("a", "loss", raw=True)  # type: ignore[misc]
+    _raw_x, raw_y = chart.plotted("a", "loss", raw=True)
     series = state.series("a", "loss")
     assert series is not None
     np.testing.assert_array_equal(raw_y, series.value)
     np.testing.assert_allclose(y, reference_ema(list(series.value), 0.6), rtol=1e-9)
-    assert len(chart.plotted("a", "eval_loss")[0]) == 10  # type: ignore[index]
-    assert len(chart.plotted("a", "learning_rate")[0]) == 10  # type: ignore[index]
+    assert len(chart.plotted("a", "eval_loss")[0]) == 10
+    assert len(chart.plotted("a", "learning_rate")[0]) == 10
     assert chart.plotted("a", "grad_norm") is None  # on demand only
 
     _feed(state, "a", 100, 50)
     with qtbot.waitSignal(chart.redrawn, timeout=2000):
         pass
-    x, y = chart.plotted("a", "loss")  # type: ignore[misc]
+    x, y = chart.plotted("a", "loss")
     assert len(x) == 150
     np.testing.assert_allclose(y, reference_ema(list(series.value), 0.6), rtol=1e-9)
 
@@ -140,9 +140,9 @@ def test_smoothing_slider_and_raw_curve(chart_and_state: tuple[LossChart, AppSta
     assert chart.smoothing == 0.9
     series = state.series("a", "loss")
     assert series is not None
-    np.testing.assert_allclose(
-        chart.plotted("a", "loss")[1], reference_ema(list(series.value), 0.9)
-    )  # type: ignore[index]
+    smoothed = chart.plotted("a", "loss")
+    assert smoothed is not None
+    np.testing.assert_allclose(smoothed[1], reference_ema(list(series.value), 0.9))
     chart.set_smoothing(0.0)
     chart.redraw()
     assert chart.plotted("a", "loss", raw=True) is None  # no faint copy when nothing is smoothed
@@ -198,7 +198,7 @@ def test_several_jobs_overlaid_with_one_colour_each(
     colour_b = chart._curves[("b", "loss")].item.opts["pen"].color().name()
     assert colour_a != colour_b
     state.job_removed("a")  # a removed job leaves the chart and the legend
-    assert chart.job_ids == ("b",)
+    assert chart.job_ids == ("b",)  # type: ignore[comparison-overlap]
     assert chart.plotted("a", "loss") is None
     assert not any(label.text.startswith("alpha") for _s, label in chart.legend.items)
 
@@ -232,3 +232,123 @@ def test_export_csv_and_png(tmp_path: Path, chart_and_state: tuple[LossChart, Ap
     png = chart.export_png(tmp_path / "chart.png", width=640)
     image = QImage(str(png))
     assert not image.isNull() and image.width() == 640
+
+
+MILLION = 1_000_000
+
+
+def _shown_chart(qtbot: QtBot, state: AppState) -> LossChart:
+    chart = LossChart(state, redraw_interval_ms=10)
+    qtbot.addWidget(chart)
+    chart.resize(800, 400)
+    chart.show()
+    qtbot.waitExposed(chart)
+    state.set_selected_job_ids(["a"])
+    return chart
+
+
+def _noisy_loss(n: int) -> np.ndarray:
+    steps = np.arange(n, dtype=np.float64)
+    return 0.6 + 2.0 * np.exp(-steps / (n / 6)) + np.random.default_rng(7).normal(0, 0.08, n)
+
+
+def test_a_million_points_are_drawn_as_a_few_per_pixel_and_a_one_point_spike_shows(
+    qtbot: QtBot,
+) -> None:
+    state = AppState()
+    state.job_added(make_job("a", "alpha"))
+    chart = _shown_chart(qtbot, state)
+    steps = np.arange(MILLION, dtype=np.float64)
+    loss = _noisy_loss(MILLION)
+    loss[424_242] = 30.0
+    state.add_metric_arrays("a", "loss", steps, loss, 1000.0 + steps)
+    chart.redraw()
+    chart.plot.grab()  # a paint: pyqtgraph auto-ranges from the items' bounds
+    width = int(chart.plot.getPlotItem().vb.width())
+    assert width > 100
+
+    full_x, _full_y = chart.plotted("a", "loss", raw=True)  # type: ignore[misc]
+    assert len(full_x) == MILLION  # the curve stands for every point
+    x, y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
+    assert len(x) <= 3 * width + 100  # what pyqtgraph gets is bounded by pixels
+    assert 424_242.0 in x and y.max() == 30.0
+    assert x[0] == 0.0 and x[-1] == MILLION - 1
+    assert np.all(np.diff(x) > 0)
+    sx, sy = chart.drawn("a", "loss")  # type: ignore[misc]
+    assert sy.max() == debiased_ema(loss, 0.6).max() and len(sx) <= 3 * width + 100
+    x_range = chart.plot.getPlotItem().vb.viewRange()[0]
+    assert x_range[0] <= 0.0 and x_range[1] >= MILLION - 1  # auto-range saw the whole run
+
+    chart.set_smoothing(0.9)  # the smoothed pyramid is rebuilt for the new weight
+    chart.redraw()
+    assert chart.drawn("a", "loss")[1].max() == debiased_ema(loss, 0.9).max()  # type: ignore[index]
+
+
+def test_zooming_in_draws_every_point_in_view_and_auto_range_goes_back(qtbot: QtBot) -> None:
+    state = AppState()
+    state.job_added(make_job("a", "alpha"))
+    chart = _shown_chart(qtbot, state)
+    n = 200_000
+    steps = np.arange(n, dtype=np.float64)
+    state.add_metric_arrays("a", "loss", steps, _noisy_loss(n), steps)
+    chart.redraw()
+    chart.plot.grab()
+    view = chart.plot.getPlotItem().vb
+    coarse = chart.drawn("a", "loss", raw=True)[0]  # type: ignore[index]
+    assert np.diff(coarse).max() > 50
+
+    view.setXRange(100_000, 100_300, padding=0)  # the range signal redraws the curves
+    x, _y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
+    np.testing.assert_array_equal(x, np.arange(99_999, 100_302))  # plus one beyond each edge
+    view.setXRange(50_000, 70_000, padding=0)
+    x, _y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
+    assert x[0] == 49_999 and x[-1] == 70_001 and np.diff(x).max() < 100
+
+    view.enableAutoRange()
+    chart.plot.grab()
+    x, _y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
+    assert x[0] == 0 and x[-1] == n - 1
+
+
+def test_batches_arriving_draw_the_same_as_one_load(qtbot: QtBot) -> None:
+    n = 150_000
+    steps = np.arange(n, dtype=np.float64)
+    loss = _noisy_loss(n)
+    loss[99_001] = -5.0
+    evals = steps[::100]
+    charts = []
+    for batch in (1_000, n):
+        state = AppState()
+        state.job_added(make_job("a", "alpha"))
+        chart = _shown_chart(qtbot, state)
+        for start in range(0, n, batch):
+            sl = slice(start, start + batch)
+            state.add_metric_arrays("a", "loss", steps[sl], loss[sl], steps[sl])
+            ev = evals[(evals >= start) & (evals < start + batch)].astype(int)
+            state.add_metric_arrays("a", "eval_loss", ev, loss[ev] + 0.1, ev)
+            state.add_metric_arrays("a", "learning_rate", ev, 1e-4 * (1 - ev / n), ev)
+            chart.redraw()
+        chart.plot.grab()
+        charts.append(chart)
+    for name, raw in (
+        ("loss", True),
+        ("loss", False),
+        ("eval_loss", False),
+        ("learning_rate", False),
+    ):
+        grown, whole = (c.drawn("a", name, raw=raw) for c in charts)
+        assert grown is not None and whole is not None
+        np.testing.assert_array_equal(grown[0], whole[0])
+        np.testing.assert_allclose(grown[1], whole[1], rtol=1e-12)
+    assert -5.0 in charts[0].drawn("a", "loss", raw=True)[1]  # type: ignore[index]
+
+
+def test_a_resumed_run_whose_steps_go_back_is_drawn_in_full(
+    chart_and_state: tuple[LossChart, AppState],
+) -> None:
+    chart, state = chart_and_state
+    _feed(state, "a", 0, 120)
+    _feed(state, "a", 100, 40)  # resumed from step 100: steps 100..119 again
+    chart.redraw()
+    x, _y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
+    assert len(x) == 160 and x[119] == 119 and x[120] == 100 and x[-1] == 139

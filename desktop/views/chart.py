@@ -1,10 +1,14 @@
 """The live loss chart: loss, eval loss, learning rate (right axis) and grad norm of the
 selected jobs, overlaid, with TensorBoard-style smoothing.
 
-It stays smooth with a million points: the curves are fed no-copy views of AppState's numpy
-buffers, pyqtgraph downsamples (peak) and clips to the view, smoothing and x-axis mapping are
-incremental (only new points are processed), and a redraw happens on a single-shot timer only
-after AppState said that data changed; an idle chart runs no timer at all.
+It stays smooth with a million points. Per frame, nothing costs O(points): smoothing, x-axis
+mapping and a min/max pyramid per curve (desktop/downsample.py) take in only the new points;
+each curve is handed about two points per pixel column of the visible x range (the min and max
+of each column's points, in x order, first and last point included), so pyqtgraph never
+downsamples, clips, checks finiteness or measures bounds over the whole series; the x extent
+for auto-range is known from the pyramid's index, not scanned. The decimated view is recomputed
+only when data, the visible x range or the plot width changed. A redraw happens on a
+single-shot timer only after AppState said that data changed; an idle chart runs no timer.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.downsample import MinMaxPyramid, XIndex
 from desktop.smoothing import EmaSmoother, FloatArray, GrowableArray
 from desktop.state import AppState, MetricSeries
 
@@ -61,6 +66,15 @@ _LABELS = {
     "grad_norm": "grad norm",
 }
 _RAW_ALPHA = 60
+_SYMBOL_SPACING_PX = 6
+"""eval loss gets markers only while its drawn points are at least this far apart on average."""
+_DASH_SPACING_PX = 4
+"""Dashed and dotted curves keep their pattern only while their drawn points are at least this
+far apart on average; denser, they are drawn as separate segments (the pattern restarts at
+each, so they look solid), because Qt strokes a patterned zigzag of thousands of points 20-40
+times slower than segments, and a pattern along a min/max envelope cannot be seen anyway."""
+_FALLBACK_WIDTH_PX = 1000
+"""Pixel columns assumed while the plot is hidden or not laid out."""
 
 
 class XAxisMode(StrEnum):
@@ -114,24 +128,84 @@ class _XAxisItem(pg.AxisItem):  # type: ignore[misc]
         return result
 
 
+def _nice_extent(lo: float, hi: float) -> tuple[float, float]:
+    """[lo, hi] widened outwards to multiples of a quarter of a power of ten below the span.
+
+    A live chart that follows its data would otherwise change its range, and so regenerate
+    its axes and grid, on every frame; rounded out, the range moves only every 1/40 to 1/4
+    of its span (leaving at most that much room past the data).
+    """
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return lo, hi
+    unit = 10.0 ** math.floor(math.log10(span)) / 4.0
+    return math.floor(lo / unit) * unit, math.ceil(hi / unit) * unit
+
+
+class _DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
+    """A PlotDataItem given only the points in view, that reports the whole series' x extent.
+
+    The ViewBox asks items for their bounds when it auto-ranges; this item holds a few
+    thousand points of a series that may have millions, so its x bounds come from the chart's
+    index of the whole series (set as `full_x_bounds`), and its y bounds from the points it
+    holds, which include every peak in view. Both are rounded out (`_nice_extent`) so that
+    following a growing series does not change the range on every frame.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(connect="all", skipFiniteCheck=True, **kwargs)
+        self.full_x_bounds: tuple[float, float] | None = None
+
+    def dataBounds(
+        self, ax: int, frac: float = 1.0, orthoRange: tuple[float, float] | None = None
+    ) -> tuple[float, float] | tuple[None, None]:
+        """The whole series' x extent (ax 0); the held points' y extent (ax 1)."""
+        if ax == 0:
+            if self.full_x_bounds is None or not self.isVisible():
+                return (None, None)
+            return _nice_extent(*self.full_x_bounds)
+        lo, hi = super().dataBounds(ax, frac, orthoRange)
+        if lo is None or hi is None:
+            return (None, None)
+        return _nice_extent(lo, hi)
+
+
 @dataclass
 class _Curve:
     """One series of one job on the chart, with its incremental caches."""
 
     job_id: str
     name: str
-    item: pg.PlotDataItem
-    raw_item: pg.PlotDataItem | None
+    item: _DecimatedItem
+    raw_item: _DecimatedItem | None
     smoother: EmaSmoother | None
+    series: MetricSeries | None = None
+    """The AppState series the caches were built from (a reload replaces it)."""
     x_cache: GrowableArray = field(default_factory=GrowableArray)
     ready: int = 0
     """Points of the series that have an x value (all in step mode)."""
+    x_index: XIndex = field(default_factory=XIndex)
+    raw_pyramid: MinMaxPyramid = field(default_factory=MinMaxPyramid)
+    smooth_pyramid: MinMaxPyramid = field(default_factory=MinMaxPyramid)
+    x: FloatArray = field(default_factory=lambda: np.empty(0))
+    raw: FloatArray = field(default_factory=lambda: np.empty(0))
+    smoothed: FloatArray | None = None
+    """The whole curve: x, raw values and (when smoothing) smoothed values, `ready` long."""
+    view_key: tuple[Any, ...] | None = None
+    """What the drawn points were computed from; equal key, nothing to recompute."""
 
     def reset(self) -> None:
         self.x_cache.clear()
         self.ready = 0
+        self.reset_x()
+        self.raw_pyramid.reset()
+        self.smooth_pyramid.reset()
         if self.smoother is not None:
             self.smoother.reset()
+
+    def reset_x(self) -> None:
+        self.x_index.reset()
+        self.view_key = None
 
 
 class LossChart(QWidget):
@@ -171,9 +245,8 @@ class LossChart(QWidget):
         self.plot.setBackground("w")
         plot_item = self.plot.getPlotItem()
         plot_item.showGrid(x=True, y=True, alpha=0.15)
-        # Draw at most a few points per pixel column (min/max kept) and only what is in view.
-        plot_item.setDownsampling(auto=True, mode="peak")
-        plot_item.setClipToView(True)
+        # No pyqtgraph downsampling or clip-to-view: both scan the whole series every frame.
+        # The curves are handed only what is in view, min/max per pixel column (_draw_curve).
         plot_item.setLabel("left", "loss")
         plot_item.setLabel("bottom", _X_TITLES[self._x_mode])
         plot_item.showAxis("right")
@@ -184,6 +257,7 @@ class LossChart(QWidget):
         plot_item.getAxis("right").linkToView(self.lr_view)
         self.lr_view.setXLink(plot_item)
         plot_item.vb.sigResized.connect(self._on_main_view_resized)
+        plot_item.vb.sigXRangeChanged.connect(self._on_main_view_x_range_changed)
 
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, self)
         self.smoothing_slider.setRange(0, 99)
@@ -267,6 +341,8 @@ class LossChart(QWidget):
         for curve in self._curves.values():
             if curve.smoother is not None:
                 curve.smoother.weight = weight
+                curve.smooth_pyramid.reset()
+                curve.view_key = None
         self._dirty_jobs.update(self._job_ids)
         self._schedule()
 
@@ -294,6 +370,7 @@ class LossChart(QWidget):
         for curve in self._curves.values():
             curve.x_cache.clear()
             curve.ready = 0
+            curve.reset_x()
         self.plot.getPlotItem().enableAutoRange()
         self._dirty_jobs.update(self._job_ids)
         self._schedule()
@@ -328,19 +405,40 @@ class LossChart(QWidget):
         for job_id in self._job_ids:
             if job_id in dirty:
                 self._update_job(job_id)
+        self._refresh_view()
         self.redrawn.emit()
 
     def plotted(
         self, job_id: str, name: str, *, raw: bool = False
     ) -> tuple[FloatArray, FloatArray] | None:
-        """The (x, y) arrays last given to a curve (smoothed, or `raw`); None if not drawn."""
+        """The whole (x, y) series a curve shows (smoothed, or `raw`); None if not drawn.
+
+        These are every point the curve stands for; what pyqtgraph is handed to paint (a few
+        per pixel column) is `drawn`.
+        """
         curve = self._curves.get((job_id, name))
         if curve is None:
             return None
         item = curve.item if not raw else curve.raw_item
         if item is None or not item.isVisible():
             return None
-        x, y = item.getOriginalDataset()  # what was given, before downsampling and clipping
+        if not raw and curve.smoothed is not None:
+            return curve.x, curve.smoothed
+        return curve.x, curve.raw
+
+    def drawn(
+        self, job_id: str, name: str, *, raw: bool = False
+    ) -> tuple[FloatArray, FloatArray] | None:
+        """The (x, y) points handed to pyqtgraph for a curve (smoothed, or `raw`) at the
+        current view and width: the min and max of each pixel column's points, in x order;
+        None if not drawn."""
+        curve = self._curves.get((job_id, name))
+        if curve is None:
+            return None
+        item = curve.item if not raw else curve.raw_item
+        if item is None or not item.isVisible():
+            return None
+        x, y = item.getOriginalDataset()
         if x is None or y is None:
             return np.empty(0), np.empty(0)
         return x, y
@@ -383,9 +481,8 @@ class LossChart(QWidget):
                     )
                     x_done = True
                 columns.append((f"{label}/{name}", steps, series.value[: curve.ready]))
-                if curve.smoother is not None and self._smoothing > 0:
-                    smoothed = curve.smoother.update(series.value[: curve.ready])
-                    columns.append((f"{label}/{name}_smoothed", steps, smoothed))
+                if curve.smoothed is not None:
+                    columns.append((f"{label}/{name}_smoothed", steps, curve.smoothed))
         all_steps = np.unique(np.concatenate([c[1] for c in columns])) if columns else np.empty(0)
         table = np.full((all_steps.shape[0], len(columns)), np.nan)
         for j, (_title, steps, values) in enumerate(columns):
@@ -420,9 +517,18 @@ class LossChart(QWidget):
             self._update_curve(curve, series)
 
     def _update_curve(self, curve: _Curve, series: MetricSeries) -> None:
+        """Take in the series' new points: x, smoothing, pyramids, x index (O(new points))."""
         n = len(series)
-        if curve.ready > n:  # the series was cleared and reloaded
+        if curve.series is not series or curve.ready > n:  # cleared and reloaded
             curve.reset()
+            curve.series = series
+        values = series.value
+        # The pyramids index the whole series; only x waits for tokens (see _extend_x).
+        curve.raw_pyramid.update(values)
+        smoothed: FloatArray | None = None
+        if curve.smoother is not None and self._smoothing > 0:
+            smoothed = curve.smoother.update(values)
+            curve.smooth_pyramid.update(smoothed)
         if self._x_mode is XAxisMode.STEP:
             x = series.step
             curve.ready = n
@@ -430,18 +536,57 @@ class LossChart(QWidget):
             self._extend_x(curve, series)
             x = curve.x_cache.view()
         ready = curve.ready
-        y = series.value[:ready]
-        x = x[:ready]
-        if curve.smoother is not None and self._smoothing > 0:
-            smoothed = curve.smoother.update(y)
-            curve.item.setData(x, smoothed)
-            assert curve.raw_item is not None
-            curve.raw_item.setData(x, y)
-            curve.raw_item.setVisible(True)
+        curve.x = x[:ready]
+        curve.raw = values[:ready]
+        curve.smoothed = None if smoothed is None else smoothed[:ready]
+        curve.x_index.update(curve.x)
+        for item in (curve.item, curve.raw_item):
+            if item is not None:
+                item.full_x_bounds = curve.x_index.bounds
+
+    def _refresh_view(self) -> None:
+        """Hand every curve the points of the visible x range that its width can show."""
+        vb = self.plot.getPlotItem().vb
+        # A hidden chart has no real width yet (export, tests): assume a common one.
+        pixels = int(vb.width()) if self.plot.isVisible() else 0
+        pixels = pixels if pixels > 0 else _FALLBACK_WIDTH_PX
+        if vb.state["autoRange"][0] is not False:
+            # Following the data: the view will cover every curve's x extent.
+            extents = [c.x_index.bounds for c in self._curves.values()]
+            known = [e for e in extents if e is not None]
+            if not known:
+                return
+            lo, hi = min(e[0] for e in known), max(e[1] for e in known)
         else:
-            curve.item.setData(x, y)
-            if curve.raw_item is not None:
-                curve.raw_item.setVisible(False)
+            lo, hi = (float(v) for v in vb.viewRange()[0])
+        for curve in self._curves.values():
+            self._draw_curve(curve, lo, hi, pixels)
+
+    def _draw_curve(self, curve: _Curve, lo: float, hi: float, pixels: int) -> None:
+        ranges = curve.x_index.ranges(lo, hi)
+        smooth = curve.smoothed is not None
+        key = (curve.ready, len(curve.raw_pyramid), smooth, tuple(ranges), pixels)
+        if key == curve.view_key:
+            return
+        curve.view_key = key
+        y = curve.smoothed if curve.smoothed is not None else curve.raw
+        pyramid = curve.smooth_pyramid if smooth else curve.raw_pyramid
+        index = pyramid.indices(ranges, pixels)
+        if curve.name == "eval_loss":
+            # Markers only while they can be told apart.
+            symbol = "o" if index.shape[0] * _SYMBOL_SPACING_PX <= pixels else None
+            if curve.item.opts["symbol"] != symbol:
+                curve.item.setSymbol(symbol)
+        if curve.item.opts["pen"].style() != Qt.PenStyle.SolidLine:
+            mode = "on" if index.shape[0] * _DASH_SPACING_PX > pixels else "auto"
+            if curve.item.curve.opts["segmentedLineMode"] != mode:
+                curve.item.curve.setSegmentedLineMode(mode)
+        curve.item.setData(curve.x[index], y[index])
+        if curve.raw_item is not None:
+            if smooth:
+                raw_index = curve.raw_pyramid.indices(ranges, pixels)
+                curve.raw_item.setData(curve.x[raw_index], curve.raw[raw_index])
+            curve.raw_item.setVisible(smooth)
 
     def _extend_x(self, curve: _Curve, series: MetricSeries) -> None:
         done = curve.ready
@@ -482,23 +627,23 @@ class LossChart(QWidget):
         job = self._state.job(job_id)
         label = f"{job.name if job is not None else job_id} · {_LABELS.get(name, name)}"
         plot_item = self.plot.getPlotItem()
-        raw_item: pg.PlotDataItem | None = None
+        raw_item: _DecimatedItem | None = None
         smoother: EmaSmoother | None = None
         if name == "eval_loss":
             pen = pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine)
-            item = pg.PlotDataItem(
+            item = _DecimatedItem(
                 pen=pen, symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None, name=label
             )
         elif name == "learning_rate":
-            item = pg.PlotDataItem(
+            item = _DecimatedItem(
                 pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DotLine), name=label
             )
         else:
             style = Qt.PenStyle.SolidLine if name == "loss" else Qt.PenStyle.DashDotLine
             faint = pg.mkColor(color)
             faint.setAlpha(_RAW_ALPHA)
-            raw_item = pg.PlotDataItem(pen=pg.mkPen(faint, width=1, style=style))
-            item = pg.PlotDataItem(pen=pg.mkPen(color, width=2, style=style), name=label)
+            raw_item = _DecimatedItem(pen=pg.mkPen(faint, width=1, style=style))
+            item = _DecimatedItem(pen=pg.mkPen(color, width=2, style=style), name=label)
             smoother = EmaSmoother(self._smoothing if self._smoothing < 1 else 0.99)
         for plotted in (raw_item, item):
             if plotted is None:
@@ -507,11 +652,6 @@ class LossChart(QWidget):
                 self.lr_view.addItem(plotted)
             else:
                 plot_item.addItem(plotted)  # a named item joins the legend here
-            # After adding: PlotItem.addItem applies the plot's own settings to the item.
-            # One min/max pair per pixel column draws the same envelope as every point does.
-            plotted.opts["autoDownsampleFactor"] = 1.0
-            plotted.setDownsampling(auto=True, method="peak")
-            plotted.setClipToView(True)
         if name == "learning_rate":
             self.legend.addItem(item, label)
         curve = _Curve(job_id, name, item, raw_item, smoother)
@@ -535,6 +675,10 @@ class LossChart(QWidget):
         main = self.plot.getPlotItem().vb
         self.lr_view.setGeometry(main.sceneBoundingRect())
         self.lr_view.linkedViewChanged(main, self.lr_view.XAxis)
+        self._refresh_view()  # more or fewer pixel columns
+
+    def _on_main_view_x_range_changed(self) -> None:
+        self._refresh_view()  # zoomed or panned: other points are in view
 
     def _on_state_metrics_appended(self, job_id: str) -> None:
         if job_id in self._job_ids:
