@@ -9,7 +9,6 @@ signals that item models translate one row at a time.
 from __future__ import annotations
 
 import logging
-import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -20,36 +19,10 @@ from PySide6.QtCore import QObject, Signal
 from desktop.models.job import Job, MetricPoint
 from desktop.smoothing import FloatArray, GrowableArray
 
-__all__ = ["DEFAULT_LOG_LINES", "AppState", "MetricSeries", "keep_none_alive"]
+__all__ = ["DEFAULT_LOG_LINES", "AppState", "MetricSeries"]
 
 log = logging.getLogger(__name__)
 
-
-def keep_none_alive() -> None:
-    """Work around PySide6 6.12 on CPython 3.11 (the wheels assume 3.12's immortal objects).
-
-    Qt methods that return nothing, and Python overrides that Qt calls (paint, itemChange,
-    signal emission), hand out or drop references to `None`, `True`, `False` and other
-    singletons without counting them, so their reference counts fall by one per call (a
-    repaint makes hundreds) until CPython aborts with "none_dealloc" / "bool_dealloc" after a
-    few thousand repaints. CPython 3.12+ makes these objects immortal; on 3.11 give them a
-    reference count no process can use up (they are static, never freed). Idempotent; run when
-    this module is imported, since every view imports it.
-    """
-    if sys.version_info >= (3, 12):
-        return
-    import ctypes
-
-    singletons: list[object] = [None, True, False, Ellipsis, NotImplemented, (), "", b""]
-    singletons += range(-5, 257)  # the small-int cache
-    singletons += (chr(i) for i in range(256))  # one-character latin-1 strings
-    for obj in singletons:
-        refcount = ctypes.c_ssize_t.from_address(id(obj))  # ob_refcnt: PyObject's first field
-        if refcount.value < 1 << 40:
-            refcount.value += 1 << 50
-
-
-keep_none_alive()
 
 DEFAULT_LOG_LINES = 10_000
 

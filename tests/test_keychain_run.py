@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_cli import ROOT, cli, cli_env, job_id_from, write_config
 
 pytest_plugins = ["keychain"]

@@ -32,11 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.state import keep_none_alive
-
 __all__ = ["FORMAT_LABELS", "PreflightDialog", "PreflightPanel", "example_columns"]
 
-keep_none_alive()
 
 FORMAT_LABELS: dict[str, str] = {
     "messages": "chat messages",

@@ -33,11 +33,8 @@ from PySide6.QtWidgets import (
 from desktop.models import Settings, data_home
 from desktop.operations import Operations, run_trainer_json
 from desktop.secrets import SecretName, SecretStatus, SecretStore
-from desktop.state import keep_none_alive
 
 __all__ = ["SettingsDialog", "describe_doctor"]
-
-keep_none_alive()
 
 
 def describe_doctor(report: dict[str, Any]) -> str:
