@@ -4,35 +4,44 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install -q -c constraints.txt
 
 .PHONY: run test lint screenshots bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# constraints.txt pins exactly what CI tests (torch 2.13.0 is the CPU build on these machines).
-	$(PY) -m pip install -q -c constraints.txt -e '.[train,dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# constraints.txt pins exactly what CI tests (torch 2.13.0 is the CPU build on these machines).
+$(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) -e '.[train-core,dev]'
+	touch $@
+
+# The app for people: `train` adds bitsandbytes (QLoRA) where it installs.
+$(VENV)/.installed-run: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) -e '.[train]'
+	touch $@
+
+run: $(VENV)/.installed-run
 	$(VENV)/bin/finetune-desk --demo
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -n 2 --durations=15
+	$(PY) -m pytest -n 2 --durations=20
 
-screenshots: $(STAMP)
+screenshots: $(VENV)/.installed-test
 	$(PY) packaging/screenshots.py
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-test
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/ingest.py
+	$(PY) bench/gui_startup.py
+	$(PY) bench/chart.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
