@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from pytestqt.qtbot import QtBot
 from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
@@ -352,3 +354,49 @@ def test_a_resumed_run_whose_steps_go_back_is_drawn_in_full(
     chart.redraw()
     x, _y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
     assert len(x) == 160 and x[119] == 119 and x[120] == 100 and x[-1] == 139
+
+
+def test_following_a_run_keeps_the_range_still_between_jumps_and_always_shows_all(
+    qtbot: QtBot,
+) -> None:
+    """Axes and grid are regenerated only when the range moves: appending a batch must not
+    move it every time, yet the range always covers every point."""
+    state = AppState()
+    state.job_added(make_job("a", "alpha"))
+    chart = _shown_chart(qtbot, state)
+    view = chart.plot.getPlotItem().vb
+    n, batch = 100_000, 1_000
+    steps = np.arange(n, dtype=np.float64)
+    loss = _noisy_loss(n)
+    ranges = []
+    for start in range(0, n, batch):
+        sl = slice(start, start + batch)
+        state.add_metric_arrays("a", "loss", steps[sl], loss[sl], steps[sl])
+        ev = steps[sl][::100]
+        state.add_metric_arrays("a", "learning_rate", ev, 1e-4 * (1 - ev / n), ev)
+        chart.redraw()
+        chart.plot.grab()
+        x_lo, x_hi = view.viewRange()[0]
+        assert x_lo <= 0.0 and x_hi >= start + batch - 1
+        ranges.append((x_lo, x_hi))
+    moves = sum(a != b for a, b in itertools.pairwise(ranges))
+    assert moves <= 25  # about ten per tenfold growth, not one per batch (99)
+    assert chart.lr_view.viewRange()[1][0] <= 0.0  # the learning rate axis starts at zero
+
+
+def test_dense_dashed_curves_are_drawn_one_pixel_wide_and_sparse_ones_keep_their_pen(
+    chart_and_state: tuple[LossChart, AppState],
+) -> None:
+    chart, state = chart_and_state
+    _feed(state, "a", 0, 100)  # 10 eval points: sparse
+    chart.redraw()
+    pen = chart._curves[("a", "eval_loss")].item.opts["pen"]
+    assert pen.widthF() == 2.0 and pen.style() == Qt.PenStyle.DashLine
+    assert chart._curves[("a", "eval_loss")].item.opts["symbol"] == "o"
+    n = 400_000
+    steps = np.arange(1000, 1000 + n, 10, dtype=np.float64)
+    state.add_metric_arrays("a", "eval_loss", steps, _noisy_loss(steps.shape[0]), steps)
+    chart.redraw()
+    pen = chart._curves[("a", "eval_loss")].item.opts["pen"]
+    assert pen.widthF() == 1.0 and pen.style() == Qt.PenStyle.DashLine
+    assert chart._curves[("a", "eval_loss")].item.opts["symbol"] is None

@@ -25,6 +25,7 @@ import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -68,11 +69,10 @@ _LABELS = {
 _RAW_ALPHA = 60
 _SYMBOL_SPACING_PX = 6
 """eval loss gets markers only while its drawn points are at least this far apart on average."""
-_DASH_SPACING_PX = 4
-"""Dashed and dotted curves keep their pattern only while their drawn points are at least this
-far apart on average; denser, they are drawn as separate segments (the pattern restarts at
-each, so they look solid), because Qt strokes a patterned zigzag of thousands of points 20-40
-times slower than segments, and a pattern along a min/max envelope cannot be seen anyway."""
+_DENSE_SPACING_PX = 4
+"""Dashed and dotted curves whose drawn points are closer than this on average (a min/max
+envelope) are drawn one pixel wide: Qt strokes a wider patterned zigzag of thousands of points
+some 50 times slower (~20 ms) than a one-pixel one (~0.3 ms), which keeps its pattern."""
 _FALLBACK_WIDTH_PX = 1000
 """Pixel columns assumed while the plot is hidden or not laid out."""
 
@@ -128,18 +128,46 @@ class _XAxisItem(pg.AxisItem):  # type: ignore[misc]
         return result
 
 
+def _nice_unit(span: float) -> float:
+    """A quarter of the power of ten at or below `span` (span > 0)."""
+    return 10.0 ** math.floor(math.log10(span)) / 4.0
+
+
 def _nice_extent(lo: float, hi: float) -> tuple[float, float]:
     """[lo, hi] widened outwards to multiples of a quarter of a power of ten below the span.
 
     A live chart that follows its data would otherwise change its range, and so regenerate
     its axes and grid, on every frame; rounded out, the range moves only every 1/40 to 1/4
-    of its span (leaving at most that much room past the data).
+    of its span.
     """
     span = hi - lo
     if not (math.isfinite(span) and span > 0):
         return lo, hi
-    unit = 10.0 ** math.floor(math.log10(span)) / 4.0
+    unit = _nice_unit(span)
     return math.floor(lo / unit) * unit, math.ceil(hi / unit) * unit
+
+
+_FOLLOW_HEADROOM = 0.25
+"""While following a growing run, the x range reaches this share of the span past the data,
+so it (and the axis and grid with it) changes about ten times per tenfold growth instead of on
+every frame."""
+
+
+def _follow_extent(shown: tuple[float, float] | None, lo: float, hi: float) -> tuple[float, float]:
+    """The x extent to show for data spanning [lo, hi], given the extent shown now."""
+    if (
+        shown is not None
+        and shown[0] == lo
+        and hi <= shown[1]
+        and hi - lo >= 0.5 * (shown[1] - shown[0])  # not a much shorter series
+    ):
+        return shown
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return lo, hi
+    end = hi + _FOLLOW_HEADROOM * span
+    unit = _nice_unit(span)
+    return lo, lo + math.ceil((end - lo) / unit) * unit
 
 
 class _DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
@@ -147,14 +175,16 @@ class _DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
 
     The ViewBox asks items for their bounds when it auto-ranges; this item holds a few
     thousand points of a series that may have millions, so its x bounds come from the chart's
-    index of the whole series (set as `full_x_bounds`), and its y bounds from the points it
-    holds, which include every peak in view. Both are rounded out (`_nice_extent`) so that
-    following a growing series does not change the range on every frame.
+    index of the whole series (set as `full_x_bounds`, with room for growth: see
+    `_follow_extent`), and its y bounds from the points it holds, which include every peak in
+    view, rounded out (`_nice_extent`; from zero when `from_zero`, as for a learning rate) so
+    that following a growing series does not change the range on every frame.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(connect="all", skipFiniteCheck=True, **kwargs)
         self.full_x_bounds: tuple[float, float] | None = None
+        self.from_zero = False
 
     def dataBounds(
         self, ax: int, frac: float = 1.0, orthoRange: tuple[float, float] | None = None
@@ -163,10 +193,12 @@ class _DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
         if ax == 0:
             if self.full_x_bounds is None or not self.isVisible():
                 return (None, None)
-            return _nice_extent(*self.full_x_bounds)
+            return self.full_x_bounds
         lo, hi = super().dataBounds(ax, frac, orthoRange)
         if lo is None or hi is None:
             return (None, None)
+        if self.from_zero:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
         return _nice_extent(lo, hi)
 
 
@@ -191,6 +223,9 @@ class _Curve:
     raw: FloatArray = field(default_factory=lambda: np.empty(0))
     smoothed: FloatArray | None = None
     """The whole curve: x, raw values and (when smoothing) smoothed values, `ready` long."""
+    pen: QPen | None = None
+    dense_pen: QPen | None = None
+    """For patterned curves: the pen, and the one-pixel pen used while points are dense."""
     view_key: tuple[Any, ...] | None = None
     """What the drawn points were computed from; equal key, nothing to recompute."""
 
@@ -239,6 +274,7 @@ class LossChart(QWidget):
         self._smoothing = 0.6
         self._show_grad_norm = False
         self._t0: dict[str, float] = {}
+        self._x_extent: tuple[float, float] | None = None
 
         self._x_axis = _XAxisItem()
         self.plot = pg.PlotWidget(self, axisItems={"bottom": self._x_axis})
@@ -358,6 +394,7 @@ class LossChart(QWidget):
             return
         self._x_mode = mode
         self._x_axis.mode = mode
+        self._x_extent = None
         self._t0.clear()
         self.plot.getPlotItem().setLabel(
             "bottom", _X_TITLES[mode], units="tok" if mode is XAxisMode.TOKENS else None
@@ -540,9 +577,6 @@ class LossChart(QWidget):
         curve.raw = values[:ready]
         curve.smoothed = None if smoothed is None else smoothed[:ready]
         curve.x_index.update(curve.x)
-        for item in (curve.item, curve.raw_item):
-            if item is not None:
-                item.full_x_bounds = curve.x_index.bounds
 
     def _refresh_view(self) -> None:
         """Hand every curve the points of the visible x range that its width can show."""
@@ -550,14 +584,18 @@ class LossChart(QWidget):
         # A hidden chart has no real width yet (export, tests): assume a common one.
         pixels = int(vb.width()) if self.plot.isVisible() else 0
         pixels = pixels if pixels > 0 else _FALLBACK_WIDTH_PX
-        if vb.state["autoRange"][0] is not False:
-            # Following the data: the view will cover every curve's x extent.
-            extents = [c.x_index.bounds for c in self._curves.values()]
-            known = [e for e in extents if e is not None]
-            if not known:
-                return
-            lo, hi = min(e[0] for e in known), max(e[1] for e in known)
-        else:
+        extents = [c.x_index.bounds for c in self._curves.values()]
+        known = [e for e in extents if e is not None]
+        if not known:
+            return
+        lo, hi = min(e[0] for e in known), max(e[1] for e in known)
+        # What auto-range (and "view all") will show: the data and room to grow.
+        self._x_extent = _follow_extent(self._x_extent, lo, hi)
+        for curve in self._curves.values():
+            for item in (curve.item, curve.raw_item):
+                if item is not None:
+                    item.full_x_bounds = self._x_extent
+        if vb.state["autoRange"][0] is False:  # zoomed or panned by hand
             lo, hi = (float(v) for v in vb.viewRange()[0])
         for curve in self._curves.values():
             self._draw_curve(curve, lo, hi, pixels)
@@ -577,10 +615,10 @@ class LossChart(QWidget):
             symbol = "o" if index.shape[0] * _SYMBOL_SPACING_PX <= pixels else None
             if curve.item.opts["symbol"] != symbol:
                 curve.item.setSymbol(symbol)
-        if curve.item.opts["pen"].style() != Qt.PenStyle.SolidLine:
-            mode = "on" if index.shape[0] * _DASH_SPACING_PX > pixels else "auto"
-            if curve.item.curve.opts["segmentedLineMode"] != mode:
-                curve.item.curve.setSegmentedLineMode(mode)
+        if curve.dense_pen is not None and curve.pen is not None:
+            pen = curve.dense_pen if index.shape[0] * _DENSE_SPACING_PX > pixels else curve.pen
+            if curve.item.opts["pen"].widthF() != pen.widthF():  # setPen copies the pen
+                curve.item.setPen(pen)
         curve.item.setData(curve.x[index], y[index])
         if curve.raw_item is not None:
             if smooth:
@@ -638,6 +676,7 @@ class LossChart(QWidget):
             item = _DecimatedItem(
                 pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DotLine), name=label
             )
+            item.from_zero = True  # a schedule: its axis starts at zero
         else:
             style = Qt.PenStyle.SolidLine if name == "loss" else Qt.PenStyle.DashDotLine
             faint = pg.mkColor(color)
@@ -655,6 +694,11 @@ class LossChart(QWidget):
         if name == "learning_rate":
             self.legend.addItem(item, label)
         curve = _Curve(job_id, name, item, raw_item, smoother)
+        pen = item.opts["pen"]
+        if pen.style() != Qt.PenStyle.SolidLine:
+            curve.pen = pen
+            curve.dense_pen = QPen(pen)
+            curve.dense_pen.setWidthF(1.0)
         self._curves[(job_id, name)] = curve
         return curve
 
