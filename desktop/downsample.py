@@ -352,9 +352,15 @@ class XIndex:
         self._lo = np.inf
         self._hi = -np.inf
         self._max_runs = max_runs
+        self._nonfinite = 0
 
     def __len__(self) -> int:
         return int(self._x.shape[0])
+
+    @property
+    def nonfinite(self) -> int:
+        """How many x values seen are nan or infinite (callers drop those points)."""
+        return self._nonfinite
 
     @property
     def runs(self) -> int:
@@ -372,6 +378,7 @@ class XIndex:
         self._x = np.empty(0, dtype=np.float64)
         self._lo = np.inf
         self._hi = -np.inf
+        self._nonfinite = 0
 
     def update(self, x: FloatArray) -> None:
         """Take in the x values not seen yet (`x` is the whole array)."""
@@ -384,6 +391,7 @@ class XIndex:
         if new.shape[0] == 0:
             return
         finite = new[np.isfinite(new)]
+        self._nonfinite += new.shape[0] - finite.shape[0]
         if finite.shape[0]:
             self._lo = min(self._lo, float(finite.min()))
             self._hi = max(self._hi, float(finite.max()))

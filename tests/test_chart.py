@@ -400,3 +400,18 @@ def test_dense_dashed_curves_are_drawn_one_pixel_wide_and_sparse_ones_keep_their
     pen = chart._curves[("a", "eval_loss")].item.opts["pen"]
     assert pen.widthF() == 1.0 and pen.style() == Qt.PenStyle.DashLine
     assert chart._curves[("a", "eval_loss")].item.opts["symbol"] is None
+
+
+def test_a_point_without_a_usable_time_is_left_out_in_wall_time_mode(
+    chart_and_state: tuple[LossChart, AppState],
+) -> None:
+    chart, state = chart_and_state
+    steps = np.arange(50, dtype=np.float64)
+    times = 1000.0 + 2.0 * steps
+    times[7] = np.nan
+    state.add_metric_arrays("a", "loss", steps, 3.0 - steps / 50, times)
+    chart.set_x_axis_mode("time")
+    chart.redraw()
+    x, y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
+    assert np.isfinite(x).all() and len(x) == 49
+    assert 3.0 - 7 / 50 not in y and y[0] == 3.0

@@ -610,6 +610,8 @@ class LossChart(QWidget):
         y = curve.smoothed if curve.smoothed is not None else curve.raw
         pyramid = curve.smooth_pyramid if smooth else curve.raw_pyramid
         index = pyramid.indices(ranges, pixels)
+        if curve.x_index.nonfinite:
+            index = index[np.isfinite(curve.x[index])]
         if curve.name == "eval_loss":
             # Markers only while they can be told apart.
             symbol = "o" if index.shape[0] * _SYMBOL_SPACING_PX <= pixels else None
@@ -623,6 +625,8 @@ class LossChart(QWidget):
         if curve.raw_item is not None:
             if smooth:
                 raw_index = curve.raw_pyramid.indices(ranges, pixels)
+                if curve.x_index.nonfinite:
+                    raw_index = raw_index[np.isfinite(curve.x[raw_index])]
                 curve.raw_item.setData(curve.x[raw_index], curve.raw[raw_index])
             curve.raw_item.setVisible(smooth)
 
