@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         frames.append(t2 - t0)
         redraws.append(t2 - t1)
     ours_total = time.perf_counter() - wall
-    peak_ours = _peak_rss()
     rss_after = process.memory_info().rss
+    peak_ours = max(_peak_rss(), rss_after)
     load_ours = os.getloadavg()[0]
 
     plotted = chart.plotted("bench", "loss", raw=True)
