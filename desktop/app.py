@@ -12,9 +12,8 @@ keeps running.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import logging.handlers
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -31,13 +30,15 @@ _T0 = time.perf_counter()
 
 def log_file() -> Path:
     """The app's log file: `data_home()/logs/finetune-desk.log`."""
-    from desktop.models import data_home
+    from desktop.views.main_window import data_folder  # not desktop.models: pydantic is slow
 
-    return data_home() / "logs" / "finetune-desk.log"
+    return data_folder() / "logs" / "finetune-desk.log"
 
 
 def setup_logging(verbose: bool = False) -> Path:
     """Log to the rotating log file (and stderr for warnings), secrets redacted."""
+    import logging.handlers
+
     from desktop.redaction import install_redaction
 
     path = log_file()
@@ -68,25 +69,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return ns
 
 
-def build_window(
-    *,
-    offline: bool | None = None,
-    settings: Any = None,
-    check_runtime: bool = True,
-    secret_store: Any = None,
-) -> Any:
-    """The main window over a new `JobService` (call `await window.start()` on the loop).
-
-    Settings are read from the settings file when not given; an unreadable file is reported
-    on the status bar and the defaults are used.
-    """
+def _make_service(offline: bool | None, settings: Any, bus: Any) -> tuple[Any, Any]:
+    """The job service over the user's settings (an unreadable settings file is reported on
+    the bus and the defaults are used)."""
     from desktop.jobs import JobService
     from desktop.models import Settings, load_settings
-    from desktop.operations import MessageBus
-    from desktop.views.main_window import MainWindow
 
-    setup_logging()
-    bus = MessageBus()
     problem = None
     if settings is None:
         try:
@@ -96,16 +84,37 @@ def build_window(
     service = JobService(settings=settings, offline=offline or None, on_error=bus.error)
     if offline:
         service.offline = True
-    window = MainWindow(
-        service,
-        settings=settings,
-        bus=bus,
-        secret_store=secret_store,
-        check_runtime=check_runtime,
-    )
-    bus.setParent(window)
     if problem:
         bus.error(f"{problem}; using the default settings")
+    return service, settings
+
+
+def build_window(
+    *,
+    offline: bool | None = None,
+    settings: Any = None,
+    check_runtime: bool = True,
+    secret_store: Any = None,
+    deferred: bool = False,
+) -> Any:
+    """The main window over a new `JobService` (call `await window.start()` on the loop).
+
+    Settings are read from the settings file when not given; an unreadable file is reported
+    on the status bar and the defaults are used. With `deferred`, only the window's skeleton
+    is made now (fast: Qt and light modules); the job service, editor, table, chart and log
+    view are made by `await window.build()` / `window.start()`, which emits `window.ready`.
+    """
+    from desktop.views.main_window import MainWindow
+
+    if not deferred:
+        setup_logging()
+    window = MainWindow(
+        settings=settings,
+        secret_store=secret_store,
+        check_runtime=check_runtime,
+        service_factory=lambda b: _make_service(offline, settings, b),
+        deferred=deferred,
+    )
     return window
 
 
@@ -126,12 +135,27 @@ def _install_excepthook(window: Any) -> None:
     sys.excepthook = hook
 
 
+def _install_startup_probe(window: Any) -> None:
+    """`FTDESK_STARTUP_PROBE=1` (bench/gui_startup.py): print "shown" on the window's first
+    paint and "ready" once it is usable, then close it. The runtime doctor (a child process)
+    is not started in this mode."""
+
+    def shown() -> None:
+        print("shown", flush=True)
+
+    def started() -> None:
+        usable = window.start_button.isEnabled()
+        print("ready" if usable else "ready-but-start-disabled", flush=True)
+        window.close()
+
+    window.first_painted.connect(shown)
+    window.started.connect(started)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the window; returns the exit code when it closes."""
     ns = _parse(sys.argv[1:] if argv is None else argv)
-    path = setup_logging(ns.verbose)
-    import qasync
-    from PySide6.QtCore import QCoreApplication, Qt
+    from PySide6.QtCore import QCoreApplication, QEventLoop, Qt, QTimer
     from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication
 
@@ -146,24 +170,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert isinstance(app, QApplication)
     app.setWindowIcon(QIcon(str(icon_path())))
     app.setQuitOnLastWindowClosed(False)
+
+    # The skeleton (toolbar, status bar, empty panels) is on screen before anything heavy is
+    # imported, asyncio and qasync included; the window then builds the rest (`start()`).
+    probe = os.environ.get("FTDESK_STARTUP_PROBE") == "1"
+    window = build_window(offline=ns.offline or None, deferred=True, check_runtime=not probe)
+    _install_excepthook(window)
+    if probe:
+        _install_startup_probe(window)
+    window.show()
+    if "painted" not in window.timings:
+        first_paint = QEventLoop()
+        window.first_painted.connect(first_paint.quit)
+        QTimer.singleShot(2000, first_paint.quit)  # a platform that never paints (minimised)
+        first_paint.exec()
+    path = setup_logging(ns.verbose)
+    log.info(
+        "Finetune Desk starting (log file %s); window painted %.3f s after import",
+        path,
+        window.timings.get("painted", time.perf_counter()) - _T0,
+    )
+
+    import asyncio
+
+    import qasync
+
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-
-    window = build_window(offline=ns.offline or None)
-    _install_excepthook(window)
-    log.info("Finetune Desk starting (log file %s)", path)
 
     async def run() -> None:
         closed = asyncio.Event()
         window.closed.connect(closed.set)
-        window.show()
-        log.info("window shown %.3f s after import", time.perf_counter() - _T0)
+        if window.isHidden():  # closed before the loop ran
+            closed.set()
         await window.start()
+        log.info("window ready %.3f s after import", time.perf_counter() - _T0)
         if ns.demo:
             window.load_preset(DEMO_PRESET)
         await closed.wait()
-        await window.ops.close()
-        await window.service.close()
+        if window.is_ready:
+            await window.ops.close()
+        if window.service is not None:
+            await window.service.close()
 
     try:
         loop.run_until_complete(run())

@@ -3,9 +3,12 @@ returns when the window closes (jobs keep running; nothing is left behind)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
@@ -29,7 +32,8 @@ def _run_main(argv: list[str], check: Any, timeout_ms: int = 60_000) -> tuple[in
 
     def poll() -> None:
         window = _main_window()
-        if window is not None and window.editor.is_valid:
+        # The window appears before its heavy parts exist: wait for `ready`, then for the config.
+        if window is not None and window.is_ready and window.editor.is_valid:
             seen.append(check(window))
             window.close()
             return
@@ -87,3 +91,53 @@ def test_the_last_config_comes_back_and_the_layout_is_saved(qapp: Any, demo_home
     assert seen == ["remembered-run"]
     # (Splitter sizes are saved and restored, but the offscreen platform's 800x600 screen clamps
     # the restored geometry, so their exact values are not compared here.)
+
+
+def test_the_window_paints_before_its_heavy_parts_are_built_and_then_becomes_ready(
+    qapp: Any, demo_home: Path
+) -> None:
+    def check(window: Any) -> dict[str, Any]:
+        return {
+            "timings": dict(window.timings),
+            "jobs": window.jobs_view.proxy.rowCount(),
+            "chart": window.chart.isVisible(),
+            "start": window.start_button.isEnabled(),
+            "presets": len(window.presets_menu.actions()),
+            "target": window.target_combo.count(),
+        }
+
+    code, seen = _run_main([], check)
+    assert code == 0 and isinstance(seen[0], dict), seen
+    facts = seen[0]
+    assert facts["timings"]["painted"] < facts["timings"]["ready"], facts
+    assert facts["jobs"] == 0 and facts["chart"] and facts["start"]
+    assert facts["presets"] >= 5 and facts["target"] >= 1
+
+
+def test_the_first_frame_imports_no_heavy_module() -> None:
+    """What the window needs before its first paint stays light (numpy, pydantic, pyqtgraph and
+    the job service come after it)."""
+    code = (
+        "import sys, desktop.app; "
+        "from desktop.views.main_window import HEAVY_MODULES, MainWindow; "
+        "print(sorted(m for m in HEAVY_MODULES if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_window_state_file_is_in_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from desktop.models import data_home
+    from desktop.views.main_window import window_state_path
+
+    monkeypatch.setenv("FTDESK_HOME", str(tmp_path / "x"))
+    assert window_state_path() == data_home() / "window.ini"
+    monkeypatch.delenv("FTDESK_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert window_state_path() == data_home() / "window.ini"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert window_state_path() == data_home() / "window.ini"

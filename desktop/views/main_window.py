@@ -17,64 +17,133 @@ Layout (see DESIGN.md "The GUI"):
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QIcon,
+    QKeySequence,
+    QPaintEvent,
+)
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QPushButton,
     QSplitter,
-    QSystemTrayIcon,
     QToolBar,
     QToolButton,
     QWidget,
 )
 
-from desktop.config_io import (
-    export_config,
-    export_trl_sft_yaml,
-    import_config,
-    list_presets,
-    load_preset,
-)
 from desktop.errors import ConfigError, FtdeskError
-from desktop.inhibit import LocalJobsInhibitor
 from desktop.memory_fit import GPUS, MemoryEstimate, estimate_for_config, read_model_config
-from desktop.models import Job, Settings, data_home, save_settings
-from desktop.notify import JobEndNotifier, make_sender
-from desktop.operations import (
-    MessageBus,
-    Operations,
-    read_record,
-    run_trainer_json,
-    show_traceback_dialog,
-)
-from desktop.state import AppState
-from desktop.views.chart import LossChart
-from desktop.views.config_editor import ConfigEditor
-from desktop.views.job_table import JobTableView
-from desktop.views.log_view import LogView
 from desktop.views.memory_badge import MemoryFitBadge
-from desktop.views.preflight import PreflightDialog
-from desktop.views.settings_dialog import SettingsDialog, describe_doctor
-from trainer.config import TrainingConfig
 
-__all__ = ["DEMO_PRESET", "MainWindow", "icon_path", "make_demo"]
+# Everything below is imported when the window builds its heavy parts, after its first paint
+# (asyncio, pydantic models, numpy, pyqtgraph, the job service cost ~0.8 s together): see
+# HEAVY_MODULES.
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    from desktop.inhibit import LocalJobsInhibitor
+    from desktop.models import Job, Settings
+    from desktop.notify import JobEndNotifier
+    from desktop.operations import MessageBus, Operations
+    from desktop.state import AppState
+    from desktop.views.chart import LossChart
+    from desktop.views.config_editor import ConfigEditor
+    from desktop.views.job_table import JobTableView
+    from desktop.views.log_view import LogView
+    from desktop.views.preflight import PreflightDialog
+    from desktop.views.settings_dialog import SettingsDialog
+    from trainer.config import TrainingConfig
+
+__all__ = [
+    "DEMO_PRESET",
+    "HEAVY_MODULES",
+    "MainWindow",
+    "data_folder",
+    "icon_path",
+    "make_demo",
+    "window_state_path",
+]
 
 log = logging.getLogger(__name__)
 
 DEMO_PRESET = "demo-cpu"
 _LAST_CONFIG = "last_config.json"
 _STATE_VERSION = 1
+
+#: Modules the window needs only once it is on screen; `MainWindow.build()` imports them in a
+#: worker thread (pure Python imports; no widget is created off the GUI thread).
+HEAVY_MODULES = (
+    "asyncio",
+    "desktop.operations",
+    "numpy",
+    "pydantic",
+    "trainer.config",
+    "desktop.models",
+    "desktop.config_io",
+    "desktop.state",
+    "desktop.jobs",
+    "desktop.notify",
+    "desktop.inhibit",
+    "pyqtgraph",
+    "desktop.views.config_editor",
+    "desktop.views.job_table",
+    "desktop.views.log_view",
+    "desktop.views.chart",
+)
+
+
+def data_folder() -> Path:
+    """`desktop.models.data_home()` without importing `desktop.models` (pydantic) before the
+    first paint; the same rule (a test holds them equal)."""
+    env = os.environ.get("FTDESK_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        return base / "FinetuneDesk"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "FinetuneDesk"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "finetune-desk"
+
+
+def window_state_path() -> Path:
+    """`data_home()/window.ini`: geometry, splitters, the chosen GPU."""
+    return data_folder() / "window.ini"
+
+
+def import_heavy_modules() -> None:
+    """Import `HEAVY_MODULES` (safe in a worker thread: module code only, no widgets)."""
+    import importlib
+
+    for name in HEAVY_MODULES:
+        importlib.import_module(name)
+
+
+def _run_trainer_json(*args: Any, **kwargs: Any) -> Any:
+    from desktop.operations import run_trainer_json
+
+    return run_trainer_json(*args, **kwargs)
+
+
+def _read_record(*args: Any) -> Any:
+    from desktop.operations import read_record
+
+    return read_record(*args)
 
 
 def icon_path() -> Path:
@@ -118,12 +187,27 @@ def make_demo(python: str, folder: Path, timeout_s: float = 600.0) -> Path:
     return folder
 
 
+def _placeholder(name: str) -> QFrame:
+    """An empty panel standing where a heavy widget will be (the first frame's skeleton)."""
+    frame = QFrame()
+    frame.setObjectName(f"{name}_placeholder")
+    frame.setFrameShape(QFrame.Shape.StyledPanel)
+    return frame
+
+
 class MainWindow(QMainWindow):
     """The app's window over a `JobService`.
 
+    The window is built in two parts so that it appears fast: the constructor makes the
+    skeleton (title, toolbar, status bar, splitters with empty panels) from Qt and light
+    modules only; `build()` (async, one short step per event-loop turn, heavy imports in a
+    worker thread) or `build_now()` (blocking) then makes the job service (when
+    `service_factory` is given), the config editor, the job table, the chart and the log view,
+    and emits `ready`. `start()` builds first when that has not happened.
+
     Args:
         service: the job service (its listeners get AppState, the notifier and the sleep
-            inhibitor).
+            inhibitor). None with `service_factory`.
         settings: the user's settings (saved when changed in the Settings dialog).
         bus: the message bus (default: a new one); errors on it reach the status bar, bugs a
             traceback dialog.
@@ -132,22 +216,38 @@ class MainWindow(QMainWindow):
         check_runtime: run `trainer doctor` in the background at start (status bar).
         file_dialog: (mode, caption, filter) -> path or None; mode is "open" or "save"
             (default: QFileDialog; tests replace it).
+        service_factory: (bus) -> (service, settings), called during the build when `service`
+            is None (the job service's imports are heavy).
+        deferred: build the heavy parts later (`build()` / `start()`), not in the constructor.
 
     Signals:
         closed(): the window was closed (the app then stops watching and exits).
+        first_painted(): the window painted itself for the first time.
+        ready(): editor, job table, chart and log view exist and are wired.
         started(): `start()` has loaded the jobs and the first config.
         demo_ready(str): the demo folder exists (its path).
         runtime_checked(str): the doctor's summary (or why it failed).
     """
 
     closed = Signal()
+    first_painted = Signal()
+    ready = Signal()
     started = Signal()
     demo_ready = Signal(str)
     runtime_checked = Signal(str)
 
+    # Set by the build (declared for the type checker).
+    state: AppState
+    notifier: JobEndNotifier
+    inhibitor: LocalJobsInhibitor
+    editor: ConfigEditor
+    jobs_view: JobTableView
+    chart: LossChart
+    log_view: LogView
+
     def __init__(
         self,
-        service: Any,
+        service: Any = None,
         *,
         settings: Settings | None = None,
         bus: MessageBus | None = None,
@@ -155,16 +255,23 @@ class MainWindow(QMainWindow):
         secret_store: Any = None,
         check_runtime: bool = True,
         file_dialog: Callable[[str, str, str], str | None] | None = None,
+        service_factory: Callable[[MessageBus], tuple[Any, Settings]] | None = None,
+        deferred: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
+        if service is None and service_factory is None:
+            raise ValueError("MainWindow needs a service or a service_factory")
         self.setObjectName("main_window")
         self.setWindowTitle("Finetune Desk")
         self.setWindowIcon(QIcon(str(icon_path())))
-        self.service = service
-        self.settings = settings or service.settings
-        self.bus = bus or MessageBus(self)
-        self.ops = ops or Operations(self.bus, parent=self)
+        self.service: Any = service
+        self.settings: Any = settings or (service.settings if service is not None else None)
+        self._service_factory = service_factory
+        # The bus and the runner import asyncio: made with the heavy parts unless given.
+        self._given_bus, self._given_ops = bus, ops
+        self.bus: MessageBus
+        self.ops: Operations
         self._secret_store = secret_store
         self._check_runtime = check_runtime
         self._file_dialog = file_dialog or self._qt_file_dialog
@@ -172,21 +279,126 @@ class MainWindow(QMainWindow):
         self._doctor: dict[str, Any] | None = None
         self._logs_loaded: set[str] = set()
         self._closing = False
-        self.qsettings = QSettings(str(data_home() / "window.ini"), QSettings.Format.IniFormat)
-
-        self.state = AppState(self)
-        service.add_listener(self.state)
+        self._painted = False
+        #: perf_counter() at "painted" (first paint) and "ready" (heavy parts built).
+        self.timings: dict[str, float] = {}
+        self._is_ready = False
+        self._building = False
+        self.qsettings = QSettings(str(window_state_path()), QSettings.Format.IniFormat)
         self.tray: QSystemTrayIcon | None = None
+        self.preflight: PreflightDialog | None = None
+
+        # -- skeleton (the first frame): splitters with empty panels ----------------------------
+        self.main_split = QSplitter(Qt.Orientation.Horizontal)
+        self.main_split.setObjectName("main_split")
+        self.right_split = QSplitter(Qt.Orientation.Vertical)
+        self.right_split.setObjectName("right_split")
+        self.bottom_split = QSplitter(Qt.Orientation.Horizontal)
+        self.bottom_split.setObjectName("bottom_split")
+        self.bottom_split.addWidget(_placeholder("chart"))
+        self.bottom_split.addWidget(_placeholder("log"))
+        self.bottom_split.setStretchFactor(0, 3)
+        self.bottom_split.setStretchFactor(1, 2)
+        self.right_split.addWidget(_placeholder("jobs"))
+        self.right_split.addWidget(self.bottom_split)
+        self.right_split.setStretchFactor(0, 1)
+        self.right_split.setStretchFactor(1, 3)
+        self.main_split.addWidget(_placeholder("editor"))
+        self.main_split.addWidget(self.right_split)
+        self.main_split.setStretchFactor(0, 2)
+        self.main_split.setStretchFactor(1, 5)
+        self.main_split.setSizes([480, 1120])
+        self.right_split.setSizes([170, 640])
+        self.bottom_split.setSizes([680, 380])
+        self.setCentralWidget(self.main_split)
+
+        self._build_toolbar()
+        self._build_status_bar()
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(250)
+        self._fit_timer.timeout.connect(self._update_memory_fit)
+
+        self.resize(1500, 900)
+        self._restore_layout()
+        if not deferred:
+            self.build_now()
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @property
+    def is_ready(self) -> bool:
+        """True once the heavy parts are built (`ready` was emitted)."""
+        return self._is_ready
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        """Paint; the first time, say so (`first_painted`: start-up is measured up to here)."""
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            self.timings["painted"] = time.perf_counter()
+            self.first_painted.emit()
+
+    def build_now(self) -> None:
+        """Build the heavy parts now (blocking)."""
+        if self._is_ready or self._building:
+            return
+        self._building = True
+        for _step in self._build_steps():
+            pass
+
+    async def build(self) -> None:
+        """Build the heavy parts without freezing the window: heavy imports in a worker
+        thread, then one short step per event-loop turn (the window repaints in between)."""
+        import asyncio
+
+        if self._is_ready:
+            return
+        if self._building:  # another caller builds: wait for it
+            while not self._is_ready and not self._closing:
+                await asyncio.sleep(0.01)
+            return
+        self._building = True
+        await asyncio.get_running_loop().run_in_executor(None, import_heavy_modules)
+        for name in self._build_steps():
+            if self._closing:
+                log.info("window closed while building (%s)", name)
+                return
+            await asyncio.sleep(0)
+
+    def _build_steps(self) -> Iterator[str]:
+        """The heavy parts, one step per `next()`; the last step emits `ready`."""
+        from desktop.inhibit import LocalJobsInhibitor
+        from desktop.notify import JobEndNotifier, make_sender
+        from desktop.operations import MessageBus, Operations
+        from desktop.state import AppState
+
+        self.bus = self._given_bus or MessageBus(self)
+        self.ops = self._given_ops or Operations(self.bus, parent=self)
+        self.bus.error_posted.connect(self._on_bus_error_posted)
+        self.bus.info_posted.connect(self._on_bus_info_posted)
+        self.bus.bug_reported.connect(self._on_bus_bug_reported)
+        if self.service is None:
+            assert self._service_factory is not None
+            self.service, settings = self._service_factory(self.bus)
+            self.settings = self.settings or settings
+            self._update_offline_label()
+        self.state = AppState(self)
+        self.service.add_listener(self.state)
+        from PySide6.QtWidgets import QSystemTrayIcon
+
         if QSystemTrayIcon.isSystemTrayAvailable() and QSystemTrayIcon.supportsMessages():
             self.tray = QSystemTrayIcon(self.windowIcon(), self)
             self.tray.setToolTip("Finetune Desk")
             self.tray.show()
         self.notifier = JobEndNotifier(make_sender(self._tray_message if self.tray else None))
-        service.add_listener(self.notifier)
+        self.service.add_listener(self.notifier)
         self.inhibitor = LocalJobsInhibitor()
-        service.add_listener(self.inhibitor)
+        self.service.add_listener(self.inhibitor)
+        yield "service"
 
-        # -- widgets --------------------------------------------------------------------------
+        from desktop.views.config_editor import ConfigEditor
+
         self.editor = ConfigEditor(parent=self)
         self.preflight_button = QPushButton("Preflight…")
         self.preflight_button.setObjectName("preflight_button")
@@ -197,42 +409,28 @@ class MainWindow(QMainWindow):
         self.preflight_button.clicked.connect(self.run_preflight)
         dataset_section: Any = self.editor.section("Dataset")
         dataset_section.form.addRow("", self.preflight_button)
-        self.preflight: PreflightDialog | None = None
+        self._replace(self.main_split, 0, self.editor)
+        yield "editor"
+
+        from desktop.views.job_table import JobTableView
 
         self.jobs_view = JobTableView(self.state, self)
+        self._replace(self.right_split, 0, self.jobs_view)
+        yield "jobs"
+
+        from desktop.views.chart import LossChart
+
         self.chart = LossChart(self.state, self)
+        self._replace(self.bottom_split, 0, self.chart)
+        yield "chart"
+
+        from desktop.views.log_view import LogView
+
         self.log_view = LogView(self.state, self)
+        self._replace(self.bottom_split, 1, self.log_view)
+        yield "log"
 
-        self.bottom_split = QSplitter(Qt.Orientation.Horizontal)
-        self.bottom_split.setObjectName("bottom_split")
-        self.bottom_split.addWidget(self.chart)
-        self.bottom_split.addWidget(self.log_view)
-        self.bottom_split.setStretchFactor(0, 3)
-        self.bottom_split.setStretchFactor(1, 2)
-        self.right_split = QSplitter(Qt.Orientation.Vertical)
-        self.right_split.setObjectName("right_split")
-        self.right_split.addWidget(self.jobs_view)
-        self.right_split.addWidget(self.bottom_split)
-        self.right_split.setStretchFactor(0, 2)
-        self.right_split.setStretchFactor(1, 3)
-        self.main_split = QSplitter(Qt.Orientation.Horizontal)
-        self.main_split.setObjectName("main_split")
-        self.main_split.addWidget(self.editor)
-        self.main_split.addWidget(self.right_split)
-        self.main_split.setStretchFactor(0, 2)
-        self.main_split.setStretchFactor(1, 5)
-        self.main_split.setSizes([480, 1120])
-        self.right_split.setSizes([190, 620])
-        self.bottom_split.setSizes([640, 420])
-        self.setCentralWidget(self.main_split)
-
-        self._build_toolbar()
-        self._build_status_bar()
-
-        # -- wiring ---------------------------------------------------------------------------
-        self.bus.error_posted.connect(self._on_bus_error_posted)
-        self.bus.info_posted.connect(self._on_bus_info_posted)
-        self.bus.bug_reported.connect(self._on_bus_bug_reported)
+        self._fill_toolbar()
         self.editor.validity_changed.connect(self._update_start_enabled)
         self.editor.config_changed.connect(self._on_editor_config_changed)
         self.editor.launch_target_changed.connect(self._on_editor_launch_target_changed)
@@ -243,16 +441,21 @@ class MainWindow(QMainWindow):
         self.jobs_view.show_log_requested.connect(self.show_log)
         self.jobs_view.delete_requested.connect(self.delete_job)
         self.state.selection_changed.connect(self._on_state_selection_changed)
-        self._fit_timer = QTimer(self)
-        self._fit_timer.setSingleShot(True)
-        self._fit_timer.setInterval(250)
-        self._fit_timer.timeout.connect(self._update_memory_fit)
-
-        self.resize(1500, 900)
-        self._restore_layout()
+        self._is_ready = True
+        self._building = False
+        self.timings["ready"] = time.perf_counter()
         self._update_start_enabled()
+        self.ready.emit()
+        yield "ready"
 
-    # -- construction ---------------------------------------------------------------------------
+    @staticmethod
+    def _replace(splitter: QSplitter, index: int, widget: QWidget) -> None:
+        sizes = splitter.sizes()
+        old = splitter.replaceWidget(index, widget)
+        if old is not None:
+            old.hide()
+            old.deleteLater()
+        splitter.setSizes(sizes)
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Main")
@@ -262,11 +465,6 @@ class MainWindow(QMainWindow):
         self.addToolBar(bar)
 
         self.presets_menu = QMenu("Presets", self)
-        for preset in list_presets():
-            action = self.presets_menu.addAction(preset.title)
-            action.setToolTip(preset.description)
-            action.setObjectName(f"preset:{preset.name}")
-            action.triggered.connect(lambda _c=False, n=preset.name: self.load_preset(n))
         self.presets_menu.setToolTipsVisible(True)
         presets_button = QToolButton()
         presets_button.setObjectName("presets_button")
@@ -297,11 +495,7 @@ class MainWindow(QMainWindow):
         self.target_combo = QComboBox()
         self.target_combo.setObjectName("toolbar_target")
         self.target_combo.setToolTip("Where the job runs")
-        for i in range(self.editor.target_combo.count()):
-            self.target_combo.addItem(
-                self.editor.target_combo.itemText(i), self.editor.target_combo.itemData(i)
-            )
-        self.target_combo.currentIndexChanged.connect(self._on_target_combo_changed)
+        self.target_combo.setMinimumContentsLength(10)
         bar.addWidget(self.target_combo)
         bar.addSeparator()
         self.fit_badge = MemoryFitBadge(parent=self)
@@ -319,6 +513,8 @@ class MainWindow(QMainWindow):
         self.start_button.setObjectName("start_button")
         self.start_button.setDefault(True)
         self.start_button.setMinimumWidth(96)
+        self.start_button.setEnabled(False)
+        self.start_button.setToolTip("Loading …")
         self.start_button.setStyleSheet(
             "QPushButton { background: #2e7d32; color: white; font-weight: bold; "
             "padding: 4px 14px; border-radius: 3px; }"
@@ -326,6 +522,22 @@ class MainWindow(QMainWindow):
         )
         self.start_button.clicked.connect(self.start_job)
         bar.addWidget(self.start_button)
+
+    def _fill_toolbar(self) -> None:
+        """Presets and targets, which come from the config schema (part of the build)."""
+        from desktop.config_io import list_presets
+
+        for preset in list_presets():
+            action = self.presets_menu.addAction(preset.title)
+            action.setToolTip(preset.description)
+            action.setObjectName(f"preset:{preset.name}")
+            action.triggered.connect(lambda _c=False, n=preset.name: self.load_preset(n))
+        for i in range(self.editor.target_combo.count()):
+            self.target_combo.addItem(
+                self.editor.target_combo.itemText(i), self.editor.target_combo.itemData(i)
+            )
+        self._on_editor_launch_target_changed(self.editor.launch_target())
+        self.target_combo.currentIndexChanged.connect(self._on_target_combo_changed)
 
     def _build_status_bar(self) -> None:
         status = self.statusBar()
@@ -338,6 +550,8 @@ class MainWindow(QMainWindow):
         self._update_offline_label()
 
     def _update_offline_label(self) -> None:
+        if self.service is None:
+            return
         if self.service.offline:
             self.offline_label.setText("<span style='color:#e0a800'>●</span> offline")
             self.offline_label.setToolTip("Offline mode: no network; local jobs only.")
@@ -348,7 +562,11 @@ class MainWindow(QMainWindow):
     # -- start-up -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the jobs (reattaching to running ones), their metrics, and the first config."""
+        """Build (when not yet), then load the jobs (reattaching to running ones), their
+        metrics, and the first config."""
+        await self.build()
+        if self._closing:
+            return
         self._restore_splitters()
         await self.service.start()
         self._load_history()
@@ -371,9 +589,11 @@ class MainWindow(QMainWindow):
                 self.state.metrics_added(job.id, points)
 
     def _last_config_path(self) -> Path:
-        return data_home() / _LAST_CONFIG
+        return data_folder() / _LAST_CONFIG
 
     def _load_last_config(self) -> bool:
+        from desktop.config_io import import_config
+
         path = self._last_config_path()
         if not path.exists():
             return False
@@ -387,8 +607,10 @@ class MainWindow(QMainWindow):
 
     def save_last_config(self) -> None:
         """Remember the editor's config for the next start (only a valid one)."""
-        if not self.editor.is_valid:
+        if not self._is_ready or not self.editor.is_valid:
             return
+        from desktop.config_io import export_config
+
         try:
             export_config(self.editor.config(), self._last_config_path())
         except FtdeskError as exc:
@@ -396,10 +618,12 @@ class MainWindow(QMainWindow):
 
     def demo_folder(self) -> Path:
         """Where the demo lives: `data_home()/demo`."""
-        return data_home() / "demo"
+        return data_folder() / "demo"
 
     def load_preset(self, name: str) -> None:
         """Load a preset into the editor; the demo's folder is written first when missing."""
+        from desktop.config_io import list_presets, load_preset
+
         demo = self.demo_folder()
         try:
             config = load_preset(name, demo_dir=demo)
@@ -453,6 +677,8 @@ class MainWindow(QMainWindow):
     def check_runtime(self) -> None:
         """Run `trainer doctor --json` in the background; the status bar shows the result."""
 
+        from desktop.views.settings_dialog import describe_doctor
+
         def done(report: dict[str, Any]) -> None:
             self._doctor = report
             text = describe_doctor(report).splitlines()[0]
@@ -469,7 +695,7 @@ class MainWindow(QMainWindow):
 
         self.ops.run_in_thread(
             "check the trainer runtime",
-            lambda: run_trainer_json(
+            lambda: _run_trainer_json(
                 self.trainer_python(), ["doctor", "--json"], timeout_s=300, accept_codes=(0, 1)
             ),
             on_done=done,
@@ -479,6 +705,8 @@ class MainWindow(QMainWindow):
     # -- editor ---------------------------------------------------------------------------------
 
     def _update_start_enabled(self, *_args: object) -> None:
+        if not self._is_ready:
+            return
         ok = self.editor.is_valid and not self._demo_pending
         self.start_button.setEnabled(ok)
         if self._demo_pending:
@@ -497,6 +725,8 @@ class MainWindow(QMainWindow):
         self._fit_timer.start()
 
     def _update_memory_fit(self) -> None:
+        if not self._is_ready:
+            return
         if not self.editor.is_valid:
             self.fit_badge.set_estimate(None, "the config is not valid yet")
             return
@@ -529,6 +759,8 @@ class MainWindow(QMainWindow):
     # -- files ----------------------------------------------------------------------------------
 
     def _qt_file_dialog(self, mode: str, caption: str, filters: str) -> str | None:
+        from PySide6.QtWidgets import QFileDialog
+
         if mode == "open":
             path, _ = QFileDialog.getOpenFileName(self, caption, "", filters)
         else:
@@ -540,6 +772,7 @@ class MainWindow(QMainWindow):
         path = self._file_dialog("open", "Open a training config", "Configs (*.json *.yaml *.yml)")
         if not path:
             return
+        from desktop.config_io import import_config
 
         def done(config: TrainingConfig) -> None:
             self.editor.set_config(config)
@@ -556,6 +789,8 @@ class MainWindow(QMainWindow):
             return
         if Path(path).suffix.lower() not in (".json", ".yaml", ".yml"):
             path += ".json"
+        from desktop.config_io import export_config
+
         self.ops.run_in_thread(
             "save the config",
             export_config,
@@ -573,6 +808,7 @@ class MainWindow(QMainWindow):
             return
         if Path(path).suffix.lower() not in (".yaml", ".yml"):
             path += ".yaml"
+        from desktop.config_io import export_trl_sft_yaml
 
         def done(notes: list[str]) -> None:
             more = f" ({len(notes)} notes at the top of the file)" if notes else ""
@@ -645,6 +881,9 @@ class MainWindow(QMainWindow):
         if job is None:
             return
         folder = job.output_dir if job.output_dir and job.output_dir.exists() else job.job_dir
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
             self.bus.error(f"cannot open {folder} in a file manager; open it yourself")
 
@@ -654,6 +893,8 @@ class MainWindow(QMainWindow):
 
     def confirm_delete(self, job: Job) -> str | None:
         """Ask how to delete: "record", "files" (record and job folder) or None (keep)."""
+        from PySide6.QtWidgets import QMessageBox
+
         box = QMessageBox(self)
         box.setObjectName("confirm_delete")
         box.setIcon(QMessageBox.Icon.Question)
@@ -716,6 +957,8 @@ class MainWindow(QMainWindow):
     def preflight_dialog(self) -> PreflightDialog:
         """The preflight window (created on first use)."""
         if self.preflight is None:
+            from desktop.views.preflight import PreflightDialog
+
             self.preflight = PreflightDialog(self)
             self.preflight.panel.rerun_requested.connect(self.run_preflight)
             self.preflight.panel.record_requested.connect(self._on_preflight_record_requested)
@@ -758,7 +1001,7 @@ class MainWindow(QMainWindow):
         env = OFFLINE_ENV if self.service.offline else None
         self.ops.run_in_thread(
             "check the dataset",
-            lambda: run_trainer_json(
+            lambda: _run_trainer_json(
                 self.trainer_python(), args, timeout_s=3600, env=env, accept_codes=(0, 2)
             ),
             on_done=dialog.panel.show_report,
@@ -772,7 +1015,7 @@ class MainWindow(QMainWindow):
         location = str(report.get("location") or "line")
         self.ops.run_in_thread(
             f"read {location} {line}",
-            read_record,
+            _read_record,
             path,
             line,
             location,
@@ -791,6 +1034,8 @@ class MainWindow(QMainWindow):
 
     def settings_dialog(self) -> SettingsDialog:
         """A new Settings dialog, its keychain status being read."""
+        from desktop.views.settings_dialog import SettingsDialog
+
         dialog = SettingsDialog(self.settings, self.ops, self.secret_store(), parent=self)
         if self._doctor is not None:
             dialog.show_doctor(self._doctor)
@@ -806,6 +1051,8 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, settings: Settings) -> None:
         """Save new settings and apply what can change while running (offline, runtime)."""
+        from desktop.models import save_settings
+
         old = self.settings
         self.settings = settings
         self.service.settings = settings
@@ -836,6 +1083,8 @@ class MainWindow(QMainWindow):
 
     def _on_bus_bug_reported(self, summary: str, text: str) -> None:
         self.statusBar().showMessage(f"unexpected error: {summary}", 15_000)
+        from desktop.operations import show_traceback_dialog
+
         show_traceback_dialog(self, summary, text)
 
     def _tray_message(self, title: str, body: str) -> None:
@@ -882,7 +1131,8 @@ class MainWindow(QMainWindow):
             self._fit_timer.stop()
             self.save_layout()
             self.save_last_config()
-            self.inhibitor.close()
+            if self._is_ready:
+                self.inhibitor.close()
             if self.preflight is not None:
                 self.preflight.close()
             if self.tray is not None:
