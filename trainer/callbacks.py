@@ -21,7 +21,20 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from trainer.cancel import CancelRequest
 from trainer.protocol import EventWriter
 
-__all__ = ["EventsCallback"]
+__all__ = ["EventsCallback", "any_rank"]
+
+
+def any_rank(flag: bool, device: Any) -> bool:
+    """True on every process when `flag` is true on any (an all-reduce; `flag` alone when the
+    process group is not initialised)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _finite(value: Any) -> float | None:
@@ -41,6 +54,11 @@ class EventsCallback(TrainerCallback):
         cancel: the cancel flag the signal handlers set.
         samples_per_step: sequences per optimizer step over all processes.
         resumed_from_step: the checkpoint step a resumed run continues from.
+        main_process: whether this process prints the per-step console lines (rank 0 only, so
+            train.log holds each step once).
+        sync_cancel: several processes train: at every step end they agree (one all-reduce of
+            a flag) whether any of them was asked to cancel, so all save the same checkpoint
+            and stop at the same step.
     """
 
     def __init__(
@@ -49,8 +67,12 @@ class EventsCallback(TrainerCallback):
         cancel: CancelRequest,
         samples_per_step: int,
         resumed_from_step: int | None = None,
+        main_process: bool = True,
+        sync_cancel: bool = False,
     ) -> None:
         self.writer = writer
+        self.main_process = main_process
+        self.sync_cancel = sync_cancel
         self.cancel = cancel
         self.samples_per_step = samples_per_step
         self.resumed_from_step = resumed_from_step
@@ -89,7 +111,8 @@ class EventsCallback(TrainerCallback):
                 message=message,
                 resumed_from_step=self.resumed_from_step,
             )
-            print(message, flush=True)
+            if self.main_process:
+                print(message, flush=True)
         else:
             self._emit("status", state="training", message=f"training for {self.total_steps} steps")
 
@@ -98,15 +121,19 @@ class EventsCallback(TrainerCallback):
     ) -> None:
         """Turn a cancel request into save-and-stop; announce checkpoint saves."""
         self.last_step = state.global_step
-        if self.cancel.requested and self.cancelled_at_step is None:
+        requested = self.cancel.requested
+        if self.sync_cancel and self.cancelled_at_step is None:
+            requested = any_rank(requested, args.device)
+        if requested and self.cancelled_at_step is None:
             self.cancelled_at_step = state.global_step
             control.should_save = True
             control.should_training_stop = True
-            print(
-                f"cancel requested ({self.cancel.reason}): saving a checkpoint at step "
-                f"{state.global_step} and stopping",
-                flush=True,
-            )
+            if self.main_process:
+                print(
+                    f"cancel requested ({self.cancel.reason or 'on another rank'}): saving a "
+                    f"checkpoint at step {state.global_step} and stopping",
+                    flush=True,
+                )
         if control.should_save:
             self._emit(
                 "status", state="saving", message=f"saving checkpoint at step {state.global_step}"
@@ -170,4 +197,5 @@ class EventsCallback(TrainerCallback):
             parts.append(f"lr {float(logs['learning_rate']):.3g}")
         if eta is not None:
             parts.append(f"eta {eta:.0f}s")
-        print("  ".join(parts), flush=True)
+        if self.main_process:
+            print("  ".join(parts), flush=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_main_process", "process_rank", "world_size"]
+__all__ = ["is_main_process", "launched_worker", "process_rank", "world_size"]
 
 
 def process_rank() -> int:
@@ -35,3 +35,8 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """True in the process that writes events, status and output (rank 0)."""
     return process_rank() == 0
+
+
+def launched_worker() -> bool:
+    """True in a process a distributed launcher started (torchrun sets RANK / LOCAL_RANK)."""
+    return any(os.environ.get(name, "").strip() for name in ("RANK", "LOCAL_RANK"))

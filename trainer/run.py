@@ -51,7 +51,7 @@ from trainer.protocol import (
     read_status,
     write_status,
 )
-from trainer.ranks import is_main_process, process_rank
+from trainer.ranks import is_main_process, launched_worker, process_rank
 
 if TYPE_CHECKING:
     from trainer.callbacks import EventsCallback
@@ -188,6 +188,8 @@ def build_sft_config(
     """TRL's SFTConfig for this job (checkpoints go to `job_dir/checkpoints`)."""
     from trl import SFTConfig  # type: ignore[attr-defined]
 
+    from trainer.launch import strategy_training_args, uses_trainer_checkpointing
+
     t = config.training
     ds = config.dataset
     eval_strategy = "steps" if (has_eval and t.eval_steps is not None) else "no"
@@ -240,7 +242,8 @@ def build_sft_config(
         ),
         "dataset_text_field": "text",
         "model_init_kwargs": None,
-        "ddp_find_unused_parameters": False if config.method != "full" else None,
+        # DDP / FSDP / DeepSpeed when several processes train (gloo on the CPU).
+        **strategy_training_args(config, device),
     }
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing.
     prefix = (
@@ -248,8 +251,9 @@ def build_sft_config(
         if "activation_checkpointing" in SFTConfig.__dataclass_fields__
         else "gradient_checkpointing"
     )
-    kwargs[prefix] = t.gradient_checkpointing
-    if t.gradient_checkpointing:
+    checkpointing = uses_trainer_checkpointing(config)
+    kwargs[prefix] = checkpointing
+    if checkpointing:
         kwargs[f"{prefix}_kwargs"] = {"use_reentrant": False}
     return SFTConfig(**kwargs)
 
@@ -347,8 +351,96 @@ def _configure_threads(device: str, num_parameters: int) -> None:
     torch.set_num_threads(cpu_threads_for(num_parameters, cores, local_world))
 
 
+_JOB_TRAINER: Any = None
+
+
+def job_trainer_class() -> Any:
+    """TRL's `SFTTrainer` without two costs a job gains nothing from (profiled on the demo).
+
+    - FLOs: the Trainer adds `6 x tokens x parameters` every step and counts the parameters
+      anew each time by walking every module (~8% of a small model's step on the CPU; pure
+      Python, so the same milliseconds on a GPU). The count cannot change while training, so
+      it is taken once.
+    - Model cards at checkpoints: every save renders TRL's card into `checkpoints/README.md`
+      and PEFT's into the checkpoint (a Jinja template compiled twice, package metadata read
+      ~30 times: ~35% of a save on the demo). Checkpoints are for resuming; the output in
+      `output/` still gets PEFT's card from the final save.
+
+    Training itself (loss, gradients, optimizer, logged metrics, checkpoint contents) is
+    TRL's, unchanged.
+    """
+    global _JOB_TRAINER
+    if _JOB_TRAINER is not None:
+        return _JOB_TRAINER
+    from transformers import Trainer
+    from trl import SFTTrainer  # type: ignore[attr-defined]
+
+    class JobTrainer(SFTTrainer):
+        _params_for_flos: int | None = None
+
+        def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+            model: Any = self.model
+            main_input = getattr(model, "main_input_name", "input_ids")
+            if main_input not in inputs or not hasattr(model, "num_parameters"):
+                return 0
+            if self._params_for_flos is None:
+                self._params_for_flos = int(model.num_parameters(exclude_embeddings=True))
+            return 6 * int(inputs[main_input].numel()) * self._params_for_flos
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            # Trainer's save, skipping SFTTrainer's override (which only adds the model card),
+            # with PEFT's card switched off on this instance for the duration.
+            owner: Any = self.model
+            has_card = hasattr(owner, "create_or_update_model_card")
+            if has_card:
+                owner.create_or_update_model_card = lambda output_dir: None
+            try:
+                Trainer._save_checkpoint(self, model, trial)
+            finally:
+                if has_card:
+                    del owner.create_or_update_model_card
+
+    _JOB_TRAINER = JobTrainer
+    return JobTrainer
+
+
 # --------------------------------------------------------------------------------------------
 # The run
+
+
+def refuse_job_dir(job: Path) -> int | None:
+    """EXIT_BAD_INPUT (said on stderr) for a missing job folder or a finished one; else None.
+
+    Nothing is written: the final word of a finished job stays as it was.
+    """
+    if not job.is_dir():
+        print(f"{job}: no such job folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if (job / OUTPUT_DIR).exists():
+        previous = read_status(job)
+        state = previous.state if previous else "unknown"
+        print(
+            f"{job}: this job already finished (state {state}) and its output/ exists; "
+            "refusing to train again and overwrite it. Start a new job folder instead.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    return None
+
+
+def _distributed_config(job: Path) -> TrainingConfig | None:
+    """The job's config when it asks for several processes and this process should launch them.
+
+    None in a worker (the launcher set its rank), for a single process, and for a config that
+    does not load (the single-process path reports that with the field named).
+    """
+    if launched_worker():
+        return None
+    try:
+        config = load_config(job / "config.json")
+    except Exception:
+        return None
+    return config if config.world_size > 1 else None
 
 
 class _Run:
@@ -376,7 +468,8 @@ class _Run:
     def note(self, message: str, level: str = "info") -> None:
         """A line for both the app's log view (a log event) and the console (train.log)."""
         self.emit("log", level=level, message=message)
-        print(message, flush=True)
+        if self.main_process:  # train.log holds each line once, not once per rank
+            print(message, flush=True)
 
     def _progress(self) -> dict[str, Any]:
         cb = self.callback
@@ -404,7 +497,7 @@ class _Run:
                     **self._progress(),
                 )
                 write_status(self.job_dir, status)
-            print(f"{state}: {message}", flush=True)
+                print(f"{state}: {message}", flush=True)
             return exit_code
 
     def fail(self, exc: BaseException) -> int:
@@ -462,18 +555,9 @@ class _Run:
 
     def execute(self) -> int:
         job = self.job_dir
-        if not job.is_dir():
-            print(f"{job}: no such job folder", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        previous = read_status(job)
-        if (job / OUTPUT_DIR).exists():
-            state = previous.state if previous else "unknown"
-            print(
-                f"{job}: this job already finished (state {state}) and its output/ exists; "
-                "refusing to train again and overwrite it. Start a new job folder instead.",
-                file=sys.stderr,
-            )
-            return EXIT_BAD_INPUT
+        refused = refuse_job_dir(job)
+        if refused is not None:
+            return refused
         if self.main_process:
             self.writer = EventWriter(job / EVENTS_FILE)
         try:
@@ -539,7 +623,6 @@ class _Run:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
         from transformers.utils import logging as hf_logging
-        from trl import SFTTrainer  # type: ignore[attr-defined]
 
         from trainer.callbacks import EventsCallback
         from trainer.ranks import world_size
@@ -550,6 +633,16 @@ class _Run:
         device = resolve_device(config)
         bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
         precision = resolve_precision(config, device, bf16_ok)
+        # Before the model loads: under DeepSpeed ZeRO-3 the arguments make from_pretrained
+        # load the weights partitioned across the processes.
+        args = build_sft_config(
+            config,
+            job,
+            device,
+            precision,
+            has_eval=bool(data.eval),
+            record_format=data.format,
+        )
 
         self.note(f"loading model {config.model.name_or_path}")
         tokenizer = AutoTokenizer.from_pretrained(
@@ -567,20 +660,14 @@ class _Run:
         quantization = build_quantization_config(config)
         if quantization is not None:
             model_kwargs["quantization_config"] = quantization
-            model_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
+            if config.world_size <= 1 or config.hardware.strategy == "ddp":
+                # FSDP and DeepSpeed place the (sharded) weights themselves.
+                model_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
         model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **model_kwargs)
         _configure_threads(device, model.num_parameters())
         if self._cancelled_before_training():
             return self.finish("cancelled", EXIT_OK, "cancelled before training started")
 
-        args = build_sft_config(
-            config,
-            job,
-            device,
-            precision,
-            has_eval=bool(data.eval),
-            record_format=data.format,
-        )
         samples_per_step = (
             config.training.per_device_batch_size
             * config.training.gradient_accumulation_steps
@@ -592,6 +679,8 @@ class _Run:
             self.cancel,
             samples_per_step=samples_per_step,
             resumed_from_step=self.resumed_from,
+            main_process=self.main_process,
+            sync_cancel=world_size() > 1,
         )
         callbacks: list[Any] = [callback]
         if args.load_best_model_at_end and config.training.early_stopping_patience:
@@ -602,7 +691,7 @@ class _Run:
                     early_stopping_patience=config.training.early_stopping_patience
                 )
             )
-        trainer = SFTTrainer(
+        trainer = job_trainer_class()(
             model=model,
             args=args,
             train_dataset=Dataset.from_list(data.train),
@@ -614,7 +703,7 @@ class _Run:
         trainer.remove_callback(PrinterCallback)  # EventsCallback prints a plainer line
 
         resume_path = str(checkpoint[1]) if checkpoint else None
-        if checkpoint is not None:
+        if checkpoint is not None and self.main_process:
             print(f"resuming from {checkpoint[1]}", flush=True)
         trainer.train(resume_from_checkpoint=resume_path)
 
@@ -648,7 +737,11 @@ class _Run:
             self.emit("status", state="saving", message="writing the output")
             if partial.exists():
                 shutil.rmtree(partial)
-        trainer.save_model(str(partial))  # every rank: collective under FSDP / DeepSpeed
+        # Every rank saves (a collective under FSDP / DeepSpeed); rank 0 clears the folder
+        # before anyone writes and moves it into place only after every rank has written.
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(partial))
+        trainer.accelerator.wait_for_everyone()
         if not self.main_process:
             return EXIT_OK
         tokenizer.save_pretrained(str(partial))
@@ -734,10 +827,23 @@ def main(argv: list[str] | None = None) -> int:
             reconfigure(line_buffering=True)  # train.log follows the run, not a 8 KiB buffer
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    job_dir = args.job_dir.resolve()
+    distributed = _distributed_config(job_dir)
+    if distributed is not None:
+        refused = refuse_job_dir(job_dir)
+        if refused is not None:
+            return refused
+        from trainer.launch import run_distributed
+
+        return run_distributed(job_dir, distributed, resume=args.resume)
+    if launched_worker():
+        from trainer.launch import watch_launcher
+
+        watch_launcher()
     tee = ConsoleTee().install()
     try:
         if process_rank() != 0:
             print(f"rank {process_rank()}: events and output are written by rank 0", flush=True)
-        return _Run(args.job_dir.resolve(), args.resume, tee).execute()
+        return _Run(job_dir, args.resume, tee).execute()
     finally:
         tee.uninstall()
