@@ -24,6 +24,7 @@ import pytest
 from trainer.config import TrainingConfig
 from trainer.protocol import (
     ArtifactEvent,
+    ErrorEvent,
     MetricEvent,
     StatusEvent,
     read_all_events,
@@ -247,5 +248,53 @@ def test_sigterm_to_the_process_group_checkpoints_and_cancels(
     events = read_all_events(job / "events.jsonl")
     assert [e.state for e in events if isinstance(e, StatusEvent)][-1] == "cancelled"
     assert not (job / "output").exists()
+    time.sleep(0.5)
+    assert not [w.pid for w in workers if w.is_running() and w.status() != "zombie"]
+
+
+@pytest.mark.slow
+def test_a_killed_rank_0_leaves_a_failed_status_written_by_the_supervisor(
+    tmp_path: Path, demo_template: Path
+) -> None:
+    import psutil
+
+    job = _two_process_job(demo_template, tmp_path, steps=400, save_steps=1000)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        env.pop(name, None)
+    with open(job / "train.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trainer", "run", "--job-dir", str(job)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+
+        def training() -> bool:
+            path = job / "events.jsonl"
+            return path.exists() and any(isinstance(e, MetricEvent) for e in read_all_events(path))
+
+        _wait_for(training, 120, proc)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        rank0 = [w for w in workers if w.environ().get("RANK") == "0"]
+        assert len(rank0) == 1
+        rank0[0].kill()  # rank 0 never gets to write its final word
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log_text = _log(job)
+    assert code == 1, log_text[-3000:]
+    status = read_status(job)
+    assert status is not None and status.state == "failed" and status.exit_code == 1
+    assert "launcher exited with code" in status.message
+    events = read_all_events(job / "events.jsonl")
+    assert [e.state for e in events if isinstance(e, StatusEvent)][-1] == "failed"
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].last_log_lines
     time.sleep(0.5)
     assert not [w.pid for w in workers if w.is_running() and w.status() != "zombie"]
