@@ -1,11 +1,16 @@
 """Screenshots of the real window: `python packaging/screenshots.py` (or `make screenshots`).
 
-Runs the app's own window on a fresh data folder, trains the demo through the local provider
-(on the CPU, a few seconds), and saves:
+Runs the app's own window on a fresh data folder and trains the demo through the local provider
+on the CPU (under a minute): two short runs at different learning rates (both completed) and a
+long one cancelled after a few steps. It saves:
 
-    docs/screenshots/main.png       editor, job table and the loss chart with the run's points
+    docs/screenshots/main.png       editor, the three jobs, the two completed runs overlaid
     docs/screenshots/preflight.png  the dataset preflight of the demo data
     docs/screenshots/settings.png   the settings dialog
+
+The settings shot uses a private gnome-keyring on a private D-Bus (as the keychain tests do:
+`tests/keychain.py`) holding placeholder keys, so it shows where keys are stored; without
+gnome-keyring / dbus it says why and the dialog shows the keychain problem instead.
 
 Without a display it re-runs itself under Xvfb (`xvfb-run`) when installed, else uses Qt's
 offscreen platform. Options: --out DIR (default docs/screenshots), --steps N (default 40).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -40,6 +46,30 @@ def _ensure_display(argv: list[str]) -> None:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 
+def _private_keychain(stack: contextlib.ExitStack) -> bool:
+    """Start a private gnome-keyring (tests/keychain.py) with placeholder keys; False (and a
+    printed note) where it cannot run here."""
+    try:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from keychain import start_real_keychain
+    except ImportError as exc:  # pytest missing: `make screenshots` installs the test extra
+        print(f"note: no private keychain for the settings shot ({exc})")
+        return False
+    try:
+        stack.enter_context(start_real_keychain())
+    except BaseException as exc:  # pytest's skip outcome when gnome-keyring / dbus are missing
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        print(f"note: the settings shot shows the keychain problem: {exc}")
+        return False
+    from desktop.secrets import SecretStore
+
+    store = SecretStore()
+    store.set("runpod_api_key", "placeholder-runpod-key-for-the-screenshot")
+    store.set("hf_token", "hf_placeholderForTheScreenshot")
+    return True
+
+
 async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -60,6 +90,8 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="ftdesk-screens-"))
     os.environ["FTDESK_HOME"] = str(home)
     sys.path.insert(0, str(ROOT))
+    stack = contextlib.ExitStack()
+    _private_keychain(stack)
 
     import qasync
     from PySide6.QtCore import Qt
@@ -76,26 +108,53 @@ def main() -> int:
     asyncio.set_event_loop(loop)
     window = build_window(settings=Settings(poll_interval_s=0.3), check_runtime=True)
 
+    def set_training(name: str, steps: int, lr: float) -> None:
+        config = window.editor.config()
+        training = config.training.model_copy(
+            update={"max_steps": steps, "learning_rate": lr, "save_steps": max(2, steps // 2)}
+        )
+        window.editor.set_config(config.model_copy(update={"name": name, "training": training}))
+
+    async def run_job(name: str, steps: int, lr: float, cancel_at: int | None = None) -> str:
+        known = {window.state.job_at(i).id for i in range(window.state.job_count())}
+        set_training(name, steps, lr)
+        await _until(lambda: window.start_button.isEnabled(), 60)
+        window.start_job()
+        await _until(lambda: window.state.job_count() > len(known), 120)
+        job_id: str = next(
+            window.state.job_at(i).id
+            for i in range(window.state.job_count())
+            if window.state.job_at(i).id not in known
+        )
+        if cancel_at is not None:
+            await _until(lambda: (window.state.job(job_id).step or 0) >= cancel_at, 600)
+            window.cancel_job(job_id)
+        await _until(lambda: window.state.job(job_id).state.is_final, 900)
+        await _until(lambda: not window.ops.is_running(f"cancel job {job_id}"), 120)
+        job = window.state.job(job_id)
+        wanted = JobState.CANCELLED if cancel_at is not None else JobState.COMPLETED
+        if job.state is not wanted:
+            raise RuntimeError(f"job {name} ended {job.state}: {job.state_reason}")
+        return job_id
+
     async def shoot() -> None:
-        window.resize(1600, 960)
+        window.resize(1760, 990)
         window.show()
         await window.start()
         await _until(lambda: window.start_button.isEnabled(), 600)
-        config = window.editor.config()
-        training = config.training.model_copy(update={"max_steps": args.steps})
-        window.editor.set_config(config.model_copy(update={"training": training}))
         window.chart.set_smoothing(0.3)
-        window.start_job()
-        await _until(lambda: window.state.job_count() > 0, 120)
-        job_id = window.state.job_at(0).id
-        await _until(lambda: window.state.job(job_id).state.is_final, 900)
-        job = window.state.job(job_id)
-        if job.state is not JobState.COMPLETED:
-            raise RuntimeError(f"the demo job ended {job.state}: {job.state_reason}")
+        first = await run_job("demo-lr-2e-3", args.steps, 2e-3)
+        second = await run_job("demo-lr-5e-4", args.steps, 5e-4)
+        await run_job("demo-long", 5_000, 1e-3, cancel_at=6)
         await _until(lambda: window.runtime_label.text() != "runtime: checking …", 300)
-        window.jobs_view.select_job_ids([job_id])
+        set_training("demo-lr-2e-3", args.steps, 2e-3)
+        window.jobs_view.select_job_ids([first, second])
         window.chart.redraw()
-        window.statusBar().showMessage(f"job {job_id} completed: final loss {job.last_loss:.3f}")
+        best = window.state.job(first)
+        window.statusBar().showMessage(
+            f"job {best.name} completed: final loss {best.last_loss:.3f}; "
+            "two runs selected: compared in the chart"
+        )
         await asyncio.sleep(1.0)
         window.grab().save(str(out / "main.png"))
 
@@ -112,6 +171,7 @@ def main() -> int:
         settings.show()
         await _until(lambda: settings.doctor_button.isEnabled(), 300)
         await _until(lambda: "checking" not in settings.backend_label.text(), 30)
+        settings.resize(760, settings.heightForWidth(760) if settings.hasHeightForWidth() else 490)
         await asyncio.sleep(0.5)
         settings.grab().save(str(out / "settings.png"))
         settings.close()
@@ -125,6 +185,7 @@ def main() -> int:
         loop.run_until_complete(shoot())
     finally:
         loop.close()
+        stack.close()
         shutil.rmtree(home, ignore_errors=True)
     for name in ("main.png", "preflight.png", "settings.png"):
         print(out / name)

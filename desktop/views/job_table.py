@@ -114,6 +114,20 @@ STATE_COLORS: dict[JobState, str] = {
 }
 
 _STATE_ORDER = {state: i for i, state in enumerate(JobState)}
+
+# What a column usually shows at its widest (sizes the columns once).
+_TYPICAL_VALUES: dict[int, str] = {
+    Column.TARGET: "runpod",
+    Column.STATE: "●  provisioning",
+    Column.PROGRESS: "100% done",
+    Column.STEP: "1,234 / 5,000",
+    Column.LOSS: "0.1234",
+    Column.EVAL_LOSS: "0.1234",
+    Column.ETA: "1h 23m",
+    Column.ELAPSED: "1h 23m",
+    Column.COST: "$1.23 / $20",
+    Column.GPU: "H100 ×2",
+}
 _NUMERIC_COLUMNS = frozenset(
     {
         Column.PROGRESS,
@@ -560,11 +574,7 @@ class JobTableView(QWidget):
         self.table.setWordWrap(False)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(24)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        header.resizeSection(Column.NAME, 160)
-        header.resizeSection(Column.PROGRESS, 110)
+        self._size_columns()
         self._progress_delegate = ProgressDelegate(self.table)
         self.table.setItemDelegateForColumn(Column.PROGRESS, self._progress_delegate)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -582,6 +592,22 @@ class JobTableView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
         layout.addWidget(self.table)
+
+    def _size_columns(self) -> None:
+        """The name takes the spare width; every other column fits its header and a typical
+        value once (sizing to contents on every tick would cost CPU on each update)."""
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(40)
+        metrics = self.table.fontMetrics()
+        for column in range(len(COLUMNS)):
+            if column == Column.NAME:
+                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+                continue
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            sample = _TYPICAL_VALUES.get(column, "")
+            width = max(header.sectionSizeHint(column), metrics.horizontalAdvance(sample) + 16)
+            header.resizeSection(column, width)
 
     # -- selection ------------------------------------------------------------------------------
 

@@ -83,6 +83,12 @@ log = logging.getLogger(__name__)
 DEMO_PRESET = "demo-cpu"
 _LAST_CONFIG = "last_config.json"
 _STATE_VERSION = 1
+# Editor | right; jobs (about six rows) over chart | log; for a 1500x900 window.
+_DEFAULT_SIZES = {
+    "main_split": [470, 1030],
+    "right_split": [200, 610],
+    "bottom_split": [650, 380],
+}
 
 #: Modules the window needs only once it is on screen; `MainWindow.build()` imports them in a
 #: worker thread (pure Python imports; no widget is created off the GUI thread).
@@ -307,9 +313,8 @@ class MainWindow(QMainWindow):
         self.main_split.addWidget(self.right_split)
         self.main_split.setStretchFactor(0, 2)
         self.main_split.setStretchFactor(1, 5)
-        self.main_split.setSizes([480, 1120])
-        self.right_split.setSizes([170, 640])
-        self.bottom_split.setSizes([680, 380])
+        for splitter in (self.main_split, self.right_split, self.bottom_split):
+            splitter.setSizes(_DEFAULT_SIZES[splitter.objectName()])
         self.setCentralWidget(self.main_split)
 
         self._build_toolbar()
@@ -448,9 +453,9 @@ class MainWindow(QMainWindow):
         self.ready.emit()
         yield "ready"
 
-    @staticmethod
-    def _replace(splitter: QSplitter, index: int, widget: QWidget) -> None:
-        sizes = splitter.sizes()
+    def _replace(self, splitter: QSplitter, index: int, widget: QWidget) -> None:
+        # Before the first layout sizes() says nothing useful: keep the defaults then.
+        sizes = splitter.sizes() if self.isVisible() else _DEFAULT_SIZES[splitter.objectName()]
         old = splitter.replaceWidget(index, widget)
         if old is not None:
             old.hide()
