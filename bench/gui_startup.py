@@ -10,7 +10,8 @@ Programs run as fresh processes in this run, interleaved, several times; figures
   window). The data folder holds the demo (written once by `trainer make-demo` before timing)
   and, after the warm-up run, a job store, as after a person's first start. The probe skips the
   runtime doctor (a child process started after "ready" in normal use).
-- cli (informational): the same through `desktop.cli.main([])`, the `finetune-desk` command.
+- command (informational): the same through `desktop.launcher.main([])`, what the
+  `finetune-desk` console script runs.
 
 Times are from `Popen` to the line arriving on the pipe. The app must not import torch
 (checked in the child). Run: `python bench/gui_startup.py [--runs N]`; the last line is the
@@ -60,7 +61,7 @@ sys.exit(main([]))
 
 CLI = """
 import sys
-from desktop.cli import main
+from desktop.launcher import main
 sys.exit(main([]))
 """
 
@@ -128,7 +129,7 @@ def main() -> int:
     print(f"Finetune Desk ready (editor, jobs, chart, Start enabled): median {r * 1000:.0f} ms")
     if cli:
         c = statistics.median(cli)
-        print(f"`finetune-desk` (desktop.cli), first paint: median {c * 1000:.0f} ms")
+        print(f"`finetune-desk` (desktop.launcher), first paint: median {c * 1000:.0f} ms")
     print(f"ratio vs bare PySide6: {s / b:.2f} (target <= 1.5); ready: {r * 1000:.0f} ms")
     return 0
 

@@ -28,7 +28,6 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("desktop.cli")
 
 EXIT_INTERRUPTED = 130
-WINDOW_MISSING = "the window is not available yet; use the subcommands (finetune-desk --help)"
 _FOLLOW_EXIT = {JobState.COMPLETED: 0, JobState.FAILED: 1, JobState.CANCELLED: EXIT_INTERRUPTED}
 _SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "tokens_seen")
 
@@ -509,28 +508,6 @@ def cmd_doctor(ctx: _Context) -> int:
         return 1
 
 
-def cmd_demo(ctx: _Context) -> int:
-    """`--demo` until the window exists: write the demo once and train it, following it."""
-    demo = data_home() / "demo"
-    if not (demo / "config.json").exists():
-        print(f"writing the demo to {demo} ...", flush=True)
-        demo.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [ctx.python, "-m", "trainer", "make-demo", str(demo)],
-            env=ctx.trainer_env(),
-            check=False,
-        )
-        if proc.returncode != 0:
-            return proc.returncode
-    ctx.ns.config = str(demo / "config.json")
-    ctx.ns.resume = None
-    ctx.ns.follow = True
-    ctx.ns.json = False
-    ctx.ns.provider = "local"
-    ctx.ns.name = None
-    return cmd_run(ctx)
-
-
 # ---------------------------------------------------------------------------------------------
 # The parser
 
@@ -607,15 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_window(argv: Sequence[str]) -> int:
-    import importlib
-    import importlib.util
+    # The window (Qt) loads only when asked for, never with the CLI's commands.
+    from desktop.app import main as window_main
 
-    if importlib.util.find_spec("desktop.app") is None:
-        print(WINDOW_MISSING)
-        return 0
-    # Imported by name: the window (Qt) loads only when asked for, never with the CLI.
-    app = importlib.import_module("desktop.app")
-    return int(app.main(list(argv)))
+    return int(window_main(list(argv)))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -640,16 +612,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
     _setup_logging(ns.verbose)
     ns.following = None
-    if ns.command is None and not ns.demo:
+    if ns.command is None:
         return _open_window(args)
     try:
         ctx = _Context(ns)
-        if ns.command is None:
-            import importlib.util
-
-            if importlib.util.find_spec("desktop.app") is not None:
-                return _open_window(args)
-            return cmd_demo(ctx)
         code: int = ns.func(ctx)
         return code
     except FtdeskError as exc:

@@ -430,8 +430,12 @@ def test_no_arguments_opens_the_window(home: Path, monkeypatch: pytest.MonkeyPat
     window = types.ModuleType("desktop.app")
     window.main = window_main  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "desktop.app", window)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
     assert main([]) == 7
     assert main(["--demo"]) == 7
-    assert main(["--offline"]) == 7
+    from desktop.launcher import main as launcher_main
+
+    assert launcher_main(["--offline"]) == 7
+    assert seen == [[], ["--demo"], ["--offline"]]
+    # A command goes to the CLI, never to the window.
+    assert launcher_main(["jobs", "--json"]) == 0
     assert seen == [[], ["--demo"], ["--offline"]]
