@@ -269,12 +269,7 @@ class _Supervisor:
         """The worker processes: the launcher's children."""
         if self.proc is None:
             return []
-        try:
-            import psutil
-
-            return [child.pid for child in psutil.Process(self.proc.pid).children()]
-        except Exception:
-            return []
+        return _children(self.proc.pid)
 
     def forward(self) -> None:
         """Send each worker every signal the supervisor got that it was not yet sent."""
@@ -315,6 +310,25 @@ class _Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of `pid` (psutil; /proc where psutil is not installed)."""
+    try:
+        import psutil
+    except ImportError:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The command name may hold spaces; the fields after its ')' are fixed.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(stat.parent.name))
+        return found
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        return []
 
 
 def _tail(path: Path, lines: int = 50) -> list[str]:
