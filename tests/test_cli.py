@@ -241,7 +241,8 @@ def test_run_follow_exits_1_with_the_reason_when_training_fails(
 @pytest.mark.slow
 def test_reattach_after_the_cli_was_killed(tmp_path: Path, demo_template: Path) -> None:
     home = tmp_path / "home"
-    config = write_config(tmp_path / "cfg", demo_template, max_steps=20, save_steps=10)
+    # Long enough (a few seconds even on a quiet machine) that the CLI dies mid-run.
+    config = write_config(tmp_path / "cfg", demo_template, max_steps=150, save_steps=50)
     out = open(tmp_path / "follow.out", "w+", encoding="utf-8")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "desktop.cli", "run", str(config), "--follow"],
@@ -267,7 +268,7 @@ def test_reattach_after_the_cli_was_killed(tmp_path: Path, demo_template: Path) 
     data = show_json(home, job_id)
     assert data["state"] == "completed"
     expected = metric_values(job_dir / "events.jsonl")
-    assert {step for step, _, _ in expected} == set(range(1, 21))
+    assert {step for step, _, _ in expected} == set(range(1, 151))
     assert data["metric_points"] == len(expected)
     stored, count = stored_values(home, job_id)
     assert stored == expected and count == len(expected)
