@@ -286,7 +286,7 @@ def test_cancel_leaves_a_checkpoint_and_resume_continues(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     home = tmp_path / "home"
-    config = write_config(tmp_path / "cfg", demo_template, max_steps=60, save_steps=1000)
+    config = write_config(tmp_path / "cfg", demo_template, max_steps=150, save_steps=1000)
     started = cli(home, "run", str(config))
     assert started.returncode == 0, started.stderr
     job_id = job_id_from(started.stdout)
@@ -303,7 +303,7 @@ def test_cancel_leaves_a_checkpoint_and_resume_continues(
     assert data["state"] == "cancelled"
     assert data["last_checkpoint"] and Path(data["last_checkpoint"]).is_dir()
     stopped_at = max_metric_step(events)
-    assert 1 <= stopped_at < 60
+    assert 1 <= stopped_at < 150
 
     resumed = cli(home, "run", "--resume", job_id, "--follow")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -317,7 +317,7 @@ def test_cancel_leaves_a_checkpoint_and_resume_continues(
     assert resumed_from is not None and 1 <= resumed_from <= stopped_at
     assert f"resumed from step {resumed_from}" in resumed.stdout
     steps = {step for step, _, _ in metric_values(events)}
-    assert steps == set(range(1, 61))
+    assert steps == set(range(1, 151))
     stored, _ = stored_values(home, job_id)
     assert {s for s, _, _ in stored} == steps
 
