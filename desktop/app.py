@@ -30,9 +30,9 @@ _T0 = time.perf_counter()
 
 def log_file() -> Path:
     """The app's log file: `data_home()/logs/finetune-desk.log`."""
-    from desktop.views.main_window import data_folder  # not desktop.models: pydantic is slow
+    from desktop.paths import data_home  # not desktop.models: pydantic is slow
 
-    return data_folder() / "logs" / "finetune-desk.log"
+    return data_home() / "logs" / "finetune-desk.log"
 
 
 def setup_logging(verbose: bool = False) -> Path:

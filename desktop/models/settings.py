@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from desktop.paths import data_home
 from trainer.config import format_validation_error
 from trainer.protocol import write_json_atomic
 
 __all__ = ["SETTINGS_SCHEMA_VERSION", "Settings", "data_home", "load_settings", "save_settings"]
 
 SETTINGS_SCHEMA_VERSION: Literal[1] = 1
-
-
-def data_home() -> Path:
-    """The app's data folder: `$FTDESK_HOME`, else the platform's user data folder."""
-    env = os.environ.get("FTDESK_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "FinetuneDesk"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "FinetuneDesk"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "finetune-desk"
 
 
 class Settings(BaseModel):

@@ -17,7 +17,6 @@ Layout (see DESIGN.md "The GUI"):
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ from PySide6.QtWidgets import (
 
 from desktop.errors import ConfigError, FtdeskError
 from desktop.memory_fit import GPUS, MemoryEstimate, estimate_for_config, read_model_config
+from desktop.paths import data_home
 from desktop.views.memory_badge import MemoryFitBadge
 
 # Everything below is imported when the window builds its heavy parts, after its first paint
@@ -72,7 +72,6 @@ __all__ = [
     "DEMO_PRESET",
     "HEAVY_MODULES",
     "MainWindow",
-    "data_folder",
     "icon_path",
     "make_demo",
     "window_state_path",
@@ -112,24 +111,9 @@ HEAVY_MODULES = (
 )
 
 
-def data_folder() -> Path:
-    """`desktop.models.data_home()` without importing `desktop.models` (pydantic) before the
-    first paint; the same rule (a test holds them equal)."""
-    env = os.environ.get("FTDESK_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "FinetuneDesk"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "FinetuneDesk"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "finetune-desk"
-
-
 def window_state_path() -> Path:
     """`data_home()/window.ini`: geometry, splitters, the chosen GPU."""
-    return data_folder() / "window.ini"
+    return data_home() / "window.ini"
 
 
 def import_heavy_modules() -> None:
@@ -594,7 +578,7 @@ class MainWindow(QMainWindow):
                 self.state.metrics_added(job.id, points)
 
     def _last_config_path(self) -> Path:
-        return data_folder() / _LAST_CONFIG
+        return data_home() / _LAST_CONFIG
 
     def _load_last_config(self) -> bool:
         from desktop.config_io import import_config
@@ -623,7 +607,7 @@ class MainWindow(QMainWindow):
 
     def demo_folder(self) -> Path:
         """Where the demo lives: `data_home()/demo`."""
-        return data_folder() / "demo"
+        return data_home() / "demo"
 
     def load_preset(self, name: str) -> None:
         """Load a preset into the editor; the demo's folder is written first when missing."""
