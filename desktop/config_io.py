@@ -20,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from desktop.errors import ConfigError
-from trainer.config import TrainingConfig, format_validation_error, looks_like_local_path
+from trainer.config import (
+    ConfigFileError,
+    TrainingConfig,
+    looks_like_local_path,
+    read_config_file,
+    validate_config_data,
+)
 
 __all__ = [
     "DEMO_PLACEHOLDER",
@@ -152,81 +157,23 @@ def load_preset(
     data = _read_mapping(path)
     demo = str(Path(demo_dir).expanduser().resolve()) if demo_dir is not None else None
     data = _substitute(data, demo, name)
-    try:
-        return TrainingConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_located_errors(exc, path)) from exc
+    return _validate(data, path, None)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     """Parse a JSON or YAML file into a dict; errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
-    data: Any
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from exc
-    elif path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{path}: line {exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
-            ) from exc
-    else:
-        raise ConfigError(f"{path}: unknown config type {path.suffix!r}; use .json, .yaml or .yml")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected an object of settings at the top level")
-    return data
+        return read_config_file(path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
-def _key_lines(path: Path) -> dict[tuple[str, ...], int]:
-    """Line number (1-based) of every mapping key, by its path; empty when unparseable.
-
-    JSON is (nearly) a subset of YAML, so one YAML composer serves both file types.
-    """
+def _validate(data: dict[str, Any], path: Path, base_dir: Path | None) -> TrainingConfig:
+    """`validate_config_data` with the app's error type."""
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8-sig"))
-    except (yaml.YAMLError, OSError):
-        return {}
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(node: Any, prefix: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                k = (*prefix, str(key.value))
-                lines[k] = key.start_mark.line + 1
-                walk(value, k)
-
-    walk(root, ())
-    return lines
-
-
-def _located_errors(exc: ValidationError, path: Path) -> str:
-    """`format_validation_error`, with the line of each named field where it can be found."""
-    lines = _key_lines(path)
-    out = []
-    for item, text in zip(
-        exc.errors(include_url=False),
-        format_validation_error(exc, str(path)).splitlines(),
-        strict=False,
-    ):
-        loc = tuple(str(p) for p in item["loc"])
-        line = None
-        while loc and line is None:
-            line = lines.get(loc)
-            loc = loc[:-1]
-        if line is not None:
-            text = text.replace(f"{path}: ", f"{path}: line {line}: ", 1)
-        out.append(text)
-    return "\n".join(out)
+        return validate_config_data(data, path, base_dir)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def import_config(path: str | Path) -> TrainingConfig:
@@ -240,11 +187,7 @@ def import_config(path: str | Path) -> TrainingConfig:
             validation errors, one per line, each naming the field and its line.
     """
     p = Path(path).expanduser()
-    data = _read_mapping(p)
-    try:
-        return TrainingConfig.model_validate(data, context={"base_dir": str(p.parent.resolve())})
-    except ValidationError as exc:
-        raise ConfigError(_located_errors(exc, p)) from exc
+    return _validate(_read_mapping(p), p, p.parent)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

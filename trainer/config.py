@@ -39,6 +39,8 @@ __all__ = [
     "format_validation_error",
     "load_config",
     "looks_like_local_path",
+    "read_config_file",
+    "validate_config_data",
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -575,12 +577,11 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> TrainingConfig:
-    """Read a JSON or YAML config file; relative paths inside it resolve against its folder.
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON (`.json`) or YAML (`.yaml`, `.yml`) file into a dict of settings.
 
     Raises:
-        ConfigFileError: unreadable file, bad JSON/YAML, or validation errors (one per line,
-            each naming the field).
+        ConfigFileError: unreadable file, unknown suffix, or bad JSON/YAML (with the line).
     """
     p = Path(path)
     try:
@@ -588,23 +589,95 @@ def load_config(path: str | Path) -> TrainingConfig:
     except OSError as exc:
         raise ConfigFileError(f"{p}: cannot read the config file: {exc.strerror or exc}") from exc
     data: Any
-    if p.suffix.lower() in (".yaml", ".yml"):
+    suffix = p.suffix.lower()
+    if suffix in (".yaml", ".yml"):
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigFileError(f"{p}: invalid YAML: {exc}") from exc
-    else:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigFileError(f"{p}: {where}invalid YAML: {problem}") from exc
+    elif suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigFileError(
                 f"{p}: line {exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
             ) from exc
+    else:
+        raise ConfigFileError(f"{p}: unknown config type {p.suffix!r}; use .json, .yaml or .yml")
     if not isinstance(data, dict):
         raise ConfigFileError(f"{p}: expected an object of settings at the top level")
+    return data
+
+
+def _key_lines(path: Path) -> dict[tuple[str, ...], int]:
+    """Line number (1-based) of every mapping key, by its path; empty when unparseable.
+
+    JSON is (nearly) a subset of YAML, so one YAML composer serves both file types.
+    """
+    import yaml
+
     try:
-        return TrainingConfig.model_validate(data, context={"base_dir": str(p.parent.resolve())})
+        root = yaml.compose(path.read_text(encoding="utf-8-sig"))
+    except (yaml.YAMLError, OSError):
+        return {}
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                k = (*prefix, str(key.value))
+                lines[k] = key.start_mark.line + 1
+                walk(value, k)
+
+    walk(root, ())
+    return lines
+
+
+def validate_config_data(
+    data: dict[str, Any], source: str | Path, base_dir: str | Path | None = None
+) -> TrainingConfig:
+    """Validate settings read from the file `source`; errors name the field and its line.
+
+    Args:
+        base_dir: relative paths resolve against it (the config file's folder); None keeps them.
+
+    Raises:
+        ConfigFileError: one line per problem, `source: line N: field.path: message`.
+    """
+    context = {"base_dir": str(Path(base_dir).resolve())} if base_dir is not None else None
+    try:
+        return TrainingConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigFileError(format_validation_error(exc, str(p))) from exc
+        path = Path(source)
+        lines = _key_lines(path)
+        out = []
+        for item, text in zip(
+            exc.errors(include_url=False),
+            format_validation_error(exc, str(path)).splitlines(),
+            strict=False,
+        ):
+            loc = tuple(str(part) for part in item["loc"])
+            line = None
+            while loc and line is None:
+                line = lines.get(loc)
+                loc = loc[:-1]
+            if line is not None:
+                text = text.replace(f"{path}: ", f"{path}: line {line}: ", 1)
+            out.append(text)
+        raise ConfigFileError("\n".join(out)) from exc
+
+
+def load_config(path: str | Path) -> TrainingConfig:
+    """Read a JSON or YAML config file; relative paths inside it resolve against its folder.
+
+    Raises:
+        ConfigFileError: unreadable file, bad JSON/YAML, or validation errors (one per line,
+            each naming the field and, where it can be found, its line).
+    """
+    p = Path(path)
+    return validate_config_data(read_config_file(p), p, base_dir=p.parent)
