@@ -515,22 +515,22 @@ class SecretStore:
             InvalidSecretError: unknown name.
         """
         secret = parse_secret_name(name)
-        in_env = self._env_value(secret) is not None
         try:
             value = self._run(f"status {secret.value}", self._op_get(secret), (secret,))
         except SecretStoreError as exc:
-            return SecretStatus(
-                name=secret,
-                backend=self._description(),
-                in_keychain=None,
-                in_environment=in_env,
-                problem=str(exc),
-            )
+            return self._status(secret, None, str(exc))
+        return self._status(secret, value is not None)
+
+    def _status(
+        self, secret: SecretName, in_keychain: bool | None, problem: str | None = None
+    ) -> SecretStatus:
+        """The status of `secret`, given what the keychain said (None: it could not be asked)."""
         return SecretStatus(
             name=secret,
             backend=self._description(),
-            in_keychain=value is not None,
-            in_environment=in_env,
+            in_keychain=in_keychain,
+            in_environment=self._env_value(secret) is not None,
+            problem=problem,
         )
 
     def backend_description(self) -> str:
@@ -591,23 +591,11 @@ class SecretStore:
     async def astatus(self, name: str | SecretName) -> SecretStatus:
         """Async :meth:`status`."""
         secret = parse_secret_name(name)
-        in_env = self._env_value(secret) is not None
         try:
             value = await self._arun(f"status {secret.value}", self._op_get(secret), (secret,))
         except SecretStoreError as exc:
-            return SecretStatus(
-                name=secret,
-                backend=self._description(),
-                in_keychain=None,
-                in_environment=in_env,
-                problem=str(exc),
-            )
-        return SecretStatus(
-            name=secret,
-            backend=self._description(),
-            in_keychain=value is not None,
-            in_environment=in_env,
-        )
+            return self._status(secret, None, str(exc))
+        return self._status(secret, value is not None)
 
     async def abackend_description(self) -> str:
         """Async :meth:`backend_description`."""
