@@ -112,6 +112,14 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def assert_ingested_exactly_once(job: dict[str, Any], events_path: Path) -> None:
+    """The store read the whole events file once: its offset is the file's end and its last
+    seq the file's last (a watcher that re-read from the start would still store the same
+    set of values, so the sets alone cannot show "none doubled")."""
+    assert job["events_offset"] == events_path.stat().st_size
+    assert job["events_last_seq"] == read_all_events(events_path)[-1].seq
+
+
 def max_metric_step(events_path: Path) -> int:
     if not events_path.exists():
         return -1
@@ -178,6 +186,7 @@ def test_metrics_lists_every_logged_step(completed: dict[str, Any]) -> None:
     stored, count = stored_values(completed["home"], completed["job_id"])
     assert stored == expected
     assert count == len(expected)
+    assert_ingested_exactly_once(show_json(completed["home"], completed["job_id"]), events)
     table = cli(completed["home"], "metrics", completed["job_id"])
     assert table.returncode == 0
     steps = [int(line.split()[0]) for line in table.stdout.splitlines()[1:]]
@@ -267,6 +276,7 @@ def test_reattach_after_the_cli_was_killed(tmp_path: Path, demo_template: Path) 
         out.close()
     data = show_json(home, job_id)
     assert data["state"] == "completed"
+    assert_ingested_exactly_once(data, job_dir / "events.jsonl")
     expected = metric_values(job_dir / "events.jsonl")
     assert {step for step, _, _ in expected} == set(range(1, 151))
     assert data["metric_points"] == len(expected)

@@ -506,6 +506,7 @@ WRITER_CHILD = textwrap.dedent(
     db, job_id, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     store = JobStore(db)
     job = store.get_job(job_id)
+    Path(str(go) + "." + job_id).touch()  # imported and ready
     while not go.exists():
         time.sleep(0.001)
     for b in range(300):
@@ -541,8 +542,12 @@ def test_two_processes_write_at_once_without_locked_errors(tmp_path: Path) -> No
         )
         for job_id in ("p1", "p2")
     ]
-    time.sleep(0.5)  # both imported and waiting
-    go.touch()
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.{job_id}").exists() for job_id in ("p1", "p2")):
+        assert time.monotonic() < deadline, "the writer processes never got ready"
+        assert all(c.poll() is None for c in children), "a writer process died while starting"
+        time.sleep(0.01)
+    go.touch()  # both start writing at the same moment
     results = [c.communicate(timeout=120) for c in children]
     for child, (out, err) in zip(children, results, strict=True):
         assert child.returncode == 0, err
