@@ -450,3 +450,30 @@ def test_no_arguments_opens_the_window(home: Path, monkeypatch: pytest.MonkeyPat
     # A command goes to the CLI, never to the window.
     assert launcher_main(["jobs", "--json"]) == 0
     assert seen == [[], ["--demo"], ["--offline"]]
+
+
+@pytest.mark.slow
+def test_the_cli_process_never_imports_torch(tmp_path: Path, demo_template: Path) -> None:
+    """`validate` checks the config and the data through the trainer runtime (a child
+    process); the CLI's own process stays free of the ML stack."""
+    config = write_config(tmp_path / "cfg", demo_template, max_steps=2)
+    code = (
+        "import sys\n"
+        "from desktop.launcher import main\n"
+        f"code = main(['validate', {str(config)!r}])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') "
+        "if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=cli_env(tmp_path / "home"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "heavy: []" in done.stdout
