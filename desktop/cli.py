@@ -334,8 +334,21 @@ def cmd_show(ctx: _Context) -> int:
 def cmd_logs(ctx: _Context) -> int:
     """`logs JOB [-f]`: the trainer's console; `-f` keeps printing until the job ends."""
 
+    from desktop.redaction import redact
+
     async def go() -> int:
         service = ctx.service()
+        carry = ""  # a line not yet complete: a secret may continue in the next chunk
+
+        def show(text: str, final: bool = False) -> None:
+            nonlocal carry
+            text = carry + text
+            cut = len(text) if final else text.rfind("\n") + 1
+            carry = text[cut:]
+            if cut:
+                sys.stdout.write(redact(text[:cut]))
+                sys.stdout.flush()
+
         try:
             job = service.get(ctx.ns.job)
             provider = service.provider(job.provider)
@@ -343,13 +356,13 @@ def cmd_logs(ctx: _Context) -> int:
             while True:
                 chunk = await provider.logs(job, offset)
                 if chunk.text:
-                    sys.stdout.write(chunk.text)
-                    sys.stdout.flush()
+                    show(chunk.text)
                 moved = chunk.next_offset != offset
                 offset = chunk.next_offset
                 if moved:
                     continue
                 if not ctx.ns.follow or job.is_final:
+                    show("", final=True)
                     return 0
                 await asyncio.sleep(service.settings.poll_interval_s)
                 job = await service.poll_once(job.id)

@@ -48,6 +48,7 @@ from desktop.models import (
     can_transition,
     data_home,
 )
+from desktop.redaction import redact
 from desktop.tasks import TaskRunner
 from trainer.config import (
     ConfigFileError,
@@ -62,6 +63,7 @@ from trainer.protocol import (
     MetricEvent,
     ProgressEvent,
     StatusEvent,
+    latest_complete_checkpoint,
     read_status,
 )
 
@@ -304,42 +306,25 @@ def new_job_id(now: float | None = None) -> str:
 @contextmanager
 def _ingest_lock(job_dir: Path) -> Iterator[bool]:
     """Try to take the job's ingest lock without waiting; yields whether it was taken."""
-    try:
-        fd = os.open(job_dir / ".ingest.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
+    from desktop.providers.local.process import FileLock, LockBusy
+
+    if not job_dir.is_dir():
         # No job dir (deleted files): nothing to ingest from it either; let the provider say so.
         yield True
         return
-    locked = False
+    lock = FileLock(job_dir / ".ingest.lock")
     try:
-        try:
-            if sys.platform == "win32":
-                import msvcrt
-
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
-        except OSError:
-            locked = False
-        yield locked
+        lock.acquire(blocking=False)
+    except LockBusy:
+        yield False
+        return
+    except OSError:
+        yield True  # an unlockable folder: ingest anyway, as a lone reader would
+        return
+    try:
+        yield True
     finally:
-        if locked:
-            try:
-                if sys.platform == "win32":
-                    import msvcrt
-
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-                else:
-                    import fcntl
-
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            except OSError:
-                pass
-        os.close(fd)
+        lock.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -881,6 +866,8 @@ class JobService:
             state, reason = transitions[-1]
             if not reason or reason.startswith("trainer:"):
                 transitions[-1] = (state, error_message)
+        # Reasons are stored and shown: a secret a trainer printed must not reach either.
+        transitions = [(state, redact(reason)) for state, reason in transitions]
 
         changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
         if not points and not changed and not transitions:
@@ -923,7 +910,7 @@ class JobService:
         elif tail:
             lines.append(tail)
         if lines:
-            self._emit("log_added", job.id, lines)
+            self._emit("log_added", job.id, [redact(line) for line in lines])
 
     def _on_task_failed(self, name: str, exc: BaseException) -> None:
         self._report(f"{name} stopped: {exc}")
@@ -1001,21 +988,10 @@ def _from_status_file(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _last_checkpoint(job: Job) -> str | None:
-    """The checkpoint a resume would continue from (recorded, else the newest on disk)."""
-    if job.last_checkpoint and Path(job.last_checkpoint).exists():
-        return job.last_checkpoint
-    folder = job.job_dir / "checkpoints"
-    try:
-        found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")]
-    except OSError:
-        return None
-    if not found:
-        return None
+    """The checkpoint `trainer run --resume` continues from: the newest complete one on disk.
 
-    def step_of(p: Path) -> int:
-        try:
-            return int(p.name.rsplit("-", 1)[1])
-        except (IndexError, ValueError):
-            return -1
-
-    return str(max(found, key=step_of))
+    The trainer's own rule (`trainer.protocol.latest_complete_checkpoint`), so the app never
+    promises a resume the trainer would refuse (a save interrupted mid-way is not one).
+    """
+    found = latest_complete_checkpoint(job.job_dir)
+    return str(found) if found is not None else None

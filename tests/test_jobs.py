@@ -82,6 +82,7 @@ class Recorder:
     def __init__(self) -> None:
         self.changed: list[Job] = []
         self.points: list[MetricPoint] = []
+        self.lines: list[str] = []
 
     def job_added(self, job: Job) -> None:
         pass
@@ -96,7 +97,7 @@ class Recorder:
         self.points.extend(points)
 
     def log_added(self, job_id: str, lines: list[str]) -> None:
-        pass
+        self.lines.extend(lines)
 
 
 def _service(provider: DirProvider, **kw: Any) -> JobService:
@@ -304,6 +305,7 @@ def test_resume_queues_a_cancelled_job_again_in_the_same_dir(
         job = _stored_job(service, demo_template / "config.json")
         ckpt = job.job_dir / "checkpoints" / "checkpoint-10"
         ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text("{}", encoding="utf-8")
         writer = EventWriter(job.job_dir / "events.jsonl")
         writer.emit("status", state="starting")
         writer.emit("metric", step=10, loss=1.0)
@@ -321,6 +323,90 @@ def test_resume_queues_a_cancelled_job_again_in_the_same_dir(
         await service.close()
 
     asyncio.run(go())
+
+
+def test_resume_names_the_newest_complete_checkpoint(home: Path, demo_template: Path) -> None:
+    """A save interrupted mid-way (no trainer_state.json) is not offered: the trainer would
+    refuse it, so the app names the one the trainer resumes from."""
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        job = _stored_job(service, demo_template / "config.json")
+        complete = job.job_dir / "checkpoints" / "checkpoint-10"
+        complete.mkdir(parents=True)
+        (complete / "trainer_state.json").write_text("{}", encoding="utf-8")
+        torn = job.job_dir / "checkpoints" / "checkpoint-20"
+        torn.mkdir()
+        (torn / "adapter_model.safetensors").write_bytes(b"partial")
+        writer = EventWriter(job.job_dir / "events.jsonl")
+        writer.emit("status", state="starting")
+        writer.emit("artifact", artifact="checkpoint", path=str(torn), step=20)
+        writer.emit("status", state="cancelled")
+        write_status(job.job_dir, StatusFile(state="cancelled", exit_code=0, last_step=20))
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.CANCELLED
+        resumed = await service.resume(job.id)
+        assert resumed.state is JobState.QUEUED
+        assert resumed.state_reason == f"resume from {complete}"
+        await service.close()
+
+    asyncio.run(go())
+
+
+def test_resume_refused_when_only_a_torn_checkpoint_exists(home: Path, demo_template: Path) -> None:
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        job = _stored_job(service, demo_template / "config.json")
+        (job.job_dir / "checkpoints" / "checkpoint-20").mkdir(parents=True)
+        write_status(job.job_dir, StatusFile(state="cancelled", exit_code=0, last_step=20))
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.CANCELLED
+        with pytest.raises(JobStateError, match="no checkpoint"):
+            await service.resume(job.id)
+        assert service.get(job.id).state is JobState.CANCELLED
+        await service.close()
+
+    asyncio.run(go())
+
+
+def test_secrets_reach_listeners_and_the_store_masked(home: Path, demo_template: Path) -> None:
+    from desktop.redaction import register_secret
+
+    sentinel = "hf_SENTINELtok3n9f8e7d6c5"
+    register_secret(sentinel)
+
+    class LeakyLogs(DirProvider):
+        async def logs(self, job: Job, since: int) -> LogChunk:
+            text = f"loading with token {sentinel}\nstep 1 loss 2.0\n"
+            data = text.encode()[since:]
+            return LogChunk(text=data.decode(), offset=since, next_offset=since + len(data))
+
+    provider = LeakyLogs()
+
+    async def go() -> None:
+        service = _service(provider)
+        recorder = Recorder()
+        service.add_listener(recorder)
+        job = _stored_job(service, demo_template / "config.json")
+        writer = EventWriter(job.job_dir / "events.jsonl")
+        writer.emit("status", state="starting", message=f"auth as {sentinel}")
+        writer.emit("error", message=f"401 for token {sentinel}: check HF_TOKEN")
+        write_status(job.job_dir, StatusFile(state="failed", exit_code=1))
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.FAILED
+        assert job.state_reason == "401 for token ***: check HF_TOKEN"
+        assert recorder.lines[:2] == ["loading with token ***", "step 1 loss 2.0"]
+        history = service.store.transitions(job.id)
+        assert any(t.reason == "auth as ***" for t in history)
+        await service.close()
+
+    asyncio.run(go())
+    for path in home.rglob("*"):
+        if path.is_file() and "jobs" not in path.relative_to(home).parts:
+            assert sentinel.encode() not in path.read_bytes(), path
 
 
 def _write_config(folder: Path, demo: Path, **changes: Any) -> Path:
