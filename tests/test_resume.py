@@ -135,11 +135,25 @@ def test_run_without_resume_on_checkpoints_refuses(
     interrupted_job: tuple[Path, int, subprocess.CompletedProcess[str]],
     run_trainer: RunTrainer,
 ) -> None:
+    """A cancelled job run again without --resume: refused, and its events and final word (with
+    the hint to resume) stay byte for byte as they were."""
     job, saved_step, _ = interrupted_job
     shutil.copytree(job / "checkpoints", demo_dir / "checkpoints")
+    from trainer.protocol import EventWriter, StatusFile, write_status
+
+    writer = EventWriter(demo_dir / "events.jsonl")
+    writer.emit("status", state="starting", message="starting")
+    writer.emit("status", state="cancelled", message="cancelled; run with --resume to continue")
+    writer.close()
+    write_status(
+        demo_dir,
+        StatusFile(state="cancelled", exit_code=0, message="run with --resume to continue"),
+    )
+    before = {name: (demo_dir / name).read_bytes() for name in ("events.jsonl", "status.json")}
     result = run_trainer(demo_dir)
     assert result.returncode == 2
-    status = read_status(demo_dir)
-    assert status is not None and "--resume" in status.message
-    assert f"step {saved_step}" in status.message or "step 40" in status.message
+    for name, data in before.items():
+        assert (demo_dir / name).read_bytes() == data, name
+    said = (demo_dir / "train.log").read_text(encoding="utf-8")
+    assert "--resume" in said and ("step 40" in said or f"step {saved_step}" in said)
     assert not (demo_dir / "output").exists()

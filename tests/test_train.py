@@ -230,11 +230,59 @@ def test_bad_data_exits_2_with_line_numbers(demo_dir: Path, run_trainer: RunTrai
 
 
 def test_resume_without_checkpoint_refuses(demo_dir: Path, run_trainer: RunTrainer) -> None:
+    # Only a save interrupted mid-way (no trainer_state.json): nothing to resume from.
+    (demo_dir / "checkpoints" / "checkpoint-20").mkdir(parents=True)
     result = run_trainer(demo_dir, "--resume")
     assert result.returncode == 2
-    status = read_status(demo_dir)
-    assert status is not None and "no complete checkpoint" in status.message
+    assert "no complete checkpoint" in (demo_dir / "train.log").read_text(encoding="utf-8")
+    # Refused before anything was written.
+    assert not (demo_dir / "events.jsonl").exists()
+    assert read_status(demo_dir) is None
     assert not (demo_dir / "output").exists()
+
+
+_LEAK_TOKEN = """
+import os
+
+import trainer.data
+
+
+def _leaky_load(*args, **kwargs):
+    token = os.environ["HF_TOKEN"]
+    print(f"authenticating with {token}", flush=True)
+    raise RuntimeError(f"401 Unauthorized for token {token}")
+
+
+trainer.data.load_training_data = _leaky_load
+"""
+
+
+def test_secrets_never_reach_the_job_dir(
+    demo_dir: Path, tmp_path: Path, run_trainer: RunTrainer
+) -> None:
+    """A crash that prints HF_TOKEN and puts it in the exception: train.log, the events (log,
+    error message, traceback, last lines) and status.json all carry *** instead."""
+    import os
+
+    sentinel = "hf_SENTINEL0123456789abcdef"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_LEAK_TOKEN, encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    pythonpath = os.pathsep.join([str(site), str(root), os.environ.get("PYTHONPATH", "")])
+    result = run_trainer(demo_dir, env={"HF_TOKEN": sentinel, "PYTHONPATH": pythonpath})
+    assert result.returncode == 1
+    errors = [e for e in read_all_events(demo_dir / "events.jsonl") if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1
+    assert "401 Unauthorized for token ***" in errors[0].message
+    assert "401 Unauthorized for token ***" in errors[0].traceback
+    assert "authenticating with ***" in errors[0].last_log_lines
+    status = read_status(demo_dir)
+    assert status is not None and status.state == "failed" and "token ***" in status.message
+    assert "authenticating with ***" in (demo_dir / "train.log").read_text(encoding="utf-8")
+    for path in demo_dir.rglob("*"):
+        if path.is_file():
+            assert sentinel.encode() not in path.read_bytes(), path
 
 
 def test_crash_reports_failed_with_traceback_and_log_lines(

@@ -85,6 +85,26 @@ def test_console_tee_keeps_the_last_lines(capsys: pytest.CaptureFixture[str]) ->
     assert "line 0" in capsys.readouterr().out  # everything still reaches the real stream
 
 
+def test_console_tee_masks_secrets_even_split_over_writes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "hf_abcdefghijklmnop"
+    tee = ConsoleTee(secrets=[secret]).install()
+    try:
+        print("token:", secret)
+        sys.stdout.write("split hf_abcd")  # the rest follows in the next write
+        sys.stdout.write("efghijklmnop done\n")
+        sys.stderr.write(f"Traceback: ValueError({secret!r})\n")
+        sys.stdout.write("ends with h")  # a prefix held back, released on uninstall
+    finally:
+        tee.uninstall()
+    captured = capsys.readouterr()
+    assert secret not in captured.out and secret not in captured.err
+    assert captured.out == "token: ***\nsplit *** done\nends with h"
+    assert "ValueError('***')" in captured.err
+    assert not any(secret in line for line in tee.last_lines())
+
+
 def test_rank_zero_is_the_only_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)

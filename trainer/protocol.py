@@ -14,16 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
+    "CHECKPOINTS_DIR",
     "EVENTS_FILE",
     "FINAL_STATES",
+    "MIN_SECRET_LENGTH",
+    "SECRET_ENV_VARS",
+    "SECRET_MASK",
     "STATUS_FILE",
     "ArtifactEvent",
     "ErrorEvent",
@@ -36,9 +42,14 @@ __all__ = [
     "StatusEvent",
     "StatusFile",
     "TrainerState",
+    "checkpoint_step",
+    "find_checkpoints",
+    "latest_complete_checkpoint",
+    "mask_secrets",
     "parse_event",
     "read_all_events",
     "read_status",
+    "secrets_from_env",
     "write_json_atomic",
     "write_status",
 ]
@@ -54,6 +65,86 @@ FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+
+CHECKPOINTS_DIR = "checkpoints"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+# The environment variables a trainer gets secrets in (desktop.secrets sets them); their values
+# are masked in everything the trainer writes.
+SECRET_ENV_VARS: tuple[str, ...] = ("HF_TOKEN", "WANDB_API_KEY", "RUNPOD_API_KEY")
+SECRET_MASK = "***"
+# Shorter values would mask ordinary words; no real key or token is this short.
+MIN_SECRET_LENGTH = 4
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: masked before anything is written
+
+
+def secrets_from_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values in `env` (default: this process's environment) worth masking, longest
+    first (so a secret that contains another is masked whole)."""
+    source = os.environ if env is None else env
+    values: set[str] = set()
+    for name in SECRET_ENV_VARS:
+        raw = source.get(name) or ""
+        for value in (raw, raw.strip()):
+            if len(value) >= MIN_SECRET_LENGTH:
+                values.add(value)
+    return sorted(values, key=len, reverse=True)
+
+
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every value in `secrets` replaced by `***`."""
+    for value in secrets:
+        if value and value in text:
+            text = text.replace(value, SECRET_MASK)
+    return text
+
+
+def _mask_value(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_mask_value(item, redact) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask_value(item, redact) for key, item in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: the one definition of "a checkpoint a run can resume from"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step in a `checkpoint-<step>` folder name; None for any other name."""
+    match = _CHECKPOINT_RE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def find_checkpoints(job_dir: Path) -> list[Path]:
+    """Complete checkpoints in `job_dir/checkpoints`, newest (highest step) last.
+
+    A checkpoint is complete once `trainer_state.json` is in it (the Trainer writes that file
+    last), so a save interrupted by a hard kill is never offered for a resume.
+    """
+    root = job_dir / CHECKPOINTS_DIR
+    found: list[tuple[int, Path]] = []
+    try:
+        children = list(root.iterdir())
+    except OSError:
+        return []
+    for child in children:
+        step = checkpoint_step(child)
+        if step is not None and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((step, child))
+    return [path for _, path in sorted(found)]
+
+
+def latest_complete_checkpoint(job_dir: Path) -> Path | None:
+    """The checkpoint `trainer run --resume` continues from; None when there is none."""
+    found = find_checkpoints(job_dir)
+    return found[-1] if found else None
 
 
 class _Record(BaseModel):
@@ -203,10 +294,16 @@ class EventWriter:
     """Appends events to `events.jsonl`, one `write()` per line so lines never interleave.
 
     Resuming a run continues the numbering after the last `seq` already in the file.
+
+    Args:
+        path: the events file.
+        redact: applied to every string field (in lists and dicts too) before the event is
+            written, e.g. to mask secrets.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redact: Callable[[str], str] | None = None) -> None:
         self.path = path
+        self._redact = redact
         self._lock = threading.Lock()
         last = -1
         if path.exists():
@@ -222,6 +319,8 @@ class EventWriter:
 
     def emit(self, kind: str, **fields: Any) -> Event:
         """Validate and append one event; returns it."""
+        if self._redact is not None:
+            fields = {key: _mask_value(value, self._redact) for key, value in fields.items()}
         with self._lock:
             record = {"seq": self._next_seq, "time": time.time(), "kind": kind, **fields}
             event = _EVENT_ADAPTER.validate_python(record)

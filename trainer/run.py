@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import sys
@@ -41,6 +40,7 @@ from trainer.errors import (
     explain_exception,
 )
 from trainer.protocol import (
+    CHECKPOINTS_DIR,
     EVENTS_FILE,
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -48,9 +48,11 @@ from trainer.protocol import (
     STATUS_FILE,
     EventWriter,
     StatusFile,
+    checkpoint_step,
     read_status,
     write_status,
 )
+from trainer.protocol import find_checkpoints as _complete_checkpoints
 from trainer.ranks import is_main_process, launched_worker, process_rank
 
 if TYPE_CHECKING:
@@ -70,10 +72,8 @@ __all__ = [
     "resolve_precision",
 ]
 
-CHECKPOINTS_DIR = "checkpoints"
 OUTPUT_DIR = "output"
 _PARTIAL_OUTPUT = ".output.partial"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _DEFAULT_GRACE_S = 120.0
 
 
@@ -259,20 +259,12 @@ def build_sft_config(
 
 
 def find_checkpoints(job_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in `job_dir/checkpoints`, oldest first.
+    """(step, folder) of the complete checkpoints in `job_dir/checkpoints`, oldest first.
 
-    A checkpoint is complete once `trainer_state.json` is in it (the Trainer writes that file
-    last), so a save interrupted by a hard kill is never resumed from.
+    The same checkpoints as `trainer.protocol.find_checkpoints` (the app's resume uses that one,
+    so it never offers a resume this trainer would refuse), with their steps.
     """
-    root = job_dir / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found: list[tuple[int, Path]] = []
-    for child in root.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir() and (child / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
+    return [(checkpoint_step(path) or 0, path) for path in _complete_checkpoints(job_dir)]
 
 
 def _check_model_available(config: TrainingConfig) -> None:
@@ -408,10 +400,12 @@ def job_trainer_class() -> Any:
 # The run
 
 
-def refuse_job_dir(job: Path) -> int | None:
-    """EXIT_BAD_INPUT (said on stderr) for a missing job folder or a finished one; else None.
+def refuse_job_dir(job: Path, resume: bool) -> int | None:
+    """EXIT_BAD_INPUT (said on stderr) when this run must not touch the job folder; else None.
 
-    Nothing is written: the final word of a finished job stays as it was.
+    Refused: a missing folder, a finished one (output/ exists), checkpoints without `--resume`
+    (a cancelled or failed job: starting over would mix two runs), and `--resume` without a
+    complete checkpoint. Nothing is written: the job's events and final word stay as they were.
     """
     if not job.is_dir():
         print(f"{job}: no such job folder", file=sys.stderr)
@@ -422,6 +416,22 @@ def refuse_job_dir(job: Path) -> int | None:
         print(
             f"{job}: this job already finished (state {state}) and its output/ exists; "
             "refusing to train again and overwrite it. Start a new job folder instead.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    checkpoints = find_checkpoints(job)
+    if resume and not checkpoints:
+        print(
+            f"--resume was given but {job / CHECKPOINTS_DIR} holds no complete checkpoint; "
+            "nothing to resume from. Run without --resume in a new job folder to start over.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    if not resume and checkpoints:
+        print(
+            f"{job / CHECKPOINTS_DIR} already holds checkpoints (newest: step "
+            f"{checkpoints[-1][0]}); run with --resume to continue from there, or use a new "
+            "job folder to start over.",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
@@ -489,6 +499,7 @@ class _Run:
             self._final_written = True
             if self.main_process:
                 self.emit("status", state=state, message=message)
+                message = self.tee.mask(message)
                 status = StatusFile(
                     state=state,
                     exit_code=exit_code,
@@ -555,11 +566,11 @@ class _Run:
 
     def execute(self) -> int:
         job = self.job_dir
-        refused = refuse_job_dir(job)
+        refused = refuse_job_dir(job, self.resume)
         if refused is not None:
             return refused
         if self.main_process:
-            self.writer = EventWriter(job / EVENTS_FILE)
+            self.writer = EventWriter(job / EVENTS_FILE, redact=self.tee.mask)
         try:
             return self._execute()
         except Exception as exc:
@@ -578,17 +589,13 @@ class _Run:
         self._install_signal_handlers()
         self.config = config = load_config(job / "config.json")
 
+        # refuse_job_dir checked these before anything was written; a checkpoint that vanished
+        # since is still an input problem, not a crash.
         checkpoints = find_checkpoints(job)
         if self.resume and not checkpoints:
             raise JobDirError(
-                f"--resume was given but {job / CHECKPOINTS_DIR} holds no complete checkpoint; "
-                "nothing to resume from. Run without --resume in a new job folder to start over."
-            )
-        if not self.resume and checkpoints:
-            raise JobDirError(
-                f"{job / CHECKPOINTS_DIR} already holds checkpoints (newest: step "
-                f"{checkpoints[-1][0]}); run with --resume to continue from there, or use a new "
-                "job folder to start over."
+                f"--resume was given but {job / CHECKPOINTS_DIR} no longer holds a complete "
+                "checkpoint; nothing to resume from."
             )
         if self.main_process and (job / STATUS_FILE).exists():
             (job / STATUS_FILE).unlink()  # a stale final word must not describe this run
@@ -830,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = args.job_dir.resolve()
     distributed = _distributed_config(job_dir)
     if distributed is not None:
-        refused = refuse_job_dir(job_dir)
+        refused = refuse_job_dir(job_dir, args.resume)
         if refused is not None:
             return refused
         from trainer.launch import run_distributed
