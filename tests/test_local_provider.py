@@ -26,7 +26,13 @@ from desktop.errors import ProviderError, RuntimeNotReadyError
 from desktop.models import Job, JobState, JobUpdate, ProviderHandle
 from desktop.providers.base import Provider, get_provider_factory
 from desktop.providers.local import EXITED_WITHOUT_STATUS, LocalProvider
-from desktop.providers.local.process import FileLock, LockBusy
+from desktop.providers.local.process import (
+    FileLock,
+    LockBusy,
+    ProcessIdentity,
+    is_alive,
+    probe_identity,
+)
 from desktop.providers.local.queue import OFFLINE_ENV, QueueEntry, build_trainer_env, plan_starts
 from trainer.config import load_config
 from trainer.protocol import EVENTS_FILE, MetricEvent, read_all_events, read_status
@@ -189,36 +195,64 @@ def test_the_scheduler_runs_once_and_exits_on_an_empty_queue(home: Path) -> None
     assert alone.returncode == 0 and "queue empty, nothing running" in alone.stderr
 
 
+def test_offline_env_is_one_complete_definition() -> None:
+    from desktop.providers import local as local_package
+    from desktop.providers import offline
+    from desktop.providers.local import queue as queue_module
+
+    assert local_package.OFFLINE_ENV is offline.OFFLINE_ENV is queue_module.OFFLINE_ENV
+    assert offline.OFFLINE_ENV == {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "WANDB_MODE": "offline",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def stand_in(*args: str) -> subprocess.Popen[bytes]:
+    """A sleeping Python with `args` on its command line (`--job-dir DIR`, as a trainer has),
+    leading its own process group like a trainer."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", *args],
+        start_new_session=sys.platform != "win32",
+    )
+
+
+def running(job: Job, pid: int, create_time: float, extra: dict[str, str] | None = None) -> Job:
+    """`job` as the app remembers it: training, with a handle to (pid, start)."""
+    handle = ProviderHandle(
+        provider="local", pid=pid, pid_start_time=create_time, extra=extra or {}
+    )
+    return job.model_copy(update={"state": JobState.TRAINING, "handle": handle})
+
+
+def wait_for_cmdline(proc: subprocess.Popen[bytes], needle: str) -> None:
+    """Until the child has exec'd (its command line is the stand-in's, not the fork's)."""
+    deadline = time.monotonic() + 10
+    while needle not in " ".join(psutil.Process(proc.pid).cmdline()):
+        assert time.monotonic() < deadline, "the stand-in never started"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_a_reused_pid_is_not_taken_for_the_job(home: Path, demo_dir: Path) -> None:
     """Same pid number, different start time: the job is gone, the stranger is left alone."""
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    job_dir = str(demo_dir.resolve())
+    stranger = stand_in("--job-dir", job_dir)
     try:
+        wait_for_cmdline(stranger, job_dir)
         started = psutil.Process(stranger.pid).create_time()
         provider = LocalProvider(home)
         job = make_job(demo_dir, "j-reuse", max_steps=1)
 
         # Control: with the right start time the process is the job, still running.
-        ours = job.model_copy(
-            update={
-                "state": JobState.TRAINING,
-                "handle": ProviderHandle(
-                    provider="local", pid=stranger.pid, pid_start_time=started
-                ),
-            }
-        )
-        update = asyncio.run(provider.poll(ours))
+        update = asyncio.run(provider.poll(running(job, stranger.pid, started)))
         assert update.state is None and update.reason == ""
 
         # The recorded job started earlier under the same pid number: it is not this process.
-        recorded = job.model_copy(
-            update={
-                "state": JobState.TRAINING,
-                "handle": ProviderHandle(
-                    provider="local", pid=stranger.pid, pid_start_time=started - 1000.0
-                ),
-            }
-        )
+        recorded = running(job, stranger.pid, started - 1000.0)
         update = asyncio.run(provider.poll(recorded))
         assert update.state is JobState.FAILED
         assert update.reason.startswith(EXITED_WITHOUT_STATUS)
@@ -227,6 +261,99 @@ def test_a_reused_pid_is_not_taken_for_the_job(home: Path, demo_dir: Path) -> No
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.slow
+def test_a_stepped_clock_does_not_make_a_live_trainer_look_gone(home: Path, demo_dir: Path) -> None:
+    """psutil's create_time moves with the wall clock (its boot time is recomputed from it):
+    a live trainer recorded 1.5 s off is still the job, and cancel reaches it."""
+    job_dir = str(demo_dir.resolve())
+    trainer = stand_in("--job-dir", job_dir)
+    try:
+        wait_for_cmdline(trainer, job_dir)
+        started = psutil.Process(trainer.pid).create_time()
+        provider = LocalProvider(home, cancel_grace_s=10.0)
+        job = running(make_job(demo_dir, "j-clock", max_steps=1), trainer.pid, started - 1.5)
+        # A handle from before start ticks were recorded: the tolerant time + command line.
+        update = asyncio.run(provider.poll(job))
+        assert update.state is None and update.reason == ""
+        assert trainer.poll() is None
+
+        if sys.platform.startswith("linux"):
+            # With the start tick and boot id recorded, even an hour's step does not matter.
+            identity = probe_identity(trainer.pid)
+            assert identity is not None and identity.extra()
+            stepped = running(job, trainer.pid, started + 3600.0, identity.extra())
+            update = asyncio.run(provider.poll(stepped))
+            assert update.state is None and update.reason == ""
+
+        asyncio.run(provider.cancel(job))
+        code = trainer.wait(timeout=10)  # cancel returns once the trainer is gone
+        if sys.platform != "win32":
+            assert code == -signal.SIGTERM, "cancel did not signal the live trainer"
+        final = asyncio.run(provider.poll(job))
+        assert final.state is JobState.CANCELLED
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        trainer.wait()
+
+
+@pytest.mark.slow
+def test_a_pid_held_by_an_unrelated_process_is_not_taken(home: Path, demo_dir: Path) -> None:
+    """The recorded pid now runs something whose command line does not name the job dir: not
+    the job, even with a start time inside the tolerance (or, on Linux, the exact start tick)."""
+    other_dir = str((demo_dir.parent / "another-job").resolve())
+    stranger = stand_in("--job-dir", other_dir)
+    try:
+        wait_for_cmdline(stranger, other_dir)
+        started = psutil.Process(stranger.pid).create_time()
+        provider = LocalProvider(home, cancel_grace_s=5.0)
+        job = make_job(demo_dir, "j-stranger", max_steps=1)
+        identity = probe_identity(stranger.pid)
+        assert identity is not None
+        for recorded in (
+            running(job, stranger.pid, started + 0.5),
+            running(job, stranger.pid, started, identity.extra()),
+        ):
+            update = asyncio.run(provider.poll(recorded))
+            assert update.state is JobState.FAILED
+            assert update.reason.startswith(EXITED_WITHOUT_STATUS)
+            asyncio.run(provider.cancel(recorded))
+            assert stranger.poll() is None, "cancel signalled a process that is not the job"
+        # The same process is alive for its own job dir: only the command line told them apart.
+        assert is_alive(stranger.pid, started, job_dir=other_dir)
+        assert not is_alive(stranger.pid, started, job_dir=demo_dir)
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start ticks are Linux's")
+def test_the_start_tick_and_boot_id_decide_over_the_wall_clock() -> None:
+    proc = stand_in()
+    try:
+        identity = probe_identity(proc.pid)
+        assert identity is not None and identity.start_ticks is not None and identity.boot_id
+        pid, created = identity.pid, identity.create_time
+        ticks, boot = identity.start_ticks, identity.boot_id
+        assert is_alive(pid, created, start_ticks=ticks, boot_id=boot)
+        assert is_alive(pid, created - 7200.0, start_ticks=ticks, boot_id=boot)
+        # One tick apart is another process, whatever the wall clock says.
+        assert not is_alive(pid, created, start_ticks=ticks - 1, boot_id=boot)
+        # A tick from another boot: that boot's processes are all gone.
+        assert not is_alive(pid, created, start_ticks=ticks, boot_id="another-boot")
+        # Round trip through a handle's extra.
+        again = ProcessIdentity.from_extra(pid, created, identity.extra())
+        assert again == identity
+        # An old handle (no extra): the tolerant wall-clock check.
+        old = ProcessIdentity.from_extra(pid, created, {"launcher": "app"})
+        assert old.start_ticks is None
+        assert is_alive(pid, created + 1.9) and not is_alive(pid, created + 30.0)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # -- real trainer processes ------------------------------------------------------------------

@@ -14,9 +14,11 @@ from desktop.providers.local.provider import (
     SlotConfig,
     clear_runtime_cache,
 )
+from desktop.providers.offline import OFFLINE_ENV
 
 __all__ = [
     "EXITED_WITHOUT_STATUS",
+    "OFFLINE_ENV",
     "GpuInfo",
     "LocalProvider",
     "RuntimeInfo",

@@ -19,7 +19,10 @@ How it works (the files are described in `desktop.providers.local.queue`):
   process group (Windows: CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS), stdin from /dev/null,
   stdout+stderr appended to DIR/train.log. Its handle goes to DIR/launch.json.
 - **poll.** New events (at most 4 MB per poll), the newest status event's state, and liveness
-  by pid AND start time (a reused pid is not the job; a zombie is dead). Once the process is
+  by pid AND start (exact start tick + boot id on Linux, else wall-clock start time within 2 s)
+  AND a command line naming the job dir (a reused pid is not the job; a zombie is dead; a
+  stepped wall clock does not make a live trainer look gone). The start tick and boot id travel
+  in `ProviderHandle.extra` (`pid_start_ticks`, `boot_id`). Once the process is
   gone: the rest of the events, then status.json's final state and exit code; no status.json
   → `failed: trainer exited without a final status` (+ the exit code when a reaper recorded
   it). A queued job stays `queued` until launch.json appears; then `JobUpdate.handle` carries
@@ -55,10 +58,10 @@ from desktop.errors import ProviderError, RuntimeNotReadyError
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle
 from desktop.providers.base import Capability
 from desktop.providers.local.process import (
-    CREATE_TIME_TOLERANCE_S,
     LockBusy,
+    ProcessIdentity,
     describe_exit,
-    is_alive,
+    identity_alive,
     kill_group,
     spawn_detached,
     terminate_group,
@@ -67,7 +70,6 @@ from desktop.providers.local.queue import (
     CANCELLED_FILE,
     EXIT_FILE,
     LAUNCH_FILE,
-    OFFLINE_ENV,
     JobQueue,
     LaunchRecord,
     QueueEntry,
@@ -78,6 +80,7 @@ from desktop.providers.local.queue import (
     with_source_on_path,
     write_exit,
 )
+from desktop.providers.offline import OFFLINE_ENV
 from trainer.protocol import (
     EVENTS_FILE,
     STATUS_FILE,
@@ -195,7 +198,7 @@ def _run_doctor(python: str, timeout: float) -> RuntimeInfo:
 
 
 def _handle_from(record: LaunchRecord) -> ProviderHandle:
-    extra = {"launcher": record.launcher}
+    extra = {"launcher": record.launcher, **record.identity().extra()}
     if record.queued_at is not None:
         extra["queued_at"] = repr(record.queued_at)
     return ProviderHandle(
@@ -206,6 +209,13 @@ def _handle_from(record: LaunchRecord) -> ProviderHandle:
         launched_at=record.started_at,
         extra=extra,
     )
+
+
+def _identity_of(handle: ProviderHandle) -> ProcessIdentity:
+    """The process identity in a handle; one recorded before start ticks existed has only the
+    wall-clock start time (compared with a tolerance, plus the command-line check)."""
+    assert handle.pid is not None
+    return ProcessIdentity.from_extra(handle.pid, handle.pid_start_time or 0.0, handle.extra)
 
 
 def _only_if_changed(job: Job, state: JobState | None) -> JobState | None:
@@ -399,7 +409,7 @@ class LocalProvider:
             return
         probe.release()
         try:
-            popen, _ = spawn_detached(
+            popen, _identity = spawn_detached(
                 self.scheduler_argv,
                 log_path=self.queue.scheduler_log,
                 env=with_source_on_path(dict(os.environ)),
@@ -423,10 +433,10 @@ class LocalProvider:
                     continue
                 del self._children[job_id]
                 self._exit_codes[job_id] = (record.pid, code)
-                write_exit(job_dir, record.pid, record.pid_start_time, code)
+                write_exit(job_dir, record.identity(), code)
             self._schedulers = [p for p in self._schedulers if p.poll() is None]
 
-    def _exit_code(self, job_id: str, job_dir: Path, pid: int, create_time: float) -> int | None:
+    def _exit_code(self, job_id: str, job_dir: Path, identity: ProcessIdentity) -> int | None:
         """The exit code of a trainer that is gone, when its reaper knows it.
 
         A killed multi-threaded process shows as a zombie a moment before its parent can reap
@@ -436,6 +446,7 @@ class LocalProvider:
         with self._lock:
             known = self._exit_codes.get(job_id)
             child = self._children.get(job_id)
+        pid = identity.pid
         if known is not None and known[0] == pid:
             return known[1]
         if child is not None and child[1].pid == pid:
@@ -447,16 +458,12 @@ class LocalProvider:
             with self._lock:
                 self._children.pop(job_id, None)
                 self._exit_codes[job_id] = (pid, code)
-            write_exit(job_dir, pid, record.pid_start_time, code)
+            write_exit(job_dir, record.identity(), code)
             return code
         deadline = time.monotonic() + 2.0
         while True:
             record_ = read_exit(job_dir)
-            if (
-                record_ is not None
-                and record_.pid == pid
-                and abs(record_.pid_start_time - create_time) < CREATE_TIME_TOLERANCE_S
-            ):
+            if record_ is not None and record_.is_of(identity):
                 return record_.exit_code
             launch = read_launch(job_dir)
             by_scheduler = launch is not None and launch.launcher == "scheduler"
@@ -487,14 +494,14 @@ class LocalProvider:
                 return self._never_started(job, job_dir)
         handle_update: ProviderHandle | None = None
         if record is not None:
-            pid, create_time = record.pid, record.pid_start_time
+            identity = record.identity()
             old = job.handle
-            if old is None or old.pid != pid or old.pid_start_time != create_time:
+            if old is None or old.pid is None or _identity_of(old) != identity:
                 handle_update = _handle_from(record)
         else:
             assert job.handle is not None and job.handle.pid is not None
-            pid, create_time = job.handle.pid, job.handle.pid_start_time or 0.0
-        return self._watch(job, job_dir, pid, create_time, handle_update)
+            identity = _identity_of(job.handle)
+        return self._watch(job, job_dir, identity, handle_update)
 
     def _scheduler_running(self) -> bool:
         probe = self.queue.scheduler_lock()
@@ -527,12 +534,11 @@ class LocalProvider:
         self,
         job: Job,
         job_dir: Path,
-        pid: int,
-        create_time: float,
+        identity: ProcessIdentity,
         handle_update: ProviderHandle | None,
     ) -> JobUpdate:
         # Liveness first: events read after "gone" are then complete.
-        alive = is_alive(pid, create_time)
+        alive = identity_alive(identity, job_dir)
         status = read_status(job_dir)
         ended = not alive or (
             status is not None and status.state in ("completed", "failed", "cancelled")
@@ -569,7 +575,7 @@ class LocalProvider:
                     "exit_code": status.exit_code,
                 }
             )
-        code = self._exit_code(job.id, job_dir, pid, create_time)
+        code = self._exit_code(job.id, job_dir, identity)
         cancel_mark = job_dir / CANCELLED_FILE
         if cancel_mark.exists():
             return base.model_copy(
@@ -619,31 +625,32 @@ class LocalProvider:
                 return
         record = read_launch(job_dir)
         if record is not None:
-            pid, create_time = record.pid, record.pid_start_time
+            identity = record.identity()
         elif job.handle is not None and job.handle.pid is not None:
-            pid, create_time = job.handle.pid, job.handle.pid_start_time or 0.0
+            identity = _identity_of(job.handle)
         else:
             return  # neither queued nor started: nothing to stop
         self._reap()
-        if not is_alive(pid, create_time):
+        if not identity_alive(identity, job_dir):
             return
+        pid = identity.pid
         if not (job_dir / CANCELLED_FILE).exists():
             write_json_atomic(
                 job_dir / CANCELLED_FILE, {"cancelled_at": time.time(), "while": "running"}
             )
         self._log_line(job_dir, f"cancel requested: SIGTERM to process group {pid}")
-        terminate_group(pid, create_time)
-        if self._wait_gone(pid, create_time, self.cancel_grace_s):
+        terminate_group(identity, job_dir)
+        if self._wait_gone(identity, job_dir, self.cancel_grace_s):
             return
         self._log_line(job_dir, f"no exit within {self.cancel_grace_s:.0f} s: SIGKILL")
-        kill_group(pid, create_time)
-        self._wait_gone(pid, create_time, 10.0)
+        kill_group(identity, job_dir)
+        self._wait_gone(identity, job_dir, 10.0)
 
-    def _wait_gone(self, pid: int, create_time: float, timeout: float) -> bool:
+    def _wait_gone(self, identity: ProcessIdentity, job_dir: Path, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             self._reap()
-            if not is_alive(pid, create_time):
+            if not identity_alive(identity, job_dir):
                 return True
             if time.monotonic() >= deadline:
                 return False

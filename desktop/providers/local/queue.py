@@ -12,9 +12,10 @@
 <job-dir>/cancelled.json         written when a queued job was cancelled before it started
 ```
 
-A slot is taken while a claim's process (pid AND start time) is alive; a claim whose process is
-gone is deleted by the next reader, so a crash never leaks a slot. Secrets are never written
-here: an entry lists only the *names* of the environment variables its secrets go into.
+A slot is taken while a claim's process is alive (pid AND start, and a command line naming the
+job dir; see `desktop.providers.local.process`); a claim whose process is gone is deleted by the
+next reader, so a crash never leaks a slot. Secrets are never written here: an entry lists only
+the *names* of the environment variables its secrets go into.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from desktop.providers.local.process import FileLock, is_alive, spawn_detached
+from desktop.providers.local.process import (
+    CREATE_TIME_TOLERANCE_S,
+    FileLock,
+    ProcessIdentity,
+    identity_alive,
+    spawn_detached,
+)
+from desktop.providers.offline import OFFLINE_ENV
 from trainer.protocol import StatusFile, write_json_atomic, write_status
 
 __all__ = [
@@ -65,13 +73,6 @@ EXIT_FILE = "exit.json"
 CANCELLED_FILE = "cancelled.json"
 TRAIN_LOG = "train.log"
 
-OFFLINE_ENV: dict[str, str] = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "WANDB_MODE": "offline",
-}
-
 
 class _Record(BaseModel):
     # Files written by another version of the app may hold more fields: ignore them.
@@ -103,7 +104,15 @@ class SlotClaim(_Record):
     cpu: bool = False
     pid: int
     pid_start_time: float
+    pid_start_ticks: int | None = Field(
+        default=None, description="Start tick since boot (Linux /proc/<pid>/stat field 22)."
+    )
+    boot_id: str | None = Field(default=None, description="The boot `pid_start_ticks` counts in.")
     started_at: float
+
+    def identity(self) -> ProcessIdentity:
+        """The trainer process's identity."""
+        return ProcessIdentity(self.pid, self.pid_start_time, self.pid_start_ticks, self.boot_id)
 
 
 class LaunchRecord(_Record):
@@ -112,6 +121,10 @@ class LaunchRecord(_Record):
     job_id: str
     pid: int
     pid_start_time: float
+    pid_start_ticks: int | None = Field(
+        default=None, description="Start tick since boot (Linux /proc/<pid>/stat field 22)."
+    )
+    boot_id: str | None = Field(default=None, description="The boot `pid_start_ticks` counts in.")
     gpus: tuple[int, ...] = ()
     cpu: bool = False
     started_at: float
@@ -119,14 +132,30 @@ class LaunchRecord(_Record):
     command: list[str] = Field(default_factory=list)
     launcher: str = Field(description="'app' (started at launch) or 'scheduler'.")
 
+    def identity(self) -> ProcessIdentity:
+        """The trainer process's identity."""
+        return ProcessIdentity(self.pid, self.pid_start_time, self.pid_start_ticks, self.boot_id)
+
 
 class ExitRecord(_Record):
     """How a started job's process ended (`<job-dir>/exit.json`), when its reaper knew."""
 
     pid: int
     pid_start_time: float
+    pid_start_ticks: int | None = Field(
+        default=None, description="Start tick since boot (Linux /proc/<pid>/stat field 22)."
+    )
+    boot_id: str | None = Field(default=None, description="The boot `pid_start_ticks` counts in.")
     exit_code: int
     exited_at: float
+
+    def is_of(self, identity: ProcessIdentity) -> bool:
+        """Whether this exit belongs to the process `identity` (not an earlier run's)."""
+        if self.pid != identity.pid:
+            return False
+        if self.pid_start_ticks is not None and identity.start_ticks is not None:
+            return self.pid_start_ticks == identity.start_ticks and self.boot_id == identity.boot_id
+        return abs(self.pid_start_time - identity.create_time) <= CREATE_TIME_TOLERANCE_S
 
 
 class SlotTable(_Record):
@@ -166,10 +195,15 @@ def read_exit(job_dir: Path) -> ExitRecord | None:
     return _read_model(job_dir / EXIT_FILE, ExitRecord)
 
 
-def write_exit(job_dir: Path, pid: int, pid_start_time: float, exit_code: int) -> None:
+def write_exit(job_dir: Path, identity: ProcessIdentity, exit_code: int) -> None:
     """Record how a reaped trainer ended, for pollers that are not its parent."""
     record = ExitRecord(
-        pid=pid, pid_start_time=pid_start_time, exit_code=exit_code, exited_at=time.time()
+        pid=identity.pid,
+        pid_start_time=identity.create_time,
+        pid_start_ticks=identity.start_ticks,
+        boot_id=identity.boot_id,
+        exit_code=exit_code,
+        exited_at=time.time(),
     )
     with contextlib.suppress(OSError):
         write_json_atomic(job_dir / EXIT_FILE, record.model_dump(mode="json"))
@@ -258,7 +292,7 @@ class JobQueue:
         live: list[SlotClaim] = []
         for path in self.claims_dir.glob("*.json"):
             claim = _read_model(path, SlotClaim)
-            if claim is not None and is_alive(claim.pid, claim.pid_start_time):
+            if claim is not None and identity_alive(claim.identity(), claim.job_dir):
                 live.append(claim)
                 continue
             if claim is None and path.exists():
@@ -388,7 +422,7 @@ def start_entry(
     devices = ",".join(str(g) for g in plan.gpus) or "none (CPU)"
     with open(log_path, "a", encoding="utf-8") as fh:
         fh.write(f"[finetune-desk {stamp}] starting: {shlex.join(argv)} (GPUs: {devices})\n")
-    popen, create_time = spawn_detached(argv, log_path=log_path, env=env, cwd=job_dir)
+    popen, identity = spawn_detached(argv, log_path=log_path, env=env, cwd=job_dir)
     now = time.time()
     cpu = entry.gpus_requested == 0
     queue.claim(
@@ -398,14 +432,18 @@ def start_entry(
             gpus=plan.gpus,
             cpu=cpu,
             pid=popen.pid,
-            pid_start_time=create_time,
+            pid_start_time=identity.create_time,
+            pid_start_ticks=identity.start_ticks,
+            boot_id=identity.boot_id,
             started_at=now,
         )
     )
     record = LaunchRecord(
         job_id=entry.job_id,
         pid=popen.pid,
-        pid_start_time=create_time,
+        pid_start_time=identity.create_time,
+        pid_start_ticks=identity.start_ticks,
+        boot_id=identity.boot_id,
         gpus=plan.gpus,
         cpu=cpu,
         started_at=now,

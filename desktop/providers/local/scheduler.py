@@ -94,7 +94,7 @@ class Scheduler:
             if code is None:
                 continue
             del self._children[job_id]
-            write_exit(job_dir, record.pid, record.pid_start_time, code)
+            write_exit(job_dir, record.identity(), code)
             log.info("job %s: trainer ended (%s)", job_id, describe_exit(code))
 
     def _start(self, plan: StartPlan) -> None:
