@@ -674,16 +674,26 @@ class JobService:
         rows: int = self.store.export_metrics_csv(job.id, out)
         return rows
 
-    async def start(self) -> list[Job]:
+    async def start(self, *, with_history: bool = False) -> list[Job]:
         """Load every job and reattach to those that have not ended.
 
         A trainer still alive is watched again; one that is gone is settled by what it left
         (`status.json` → that final state; nothing → failed). Returns the stored jobs.
+
+        Args:
+            with_history: also hand listeners every stored metric point (read in a worker
+                thread) before any watcher starts, so charts rebuild in step order.
         """
         jobs = self.jobs()
         for job in jobs:
             self._seen[job.id] = job
             self._emit("job_added", job)
+        if with_history:
+            store = self.store
+            history = await asyncio.to_thread(lambda: [(j.id, store.metrics(j.id)) for j in jobs])
+            for job_id, points in history:
+                if points:
+                    self._emit("metrics_added", job_id, points)
         for job in jobs:
             if job.is_final:
                 continue

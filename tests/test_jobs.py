@@ -521,3 +521,26 @@ def test_delete_forgets_a_finished_job_and_its_files_only_when_asked(
         await service.close()
 
     asyncio.run(go())
+
+
+def test_start_hands_listeners_the_stored_history_first(home: Path, demo_template: Path) -> None:
+    provider = DirProvider()
+
+    async def go() -> None:
+        service = _service(provider)
+        job = _stored_job(service, demo_template / "config.json")
+        points = [
+            MetricPoint(job_id=job.id, step=step, name="loss", value=1.0 / step, time=float(step))
+            for step in range(1, 6)
+        ]
+        service.store.record_progress(job, points)
+        await service.close()
+
+        again = _service(provider)
+        recorder = Recorder()
+        again.add_listener(recorder)
+        await again.start(with_history=True)
+        assert [(p.step, p.value) for p in recorder.points] == [(p.step, p.value) for p in points]
+        await again.close()
+
+    asyncio.run(go())

@@ -557,25 +557,12 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self._restore_splitters()
-        await self.service.start()
-        self._load_history()
+        await self.service.start(with_history=True)
         if not self._load_last_config():
             self.load_preset(DEMO_PRESET)
         if self._check_runtime:
             self.check_runtime()
         self.started.emit()
-
-    def _load_history(self) -> None:
-        """Put stored metric points of every job into AppState (charts survive restarts)."""
-        store = self.service.store
-        for job in self.state.jobs():
-            try:
-                points = store.metrics(job.id)
-            except Exception:
-                log.exception("cannot read the stored metrics of job %s", job.id)
-                continue
-            if points:
-                self.state.metrics_added(job.id, points)
 
     def _last_config_path(self) -> Path:
         return data_home() / _LAST_CONFIG
