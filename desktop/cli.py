@@ -154,7 +154,7 @@ class _Context:
         return self.settings.trainer_python or sys.executable
 
     def trainer_env(self) -> dict[str, str]:
-        from desktop.jobs import OFFLINE_ENV
+        from desktop.providers.offline import OFFLINE_ENV
 
         env = dict(os.environ)
         if self.offline:

@@ -48,6 +48,7 @@ from desktop.models import (
     can_transition,
     data_home,
 )
+from desktop.providers.offline import OFFLINE_ENV
 from desktop.redaction import redact
 from desktop.tasks import TaskRunner
 from trainer.config import (
@@ -68,7 +69,6 @@ from trainer.protocol import (
 )
 
 __all__ = [
-    "OFFLINE_ENV",
     "DatasetReport",
     "JobService",
     "check_dataset",
@@ -80,16 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# What the trainer gets in offline mode: every Hugging Face library and W&B stay off the network.
-OFFLINE_ENV: dict[str, str] = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "WANDB_MODE": "offline",
-    "DO_NOT_TRACK": "1",
-}
 
 _RUNNING = (JobState.STARTING, JobState.TRAINING, JobState.SAVING)
 

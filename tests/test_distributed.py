@@ -156,7 +156,7 @@ def test_two_gloo_processes_write_one_set_of_events_and_one_output(
     log = _log(job)
     assert result.returncode == 0, log[-4000:]
     assert "rank 1: events and output are written by rank 0" in log  # two workers ran
-    launch = json.loads((job / "launch.json").read_text(encoding="utf-8"))
+    launch = json.loads((job / "distributed.json").read_text(encoding="utf-8"))
     assert launch["nproc"] == 2 and launch["training_args"]["ddp_backend"] == "gloo"
 
     status = read_status(job)

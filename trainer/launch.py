@@ -24,7 +24,7 @@ The strategy is carried by the training arguments every worker builds (`strategy
 DDP (gloo on the CPU), FSDP through the Trainer's `fsdp` / `fsdp_config` (FSDP2, transformer
 blocks wrapped, a full state dict at save so the output loads back with peft/transformers), or
 DeepSpeed ZeRO-2 / ZeRO-3 through a generated DeepSpeed config (`deepspeed_config`) whose "auto"
-values the Trainer fills in. What was launched is written to `DIR/launch.json`.
+values the Trainer fills in. What was launched is written to `DIR/distributed.json`.
 
 Only rank 0 writes events, status and output (`trainer.ranks`); the supervisor writes only what
 rank 0 could not: a final status (and an error event) when the workers ended without one.
@@ -56,7 +56,7 @@ __all__ = [
     "watch_launcher",
 ]
 
-LAUNCH_FILE = "launch.json"
+LAUNCH_FILE = "distributed.json"  # not launch.json: the local provider records its handle there
 # The signals torchrun itself still handles (forwarding them to the workers); SIGTERM and SIGINT
 # go through the supervisor instead.
 LAUNCHER_SIGNALS = "SIGHUP,SIGQUIT"
@@ -182,7 +182,7 @@ class LaunchPlan:
     training_args: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The plan as written to `DIR/launch.json`."""
+        """The plan as written to `DIR/distributed.json`."""
         return {
             "argv": self.argv,
             "nproc": self.nproc,

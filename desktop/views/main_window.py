@@ -972,7 +972,7 @@ class MainWindow(QMainWindow):
         dialog.show()
         dialog.raise_()
         dialog.panel.set_busy(args[1])
-        from desktop.jobs import OFFLINE_ENV
+        from desktop.providers.offline import OFFLINE_ENV
 
         env = OFFLINE_ENV if self.service.offline else None
         self.ops.run_in_thread(
