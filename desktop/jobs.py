@@ -842,16 +842,11 @@ class JobService:
                 error_message = event.message
         if update.state is not None:
             observed.append((update.state, update.reason))
-        if update.events_offset is not None:
-            fields["events_offset"] = update.events_offset
-        if update.events_last_seq is not None:
-            fields["events_last_seq"] = update.events_last_seq
-        if update.exit_code is not None:
-            fields["exit_code"] = update.exit_code
-        if update.cost_usd is not None:
-            fields["cost_usd"] = update.cost_usd
-        if update.handle is not None:
-            fields["handle"] = update.handle
+        # What the provider observed itself carries over to the snapshot as it is.
+        for name in ("events_offset", "events_last_seq", "exit_code", "cost_usd", "handle"):
+            value = getattr(update, name)
+            if value is not None:
+                fields[name] = value
 
         transitions = _plan_transitions(job.state, observed)
         final = transitions[-1][0] if transitions else None
