@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from desktop.models.job import Job
-    from desktop.smoothing import debiased_ema
-    from desktop.state import AppState
-    from desktop.views.chart import LossChart
+    from desktop.views.chart.smoothing import debiased_ema
+    from desktop.views.chart.widget import LossChart
+    from desktop.views.state import AppState
     from trainer.config import TrainingConfig
 
     app = QApplication.instance() or QApplication([])

@@ -4,13 +4,13 @@ Programs run as fresh processes in this run, interleaved, several times; figures
 
 - bare: a QApplication and a QMainWindow (1500x900, a label); "shown" is printed from the
   window's first `paintEvent`.
-- app: the real entry point `desktop.app.main([])` with `FTDESK_STARTUP_PROBE=1`, which prints
+- app: the real entry point `desktop.views.app.main([])` with `FTDESK_STARTUP_PROBE=1`, which prints
   "shown" from the main window's first `paintEvent` and "ready" once the editor, job table,
   chart and log view are built, the jobs are loaded and Start is enabled (then closes the
   window). The data folder holds the demo (written once by `trainer make-demo` before timing)
   and, after the warm-up run, a job store, as after a person's first start. The probe skips the
   runtime doctor (a child process started after "ready" in normal use).
-- command (informational): the same through `desktop.launcher.main([])`, what the
+- command (informational): the same through `desktop.__main__.main([])`, what the
   `finetune-desk` console script runs.
 
 Times are from `Popen` to the line arriving on the pipe. The app must not import torch
@@ -55,13 +55,13 @@ app.exec()
 APP = """
 import atexit, sys
 atexit.register(lambda: print("torch" if "torch" in sys.modules else "no-torch", flush=True))
-from desktop.app import main
+from desktop.views.app import main
 sys.exit(main([]))
 """
 
 CLI = """
 import sys
-from desktop.launcher import main
+from desktop.__main__ import main
 sys.exit(main([]))
 """
 
@@ -129,7 +129,7 @@ def main() -> int:
     print(f"Finetune Desk ready (editor, jobs, chart, Start enabled): median {r * 1000:.0f} ms")
     if cli:
         c = statistics.median(cli)
-        print(f"`finetune-desk` (desktop.launcher), first paint: median {c * 1000:.0f} ms")
+        print(f"`finetune-desk` (desktop.__main__), first paint: median {c * 1000:.0f} ms")
     print(f"ratio vs bare PySide6: {s / b:.2f} (target <= 1.5); ready: {r * 1000:.0f} ms")
     return 0
 

@@ -1,6 +1,6 @@
 """Idle cost: five jobs being watched, no new data, for 30 s → the GUI's CPU use.
 
-Mode `window` (default): the whole app window (`desktop.app.build_window`, the real
+Mode `window` (default): the whole app window (`desktop.views.app.build_window`, the real
 `JobService` polling every `poll_interval_s` through the local provider) over five local jobs in
 state `training`, each with a live but idle trainer process (a child that sleeps, registered as
 the job's handle by pid and start time), a job folder with 2,000 metric events and a log. The
@@ -64,9 +64,9 @@ def window_mode(seconds: float) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
-    from desktop.app import build_window
+    from desktop.core.store import JobStore
     from desktop.models import Job, JobState, ProviderHandle, Settings
-    from desktop.store import JobStore
+    from desktop.views.app import build_window
     from trainer.config import TrainingConfig
 
     app = QApplication.instance() or QApplication([])
@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication, QSplitter
 
     from desktop.models.job import Job, JobState
-    from desktop.state import AppState
-    from desktop.views.chart import LossChart
+    from desktop.views.chart.widget import LossChart
     from desktop.views.job_table import JobTableView
     from desktop.views.log_view import LogView
+    from desktop.views.state import AppState
     from trainer.config import TrainingConfig
 
     app = QApplication.instance() or QApplication([])

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from desktop.core.store import JobStore, points_from_events
 from desktop.models import Job, JobState
-from desktop.store import JobStore, points_from_events
 from trainer.config import TrainingConfig
 from trainer.protocol import EventReader, EventWriter
 

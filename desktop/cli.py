@@ -16,12 +16,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from desktop.errors import ConfigError, FtdeskError
-from desktop.models import Job, JobState, MetricPoint, data_home, load_settings
+from desktop.core.errors import ConfigError, FtdeskError
+from desktop.models import Job, JobState, MetricPoint, SeriesColumns, data_home, load_settings
 
 __all__ = ["build_parser", "main"]
 
@@ -99,13 +99,11 @@ class _ProgressPrinter:
     def log_added(self, job_id: str, lines: list[str]) -> None:
         """Ignored: `logs -f` shows the console."""
 
-    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
+    def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
         """Remember the learning rate for the next progress line."""
-        if job_id != self.job_id:
-            return
-        for point in points:
-            if point.name == "learning_rate":
-                self._lr = point.value
+        lr = columns.get("learning_rate")
+        if job_id == self.job_id and lr:
+            self._lr = lr.values[-1]
 
     def job_changed(self, job: Job) -> None:
         """Print the state when it changed and a progress line when the step moved (the last
@@ -162,7 +160,7 @@ class _Context:
         return env
 
     def service(self) -> Any:
-        from desktop.jobs import JobService
+        from desktop.core.service import JobService
 
         return JobService(settings=self.settings, offline=self.offline, on_error=self._on_error)
 
@@ -334,7 +332,7 @@ def cmd_show(ctx: _Context) -> int:
 def cmd_logs(ctx: _Context) -> int:
     """`logs JOB [-f]`: the trainer's console; `-f` keeps printing until the job ends."""
 
-    from desktop.redaction import redact
+    from desktop.core.redaction import redact
 
     async def go() -> int:
         service = ctx.service()
@@ -465,7 +463,7 @@ def cmd_check_data(ctx: _Context) -> int:
     try:
         return subprocess.run(cmd, env=ctx.trainer_env(), check=False).returncode
     except OSError as exc:
-        from desktop.errors import RuntimeNotReadyError
+        from desktop.core.errors import RuntimeNotReadyError
 
         raise RuntimeNotReadyError(
             f"cannot start the trainer runtime {ctx.python}: {exc.strerror or exc}"
@@ -482,7 +480,7 @@ def _read_secret_value(name: str) -> str:
 
 def cmd_keys(ctx: _Context) -> int:
     """`keys set|status|delete NAME`: the keychain. A value is read, never printed."""
-    from desktop.secrets import SecretName, SecretStore, parse_secret_name
+    from desktop.core.secrets import SecretName, SecretStore, parse_secret_name
 
     store = SecretStore()
     action, name = ctx.ns.action, ctx.ns.name
@@ -506,7 +504,7 @@ def cmd_keys(ctx: _Context) -> int:
 
 def cmd_doctor(ctx: _Context) -> int:
     """`doctor`: the app's folders and keychain, then the trainer runtime's own report."""
-    from desktop.secrets import SecretStore
+    from desktop.core.secrets import SecretStore
 
     print(f"data folder:   {data_home()}")
     print(f"offline mode:  {'on' if ctx.offline else 'off'}")
@@ -598,13 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _open_window(argv: Sequence[str]) -> int:
     # The window (Qt) loads only when asked for, never with the CLI's commands.
-    from desktop.app import main as window_main
+    from desktop.views.app import main as window_main
 
     return int(window_main(list(argv)))
 
 
 def _setup_logging(verbose: bool) -> None:
-    from desktop.redaction import install_redaction
+    from desktop.core.redaction import install_redaction
 
     install_redaction()
     logging.basicConfig(

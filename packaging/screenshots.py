@@ -62,7 +62,7 @@ def _private_keychain(stack: contextlib.ExitStack) -> bool:
             raise
         print(f"note: the settings shot shows the keychain problem: {exc}")
         return False
-    from desktop.secrets import SecretStore
+    from desktop.core.secrets import SecretStore
 
     store = SecretStore()
     store.set("runpod_api_key", "placeholder-runpod-key-for-the-screenshot")
@@ -98,8 +98,8 @@ def main() -> int:
     from PySide6.QtGui import QFont
     from PySide6.QtWidgets import QApplication
 
-    from desktop.app import build_window
     from desktop.models import JobState, Settings
+    from desktop.views.app import build_window
 
     app = QApplication.instance() or QApplication(["finetune-desk"])
     assert isinstance(app, QApplication)

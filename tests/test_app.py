@@ -1,4 +1,4 @@
-"""`desktop.app.main`: the real entry point opens the window, honours --offline / --demo, and
+"""`desktop.views.app.main`: the real entry point opens the window, honours --offline / --demo, and
 returns when the window closes (jobs keep running; nothing is left behind)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from desktop import app as app_module
+from desktop.views import app as app_module
 
 pytest_plugins = ["app_fixtures"]
 
@@ -118,7 +118,7 @@ def test_the_first_frame_imports_no_heavy_module() -> None:
     """What the window needs before its first paint stays light (numpy, pydantic, pyqtgraph and
     the job service come after it)."""
     code = (
-        "import sys, desktop.app; "
+        "import sys, desktop.views.app; "
         "from desktop.views.main_window import HEAVY_MODULES, MainWindow; "
         "print(sorted(m for m in HEAVY_MODULES if m in sys.modules))"
     )

@@ -13,10 +13,10 @@ from PySide6.QtGui import QImage
 from pytestqt.qtbot import QtBot
 from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
 
-from desktop.models.job import MetricPoint
-from desktop.smoothing import EmaSmoother, debiased_ema
-from desktop.state import AppState
-from desktop.views.chart import LossChart, XAxisMode
+from desktop.models.job import MetricPoint, metric_columns
+from desktop.views.chart.smoothing import EmaSmoother, debiased_ema
+from desktop.views.chart.widget import LossChart, XAxisMode
+from desktop.views.state import AppState
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
@@ -87,7 +87,7 @@ def _feed(state: AppState, job_id: str, start: int, n: int, t0: float = 1000.0) 
                     time=t0 + 2.0 * step,
                 )
             )
-    state.metrics_added(job_id, points)
+    state.metrics_added(job_id, metric_columns(points))
 
 
 @pytest.fixture

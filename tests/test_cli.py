@@ -438,12 +438,12 @@ def test_no_arguments_opens_the_window(home: Path, monkeypatch: pytest.MonkeyPat
         seen.append(list(argv))
         return 7
 
-    window = types.ModuleType("desktop.app")
+    window = types.ModuleType("desktop.views.app")
     window.main = window_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "desktop.app", window)
+    monkeypatch.setitem(sys.modules, "desktop.views.app", window)
     assert main([]) == 7
     assert main(["--demo"]) == 7
-    from desktop.launcher import main as launcher_main
+    from desktop.__main__ import main as launcher_main
 
     assert launcher_main(["--offline"]) == 7
     assert seen == [[], ["--demo"], ["--offline"]]
@@ -459,7 +459,7 @@ def test_the_cli_process_never_imports_torch(tmp_path: Path, demo_template: Path
     config = write_config(tmp_path / "cfg", demo_template, max_steps=2)
     code = (
         "import sys\n"
-        "from desktop.launcher import main\n"
+        "from desktop.__main__ import main\n"
         f"code = main(['validate', {str(config)!r}])\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') "
         "if m in sys.modules]\n"

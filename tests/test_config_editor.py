@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (
 )
 from pytestqt.qtbot import QtBot
 
-from desktop.config_io import export_config, import_config, load_preset
-from desktop.errors import ConfigError
-from desktop.memory_fit import estimate_for_config, read_model_config
+from desktop.core.config_io import export_config, import_config, load_preset
+from desktop.core.errors import ConfigError
+from desktop.core.memory_fit import estimate_for_config, read_model_config
 from desktop.views.config_editor import ConfigEditor
 from desktop.views.memory_badge import MemoryFitBadge
 from trainer.config import TrainingConfig
@@ -89,7 +89,7 @@ def test_round_trip_preset_edit_export_import(
 
 
 def test_every_preset_survives_the_editor(qtbot: QtBot, tmp_path: Path) -> None:
-    from desktop.config_io import list_presets
+    from desktop.core.config_io import list_presets
 
     editor = ConfigEditor()
     qtbot.addWidget(editor)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from desktop.config_io import export_config, export_trl_sft_yaml, import_config, load_preset
-from desktop.errors import ConfigError
+from desktop.core.config_io import export_config, export_trl_sft_yaml, import_config, load_preset
+from desktop.core.errors import ConfigError
 from trainer.config import TrainingConfig
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desktop.downsample import MinMaxPyramid, XIndex
+from desktop.views.chart.downsample import MinMaxPyramid, XIndex
 
 MILLION = 1_000_000
 

@@ -11,7 +11,6 @@ from pytestqt.qtbot import QtBot
 from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
 
 from desktop.models.job import ACTIVE_STATES, JobState, ProviderHandle
-from desktop.state import AppState
 from desktop.views.job_table import (
     COLUMNS,
     JOB_ID_ROLE,
@@ -22,6 +21,7 @@ from desktop.views.job_table import (
     QtJobTableModel,
     format_duration,
 )
+from desktop.views.state import AppState
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),

@@ -11,15 +11,24 @@ import asyncio
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from desktop.errors import ConfigError, DatasetError, JobStateError, OfflineError
-from desktop.jobs import JobService, _plan_transitions, new_job_id
-from desktop.models import Job, JobState, JobUpdate, LogChunk, MetricPoint, ProviderHandle
-from desktop.tasks import TaskRunner
+from desktop.core.errors import ConfigError, DatasetError, JobStateError, OfflineError
+from desktop.core.service import JobService, _plan_transitions, new_job_id
+from desktop.core.tasks import TaskRunner
+from desktop.models import (
+    Job,
+    JobState,
+    JobUpdate,
+    LogChunk,
+    MetricPoint,
+    ProviderHandle,
+    SeriesColumns,
+)
 from trainer.protocol import EventReader, EventWriter, StatusFile, read_all_events, write_status
 
 
@@ -93,22 +102,26 @@ class Recorder:
     def job_removed(self, job_id: str) -> None:
         pass
 
-    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
-        self.points.extend(points)
+    def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
+        for name, col in columns.items():
+            self.points.extend(
+                MetricPoint(job_id=job_id, step=s, name=name, value=v, time=t)
+                for s, v, t in zip(col.steps, col.values, col.times, strict=True)
+            )
 
     def log_added(self, job_id: str, lines: list[str]) -> None:
         self.lines.extend(lines)
 
 
 def _service(provider: DirProvider, **kw: Any) -> JobService:
-    from desktop.store import JobStore
+    from desktop.core.store import JobStore
 
     return JobService(JobStore(), providers={"dirs": provider}, **kw)
 
 
 def _stored_job(service: JobService, demo_config: Path) -> Job:
     """A job record as launch would make it, without the (slow) dataset check."""
-    from desktop.jobs import resolve_config
+    from desktop.core.service import resolve_config
     from desktop.models import data_home
 
     cfg = resolve_config(demo_config)
@@ -373,7 +386,7 @@ def test_resume_refused_when_only_a_torn_checkpoint_exists(home: Path, demo_temp
 
 
 def test_secrets_reach_listeners_and_the_store_masked(home: Path, demo_template: Path) -> None:
-    from desktop.redaction import register_secret
+    from desktop.core.redaction import register_secret
 
     sentinel = "hf_SENTINELtok3n9f8e7d6c5"
     register_secret(sentinel)

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from desktop.errors import ProviderError, RuntimeNotReadyError
+from desktop.core.errors import ProviderError, RuntimeNotReadyError
 from desktop.models import Job, JobState, JobUpdate, ProviderHandle
 from desktop.providers.base import Provider, get_provider_factory
 from desktop.providers.local import EXITED_WITHOUT_STATUS, LocalProvider

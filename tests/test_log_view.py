@@ -6,8 +6,8 @@ import pytest
 from pytestqt.qtbot import QtBot
 from view_helpers import no_warning_logs  # noqa: F401  (fixture)
 
-from desktop.state import AppState
 from desktop.views.log_view import LogView
+from desktop.views.state import AppState
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),

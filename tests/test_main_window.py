@@ -20,7 +20,7 @@ pytestmark = pytest.mark.qt_log_level_fail("CRITICAL")
 
 
 def make_window(**kw: Any) -> Any:
-    from desktop.app import build_window
+    from desktop.views.app import build_window
 
     settings = kw.pop("settings", Settings(poll_interval_s=0.25, cancel_grace_s=5))
     return build_window(settings=settings, check_runtime=False, **kw)
@@ -185,7 +185,7 @@ def test_an_unexpected_error_in_an_operation_shows_the_traceback_and_the_app_run
 def test_an_expected_error_goes_to_the_status_bar_not_a_dialog(
     qtbot: Any, qloop: Any, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from desktop.errors import DatasetError
+    from desktop.core.errors import DatasetError
 
     shown: list[str] = []
     monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.text()) or 0)

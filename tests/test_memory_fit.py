@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from desktop.errors import ConfigError
-from desktop.memory_fit import (
+from desktop.core.errors import ConfigError
+from desktop.core.memory_fit import (
     GPUS,
     count_parameters,
     estimate,

@@ -13,7 +13,7 @@ import pytest
 from app_helpers import run, until
 
 from desktop.models import Settings
-from desktop.operations import read_record
+from desktop.views.operations import read_record
 from desktop.views.preflight import PreflightPanel, example_columns
 
 pytest_plugins = ["app_fixtures"]
@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 
 
 def make_window() -> Any:
-    from desktop.app import build_window
+    from desktop.views.app import build_window
 
     return build_window(settings=Settings(), check_runtime=False)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from desktop.config_io import DEMO_PLACEHOLDER, list_presets, load_preset, presets_dir
-from desktop.errors import ConfigError
-from desktop.memory_fit import GPUS, estimate_for_config, fit_level, read_model_config
+from desktop.core.config_io import DEMO_PLACEHOLDER, list_presets, load_preset, presets_dir
+from desktop.core.errors import ConfigError
+from desktop.core.memory_fit import GPUS, estimate_for_config, fit_level, read_model_config
 from trainer.demo import demo_config
 
 PRESETS = [p.name for p in list_presets()]

@@ -20,9 +20,9 @@ from keyring.backends import fail
 from keyring.compat import properties
 from pydantic import SecretStr
 
-from desktop.errors import SecretStoreError
-from desktop.redaction import install_redaction, redact, register_secret, uninstall_redaction
-from desktop.secrets import InvalidSecretError, SecretName, SecretStore
+from desktop.core.errors import SecretStoreError
+from desktop.core.redaction import install_redaction, redact, register_secret, uninstall_redaction
+from desktop.core.secrets import InvalidSecretError, SecretName, SecretStore
 
 pytest_plugins = ["keychain"]
 
@@ -335,8 +335,8 @@ def test_hung_keychain_call_does_not_keep_the_program_from_exiting(tmp_path: Pat
     script.write_text(
         "import threading, keyring\n"
         "from keyring.backend import KeyringBackend\n"
-        "from desktop.secrets import SecretStore\n"
-        "from desktop.errors import SecretStoreError\n"
+        "from desktop.core.secrets import SecretStore\n"
+        "from desktop.core.errors import SecretStoreError\n"
         "class Hang(KeyringBackend):\n"
         "    priority = -1\n"
         "    def get_password(self, s, u): threading.Event().wait()\n"

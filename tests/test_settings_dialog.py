@@ -11,9 +11,9 @@ import pytest
 from app_helpers import run, until
 from PySide6.QtCore import Qt
 
+from desktop.core.secrets import SecretName, SecretStore
 from desktop.models import Settings
-from desktop.operations import MessageBus, Operations
-from desktop.secrets import SecretName, SecretStore
+from desktop.views.operations import MessageBus, Operations
 from desktop.views.settings_dialog import SettingsDialog, describe_doctor
 
 pytest_plugins = ["app_fixtures", "keychain"]

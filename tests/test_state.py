@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
 
-from desktop.models.job import JobState, MetricPoint
-from desktop.smoothing import GrowableArray
-from desktop.state import AppState, MetricSeries
+from desktop.models.job import JobState, MetricPoint, metric_columns
+from desktop.views.chart.smoothing import GrowableArray
+from desktop.views.state import AppState, MetricSeries
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
@@ -96,7 +96,7 @@ def test_metric_points_land_in_growing_per_series_buffers(qapp: object) -> None:
                         job_id="a", step=step, name="eval_loss", value=2.0, time=100.0 + step
                     )
                 )
-        state.metrics_added("a", points)
+        state.metrics_added("a", metric_columns(points))
 
     loss = state.series("a", "loss")
     assert loss is not None and len(loss) == 5000

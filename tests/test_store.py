@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from desktop.errors import JobNotFoundError
-from desktop.models import Job, JobState, MetricPoint, ProviderHandle
-from desktop.store import (
+from desktop.core.errors import JobNotFoundError
+from desktop.core.store import (
     DB_FILENAME,
     SCHEMA_VERSION,
     JobStore,
@@ -31,6 +30,7 @@ from desktop.store import (
     points_from_events,
     schema_version,
 )
+from desktop.models import Job, JobState, MetricPoint, ProviderHandle
 from trainer.config import TrainingConfig
 from trainer.protocol import EventReader, EventWriter, MetricEvent
 
@@ -289,7 +289,7 @@ def test_points_from_events_match_validated_points(tmp_path: Path) -> None:
 
 
 def test_fast_and_regular_point_construction_agree() -> None:
-    from desktop.store import _assemble_points, _construct_points
+    from desktop.core.store import _assemble_points, _construct_points
 
     fields = [
         {"job_id": "j", "step": s, "name": n, "value": s / 3, "time": 7.0 + s}
@@ -396,7 +396,7 @@ INGEST_CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from desktop.store import JobStore, points_from_events
+    from desktop.core.store import JobStore, points_from_events
     from trainer.protocol import EventReader
 
     db, job_id = Path(sys.argv[1]), sys.argv[2]
@@ -501,7 +501,7 @@ WRITER_CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from desktop.models import JobState, MetricPoint
-    from desktop.store import JobStore
+    from desktop.core.store import JobStore
 
     db, job_id, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     store = JobStore(db)

@@ -69,7 +69,7 @@ EXIT_BAD_INPUT = 2
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
-# The environment variables a trainer gets secrets in (desktop.secrets sets them); their values
+# The environment variables a trainer gets secrets in (desktop.core.secrets sets them); their values
 # are masked in everything the trainer writes.
 SECRET_ENV_VARS: tuple[str, ...] = ("HF_TOKEN", "WANDB_API_KEY", "RUNPOD_API_KEY")
 SECRET_MASK = "***"

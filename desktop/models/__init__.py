@@ -11,8 +11,10 @@ from desktop.models.job import (
     LogChunk,
     MetricPoint,
     ProviderHandle,
+    SeriesColumns,
     StateTransition,
     can_transition,
+    metric_columns,
 )
 from desktop.models.settings import Settings, data_home, load_settings, save_settings
 
@@ -27,10 +29,12 @@ __all__ = [
     "LogChunk",
     "MetricPoint",
     "ProviderHandle",
+    "SeriesColumns",
     "Settings",
     "StateTransition",
     "can_transition",
     "data_home",
     "load_settings",
+    "metric_columns",
     "save_settings",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -24,8 +26,10 @@ __all__ = [
     "LogChunk",
     "MetricPoint",
     "ProviderHandle",
+    "SeriesColumns",
     "StateTransition",
     "can_transition",
+    "metric_columns",
 ]
 
 
@@ -154,6 +158,36 @@ class MetricPoint(_Frozen):
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesColumns:
+    """New points of one metric series as columns, in the order they were logged.
+
+    What crosses from the job service to its listeners: the chart appends each column to its
+    buffers in one go instead of walking one `MetricPoint` object per value.
+    """
+
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    times: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def metric_columns(points: Iterable[MetricPoint]) -> dict[str, SeriesColumns]:
+    """Group points by series name into columns (each series keeps the points' order)."""
+    grouped: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    for point in points:
+        steps, values, times = grouped.setdefault(point.name, ([], [], []))
+        steps.append(point.step)
+        values.append(point.value)
+        times.append(point.time)
+    return {
+        name: SeriesColumns(tuple(steps), tuple(values), tuple(times))
+        for name, (steps, values, times) in grouped.items()
+    }
+
+
 class LogChunk(_Frozen):
     """Log text from `offset` (bytes) to `next_offset`; resume with `next_offset`."""
 
@@ -196,8 +230,8 @@ class JobListener(Protocol):
     def job_removed(self, job_id: str) -> None:
         """A job record was deleted."""
 
-    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
-        """New metric points were stored for a job."""
+    def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
+        """New metric points were stored for a job, as columns per series name."""
 
     def log_added(self, job_id: str, lines: list[str]) -> None:
         """New log lines (`train.log`) of a job."""

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from desktop.paths import data_home
+from desktop.core.paths import data_home
 from trainer.config import format_validation_error
 from trainer.protocol import write_json_atomic
 

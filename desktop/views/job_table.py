@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.models.job import ACTIVE_STATES, Job, JobState
-from desktop.state import AppState
+from desktop.views.state import AppState
 
 __all__ = [
     "COLUMNS",

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.state import AppState
+from desktop.views.state import AppState
 
 __all__ = ["DEFAULT_MAX_LINES", "LogView"]
 

@@ -44,9 +44,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.errors import ConfigError, FtdeskError
-from desktop.memory_fit import GPUS, MemoryEstimate, estimate_for_config, read_model_config
-from desktop.paths import data_home
+from desktop.core.errors import ConfigError, FtdeskError
+from desktop.core.memory_fit import GPUS, MemoryEstimate, estimate_for_config, read_model_config
+from desktop.core.paths import data_home
 from desktop.views.memory_badge import MemoryFitBadge
 
 # Everything below is imported when the window builds its heavy parts, after its first paint
@@ -55,17 +55,17 @@ from desktop.views.memory_badge import MemoryFitBadge
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QSystemTrayIcon
 
-    from desktop.inhibit import LocalJobsInhibitor
+    from desktop.core.notify import JobEndNotifier
+    from desktop.core.sleep_inhibit import LocalJobsInhibitor
     from desktop.models import Job, Settings
-    from desktop.notify import JobEndNotifier
-    from desktop.operations import MessageBus, Operations
-    from desktop.state import AppState
-    from desktop.views.chart import LossChart
+    from desktop.views.chart.widget import LossChart
     from desktop.views.config_editor import ConfigEditor
     from desktop.views.job_table import JobTableView
     from desktop.views.log_view import LogView
+    from desktop.views.operations import MessageBus, Operations
     from desktop.views.preflight import PreflightDialog
     from desktop.views.settings_dialog import SettingsDialog
+    from desktop.views.state import AppState
     from trainer.config import TrainingConfig
 
 __all__ = [
@@ -93,21 +93,21 @@ _DEFAULT_SIZES = {
 #: worker thread (pure Python imports; no widget is created off the GUI thread).
 HEAVY_MODULES = (
     "asyncio",
-    "desktop.operations",
+    "desktop.views.operations",
     "numpy",
     "pydantic",
     "trainer.config",
     "desktop.models",
-    "desktop.config_io",
-    "desktop.state",
-    "desktop.jobs",
-    "desktop.notify",
-    "desktop.inhibit",
+    "desktop.core.config_io",
+    "desktop.views.state",
+    "desktop.core.service",
+    "desktop.core.notify",
+    "desktop.core.sleep_inhibit",
     "pyqtgraph",
     "desktop.views.config_editor",
     "desktop.views.job_table",
     "desktop.views.log_view",
-    "desktop.views.chart",
+    "desktop.views.chart.widget",
 )
 
 
@@ -125,13 +125,13 @@ def import_heavy_modules() -> None:
 
 
 def _run_trainer_json(*args: Any, **kwargs: Any) -> Any:
-    from desktop.operations import run_trainer_json
+    from desktop.views.operations import run_trainer_json
 
     return run_trainer_json(*args, **kwargs)
 
 
 def _read_record(*args: Any) -> Any:
-    from desktop.operations import read_record
+    from desktop.views.operations import read_record
 
     return read_record(*args)
 
@@ -151,7 +151,7 @@ def make_demo(python: str, folder: Path, timeout_s: float = 600.0) -> Path:
     """
     import subprocess
 
-    from desktop.errors import RuntimeNotReadyError
+    from desktop.core.errors import RuntimeNotReadyError
 
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -357,10 +357,10 @@ class MainWindow(QMainWindow):
 
     def _build_steps(self) -> Iterator[str]:
         """The heavy parts, one step per `next()`; the last step emits `ready`."""
-        from desktop.inhibit import LocalJobsInhibitor
-        from desktop.notify import JobEndNotifier, make_sender
-        from desktop.operations import MessageBus, Operations
-        from desktop.state import AppState
+        from desktop.core.notify import JobEndNotifier, make_sender
+        from desktop.core.sleep_inhibit import LocalJobsInhibitor
+        from desktop.views.operations import MessageBus, Operations
+        from desktop.views.state import AppState
 
         self.bus = self._given_bus or MessageBus(self)
         self.ops = self._given_ops or Operations(self.bus, parent=self)
@@ -407,7 +407,7 @@ class MainWindow(QMainWindow):
         self._replace(self.right_split, 0, self.jobs_view)
         yield "jobs"
 
-        from desktop.views.chart import LossChart
+        from desktop.views.chart.widget import LossChart
 
         self.chart = LossChart(self.state, self)
         self._replace(self.bottom_split, 0, self.chart)
@@ -514,7 +514,7 @@ class MainWindow(QMainWindow):
 
     def _fill_toolbar(self) -> None:
         """Presets and targets, which come from the config schema (part of the build)."""
-        from desktop.config_io import list_presets
+        from desktop.core.config_io import list_presets
 
         for preset in list_presets():
             action = self.presets_menu.addAction(preset.title)
@@ -568,7 +568,7 @@ class MainWindow(QMainWindow):
         return data_home() / _LAST_CONFIG
 
     def _load_last_config(self) -> bool:
-        from desktop.config_io import import_config
+        from desktop.core.config_io import import_config
 
         path = self._last_config_path()
         if not path.exists():
@@ -585,7 +585,7 @@ class MainWindow(QMainWindow):
         """Remember the editor's config for the next start (only a valid one)."""
         if not self._is_ready or not self.editor.is_valid:
             return
-        from desktop.config_io import export_config
+        from desktop.core.config_io import export_config
 
         try:
             export_config(self.editor.config(), self._last_config_path())
@@ -598,7 +598,7 @@ class MainWindow(QMainWindow):
 
     def load_preset(self, name: str) -> None:
         """Load a preset into the editor; the demo's folder is written first when missing."""
-        from desktop.config_io import list_presets, load_preset
+        from desktop.core.config_io import list_presets, load_preset
 
         demo = self.demo_folder()
         try:
@@ -748,7 +748,7 @@ class MainWindow(QMainWindow):
         path = self._file_dialog("open", "Open a training config", "Configs (*.json *.yaml *.yml)")
         if not path:
             return
-        from desktop.config_io import import_config
+        from desktop.core.config_io import import_config
 
         def done(config: TrainingConfig) -> None:
             self.editor.set_config(config)
@@ -765,7 +765,7 @@ class MainWindow(QMainWindow):
             return
         if Path(path).suffix.lower() not in (".json", ".yaml", ".yml"):
             path += ".json"
-        from desktop.config_io import export_config
+        from desktop.core.config_io import export_config
 
         self.ops.run_in_thread(
             "save the config",
@@ -784,7 +784,7 @@ class MainWindow(QMainWindow):
             return
         if Path(path).suffix.lower() not in (".yaml", ".yml"):
             path += ".yaml"
-        from desktop.config_io import export_trl_sft_yaml
+        from desktop.core.config_io import export_trl_sft_yaml
 
         def done(notes: list[str]) -> None:
             more = f" ({len(notes)} notes at the top of the file)" if notes else ""
@@ -1003,7 +1003,7 @@ class MainWindow(QMainWindow):
     def secret_store(self) -> Any:
         """The keychain (created on first use)."""
         if self._secret_store is None:
-            from desktop.secrets import SecretStore
+            from desktop.core.secrets import SecretStore
 
             self._secret_store = SecretStore()
         return self._secret_store
@@ -1059,7 +1059,7 @@ class MainWindow(QMainWindow):
 
     def _on_bus_bug_reported(self, summary: str, text: str) -> None:
         self.statusBar().showMessage(f"unexpected error: {summary}", 15_000)
-        from desktop.operations import show_traceback_dialog
+        from desktop.views.operations import show_traceback_dialog
 
         show_traceback_dialog(self, summary, text)
 

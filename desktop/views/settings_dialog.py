@@ -30,9 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.core.secrets import SecretName, SecretStatus, SecretStore
 from desktop.models import Settings, data_home
-from desktop.operations import Operations, run_trainer_json
-from desktop.secrets import SecretName, SecretStatus, SecretStore
+from desktop.views.operations import Operations, run_trainer_json
 
 __all__ = ["SettingsDialog", "describe_doctor"]
 

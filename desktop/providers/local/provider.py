@@ -54,7 +54,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from desktop.errors import ProviderError, RuntimeNotReadyError
+from desktop.core.errors import ProviderError, RuntimeNotReadyError
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle
 from desktop.providers.base import Capability
 from desktop.providers.local.process import (

@@ -14,8 +14,8 @@ the CLI that filled it has exited. The provider spawns it (in its own session, o
 
 Secrets: the scheduler never sees the app's in-memory secrets. For each environment variable
 name a queued entry lists (e.g. `HF_TOKEN`) it looks the value up itself: the keychain through
-`desktop.secrets.SecretStore().trainer_env([name.lower()])` when that module is importable, else
-`FTDESK_<NAME>` from its own environment. A secret it cannot find is left out and a line in the
+`desktop.core.secrets.SecretStore().trainer_env([name.lower()])` when that module is importable,
+else `FTDESK_<NAME>` from its own environment. A secret it cannot find is left out and a line in the
 job's train.log says so.
 
 Qt-free and torch-free; it runs with the app's Python, not the trainer runtime.
@@ -54,13 +54,13 @@ log = logging.getLogger("desktop.providers.local.scheduler")
 def resolve_secret_env(names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """Values for the secret environment variables `names`; returns (found, missing names).
 
-    Looks in the keychain (`desktop.secrets`, imported lazily: the providers layer must not
+    Looks in the keychain (`desktop.core.secrets`, imported lazily: the providers layer must not
     depend on it) and then in `FTDESK_<NAME>` of this process's environment.
     """
     found: dict[str, str] = {}
     store = None
     with contextlib.suppress(Exception):
-        secrets_module = importlib.import_module("desktop.secrets")
+        secrets_module = importlib.import_module("desktop.core.secrets")
         store = secrets_module.SecretStore()
     for name in names:
         value: str | None = None

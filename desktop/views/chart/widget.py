@@ -2,9 +2,9 @@
 selected jobs, overlaid, with TensorBoard-style smoothing.
 
 It stays smooth with a million points. Per frame, nothing costs O(points): smoothing, x-axis
-mapping and a min/max pyramid per curve (desktop/downsample.py) take in only the new points;
-each curve is handed about two points per pixel column of the visible x range (the min and max
-of each column's points, in x order, first and last point included), so pyqtgraph never
+mapping and a min/max pyramid per curve (desktop/views/chart/downsample.py) take in only the new
+points; each curve is handed about two points per pixel column of the visible x range (the min
+and max of each column's points, in x order, first and last point included), so pyqtgraph never
 downsamples, clips, checks finiteness or measures bounds over the whole series; the x extent
 for auto-range is known from the pyramid's index, not scanned. The decimated view is recomputed
 only when data, the visible x range or the plot width changed. A redraw happens on a
@@ -36,9 +36,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.downsample import MinMaxPyramid, XIndex
-from desktop.smoothing import EmaSmoother, FloatArray, GrowableArray
-from desktop.state import AppState, MetricSeries
+from desktop.views.chart.downsample import MinMaxPyramid, XIndex
+from desktop.views.chart.smoothing import EmaSmoother, FloatArray, GrowableArray
+from desktop.views.state import AppState, MetricSeries
 
 __all__ = ["JOB_COLORS", "SMOOTHED_SERIES", "LossChart", "XAxisMode"]
 

@@ -30,7 +30,7 @@ _T0 = time.perf_counter()
 
 def log_file() -> Path:
     """The app's log file: `data_home()/logs/finetune-desk.log`."""
-    from desktop.paths import data_home  # not desktop.models: pydantic is slow
+    from desktop.core.paths import data_home  # not desktop.models: pydantic is slow
 
     return data_home() / "logs" / "finetune-desk.log"
 
@@ -39,7 +39,7 @@ def setup_logging(verbose: bool = False) -> Path:
     """Log to the rotating log file (and stderr for warnings), secrets redacted."""
     import logging.handlers
 
-    from desktop.redaction import install_redaction
+    from desktop.core.redaction import install_redaction
 
     path = log_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def _make_service(offline: bool | None, settings: Any, bus: Any) -> tuple[Any, Any]:
     """The job service over the user's settings (an unreadable settings file is reported on
     the bus and the defaults are used)."""
-    from desktop.jobs import JobService
+    from desktop.core.service import JobService
     from desktop.models import Settings, load_settings
 
     problem = None

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from desktop.errors import ConfigError
+from desktop.core.errors import ConfigError
 from trainer.config import (
     ConfigFileError,
     TrainingConfig,
@@ -109,7 +109,7 @@ PRESET_INFO: dict[str, tuple[str, str, str, float]] = {
 def presets_dir() -> Path:
     """The folder holding the preset files (inside a PyInstaller bundle too)."""
     bundle = getattr(sys, "_MEIPASS", None)
-    root = Path(bundle) if bundle else Path(__file__).resolve().parent.parent
+    root = Path(bundle) if bundle else Path(__file__).resolve().parents[2]
     return root / "resources" / "presets"
 
 

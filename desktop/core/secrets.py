@@ -13,14 +13,14 @@ still stuck, later calls fail at once with the same message instead of piling up
 threads are joined at interpreter and event-loop shutdown, so one hung keychain call would hang
 the exit.)
 
-When no keychain works, :class:`~desktop.errors.SecretStoreError` names the backend, the problem
-and the way out: unlock or install a keychain, or set ``FTDESK_<NAME>`` (e.g.
+When no keychain works, :class:`~desktop.core.errors.SecretStoreError` names the backend, the
+problem and the way out: unlock or install a keychain, or set ``FTDESK_<NAME>`` (e.g.
 ``FTDESK_HF_TOKEN``) in the environment for this session only. :meth:`SecretStore.get` reads that
 variable before the keychain; nothing ever writes it anywhere.
 
 Values stay :class:`pydantic.SecretStr` until :meth:`SecretStore.trainer_env` turns them into
 the environment of a trainer process. Every value read or written is registered with
-:mod:`desktop.redaction`, so it is masked in every log line.
+:mod:`desktop.core.redaction`, so it is masked in every log line.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from desktop.errors import FtdeskError, SecretStoreError
-from desktop.redaction import redact, register_secret
+from desktop.core.errors import FtdeskError, SecretStoreError
+from desktop.core.redaction import redact, register_secret
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 
-from desktop.models import Job, MetricPoint
+from desktop.models import Job, SeriesColumns
 
 __all__ = ["LocalJobsInhibitor", "SleepInhibitor"]
 
@@ -164,7 +165,7 @@ class LocalJobsInhibitor:
         self._active.discard(job_id)
         self._apply()
 
-    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
+    def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
         """Not used."""
 
     def log_added(self, job_id: str, lines: list[str]) -> None:

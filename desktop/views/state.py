@@ -1,8 +1,8 @@
 """AppState: the one mutable state the views see.
 
-The `JobService` (desktop/jobs.py) calls the `JobListener` methods on the Qt thread; AppState
-keeps frozen `Job` snapshots in order, the metric series of each job in growable numpy buffers,
-the recent log lines of each job and the selected job ids, and re-emits everything as Qt
+The `JobService` (desktop/core/service.py) calls the `JobListener` methods on the Qt thread;
+AppState keeps frozen `Job` snapshots in order, the metric series of each job in growable numpy
+buffers, the recent log lines of each job and the selected job ids, and re-emits everything as Qt
 signals that item models translate one row at a time.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 from PySide6.QtCore import QObject, Signal
 
-from desktop.models.job import Job, MetricPoint
-from desktop.smoothing import FloatArray, GrowableArray
+from desktop.models.job import Job, SeriesColumns
+from desktop.views.chart.smoothing import FloatArray, GrowableArray
 
 __all__ = ["DEFAULT_LOG_LINES", "AppState", "MetricSeries"]
 
@@ -204,18 +204,12 @@ class AppState(QObject):
             self._selected = tuple(i for i in self._selected if i != job_id)
             self.selection_changed.emit(list(self._selected))
 
-    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
-        """Append metric points (any mix of series) to the job's buffers."""
-        if not points:
+    def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
+        """Append new points, as columns per series, to the job's buffers (one signal)."""
+        if not columns:
             return
-        grouped: dict[str, tuple[list[float], list[float], list[float]]] = {}
-        for point in points:
-            steps, values, times = grouped.setdefault(point.name, ([], [], []))
-            steps.append(point.step)
-            values.append(point.value)
-            times.append(point.time)
-        for name, (steps, values, times) in grouped.items():
-            self._series_for(job_id, name).extend(steps, values, times)
+        for name, column in columns.items():
+            self._series_for(job_id, name).extend(column.steps, column.values, column.times)
         self.metrics_appended.emit(job_id)
 
     def log_added(self, job_id: str, lines: list[str]) -> None:

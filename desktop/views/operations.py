@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from desktop.errors import FtdeskError, RuntimeNotReadyError
-from desktop.tasks import TaskRunner
+from desktop.core.errors import FtdeskError, RuntimeNotReadyError
+from desktop.core.tasks import TaskRunner
 
 __all__ = [
     "MessageBus",

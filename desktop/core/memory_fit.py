@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from desktop.errors import ConfigError
+from desktop.core.errors import ConfigError
 
 __all__ = [
     "GPUS",

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from desktop.errors import (
+from desktop.core.errors import (
     ConfigError,
     DatasetError,
     FtdeskError,
@@ -38,6 +38,8 @@ from desktop.errors import (
     ProviderError,
     RuntimeNotReadyError,
 )
+from desktop.core.redaction import redact
+from desktop.core.tasks import TaskRunner
 from desktop.models import (
     Job,
     JobListener,
@@ -47,10 +49,9 @@ from desktop.models import (
     Settings,
     can_transition,
     data_home,
+    metric_columns,
 )
 from desktop.providers.offline import OFFLINE_ENV
-from desktop.redaction import redact
-from desktop.tasks import TaskRunner
 from trainer.config import (
     ConfigFileError,
     TrainingConfig,
@@ -321,7 +322,7 @@ def _ingest_lock(job_dir: Path) -> Iterator[bool]:
 
 
 def _store_factory() -> Any:
-    from desktop.store import JobStore
+    from desktop.core.store import JobStore
 
     return JobStore()
 
@@ -330,13 +331,13 @@ class JobService:
     """Launches and watches jobs; the one place the app changes a job.
 
     Args:
-        store: a `desktop.store.JobStore` (default: the one under `data_home()`).
+        store: a `desktop.core.store.JobStore` (default: the one under `data_home()`).
         settings: trainer runtime, slots, poll interval, offline default.
         offline: overrides `settings.offline`.
         providers: ready provider instances by name (tests, or a caller that built them);
             others are created from the registry on first use.
         runner: the task runner for the polling tasks (default: a new one).
-        secret_store: a `desktop.secrets.SecretStore` whose values reach trainers as
+        secret_store: a `desktop.core.secrets.SecretStore` whose values reach trainers as
             environment variables (default: one is created on first launch).
         check_timeout_s: limit for the dataset check.
         on_error: called with a message for failures of background work (a watcher that broke).
@@ -460,7 +461,7 @@ class JobService:
         (gated tokenizers, templates), quietly otherwise. A keychain that fails never stops a
         job: the trainer then reports what it lacked.
         """
-        from desktop.secrets import SecretName
+        from desktop.core.secrets import SecretName
 
         cfg = job.config
         uses_hub = (
@@ -486,7 +487,7 @@ class JobService:
 
     def _secrets(self) -> Any:
         if self._secret_store is None:
-            from desktop.secrets import SecretStore
+            from desktop.core.secrets import SecretStore
 
             self._secret_store = SecretStore()
         return self._secret_store
@@ -683,7 +684,7 @@ class JobService:
             history = await asyncio.to_thread(lambda: [(j.id, store.metrics(j.id)) for j in jobs])
             for job_id, points in history:
                 if points:
-                    self._emit("metrics_added", job_id, points)
+                    self._emit("metrics_added", job_id, metric_columns(points))
         for job in jobs:
             if job.is_final:
                 continue
@@ -796,7 +797,7 @@ class JobService:
 
     def _apply(self, job: Job, update: JobUpdate) -> Job:
         """Turn one poll's findings into stored points, snapshot fields and transitions."""
-        from desktop.store import points_from_events
+        from desktop.core.store import points_from_events
 
         points: list[MetricPoint] = points_from_events(job.id, update.events)
         fields: dict[str, Any] = {}
@@ -875,7 +876,7 @@ class JobService:
         last = transitions[-1] if transitions else None
         job = self.store.record_progress(snapshot, points, transition=last)
         if points:
-            self._emit("metrics_added", job.id, points)
+            self._emit("metrics_added", job.id, metric_columns(points))
         self._changed(job)
         return job
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from desktop.models import Job, JobState, MetricPoint
+from desktop.models import Job, JobState, SeriesColumns
 
 __all__ = ["JobEndNotifier", "Sender", "job_end_message", "make_sender"]
 
@@ -125,7 +125,7 @@ class JobEndNotifier:
         """Forget the job."""
         self._states.pop(job_id, None)
 
-    def metrics_added(self, job_id: str, points: list[MetricPoint]) -> None:
+    def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
         """Not used."""
 
     def log_added(self, job_id: str, lines: list[str]) -> None:

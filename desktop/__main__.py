@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Open the window or run a CLI command; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_window(args):
-        from desktop.app import main as window_main
+        from desktop.views.app import main as window_main
 
         return int(window_main(args))
     from desktop.cli import main as cli_main

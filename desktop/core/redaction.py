@@ -10,8 +10,8 @@ Two mechanisms, because either alone leaves a gap:
   (``logging.makeLogRecord``, records rebuilt from a socket or a queue).
 
 Known secrets come from a process-wide registry (:func:`register_secret`; the
-:class:`~desktop.secrets.SecretStore` registers every value it reads or writes) plus an optional
-callable given to :func:`install_redaction`. :func:`redact` serves the other sinks: events,
+:class:`~desktop.core.secrets.SecretStore` registers every value it reads or writes) plus an
+optional callable given to :func:`install_redaction`. :func:`redact` serves the other sinks: events,
 crash reports, exported configs.
 """
 

@@ -49,7 +49,7 @@ from typing import Any, TextIO, cast
 
 from pydantic import BaseModel, ValidationError
 
-from desktop.errors import FtdeskError, JobNotFoundError
+from desktop.core.errors import FtdeskError, JobNotFoundError
 from desktop.models import Job, JobState, MetricPoint, StateTransition, can_transition, data_home
 from trainer.protocol import Event, MetricEvent
 
