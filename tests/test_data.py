@@ -19,6 +19,7 @@ from trainer.data import (
     load_training_data,
     main,
 )
+from trainer.reports import RenderedSegment
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 ROOT = Path(__file__).parent.parent
@@ -385,8 +386,8 @@ def test_check_data_text_report_in_process(capsys: pytest.CaptureFixture[str]) -
     assert main([str(FIXTURES / "sharegpt.jsonl"), "--format", "sharegpt"]) == 0
 
 
-def _text_of(segments: list[dict[str, Any]], trained: bool) -> str:
-    return "".join(s["text"] for s in segments if s["trained"] is trained)
+def _text_of(segments: list[RenderedSegment], trained: bool) -> str:
+    return "".join(s.text for s in segments if s.trained is trained)
 
 
 def test_token_stats_and_rendered_example_with_a_model(
@@ -414,7 +415,7 @@ def test_token_stats_and_rendered_example_with_a_model(
     assert ts.max > ts.min  # answers of 1 to 10 words differ in length
     assert ts.cut_count == sum(1 for n in expected if n > 20)
     assert ts.share_cut == pytest.approx(ts.cut_count / 50)
-    assert sum(b["count"] for b in ts.histogram) == 50
+    assert sum(b.count for b in ts.histogram) == 50
     # Longer max length: nothing is cut.
     roomy = check_dataset(path, model_path=model_dir, max_length=ts.max)
     assert roomy.token_stats is not None and roomy.token_stats.cut_count == 0

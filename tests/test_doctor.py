@@ -91,8 +91,8 @@ def test_doctor_flags_a_library_that_is_too_old(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(importlib.metadata, "version", old_peft)
     info = doctor.collect()
-    assert info["ok"] is False
-    assert info["problems"] == ["peft 0.10.0 is too old: the trainer needs peft>=0.17"]
+    assert info.ok is False
+    assert info.problems == ["peft 0.10.0 is too old: the trainer needs peft>=0.17"]
 
 
 def test_doctor_text_report(capsys: pytest.CaptureFixture[str]) -> None:

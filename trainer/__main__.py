@@ -12,7 +12,7 @@ _COMMANDS = {
     "run": ("trainer.run", "Train: python -m trainer run --job-dir DIR [--resume]"),
     "check-data": ("trainer.data", "Check a dataset: python -m trainer check-data FILE [--json]"),
     "doctor": ("trainer.doctor", "Describe this runtime: python -m trainer doctor [--json]"),
-    "make-demo": ("trainer.demo", "Write the built-in demo: python -m trainer make-demo DIR"),
+    "make-demo": ("trainer.demo", "Write the demo: python -m trainer make-demo DIR [--json]"),
 }
 
 

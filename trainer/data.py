@@ -34,11 +34,21 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from trainer.config import DatasetConfig, FieldMap, looks_like_local_path
+from trainer.reports import (
+    TRAIN_MARK_CLOSE,
+    TRAIN_MARK_OPEN,
+    DataProblem,
+    DataReport,
+    RenderedExample,
+    RenderedSegment,
+    TokenBin,
+    TokenStats,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -70,8 +80,6 @@ MAX_LISTED_PROBLEMS = 200
 MAX_EXAMPLES = 20
 DETECT_SAMPLE = 200
 DEFAULT_TOKEN_SAMPLE = 5000
-TRAIN_MARK_OPEN = "[["
-TRAIN_MARK_CLOSE = "]]"
 
 # Columns each format needs, in detection order (first full match wins).
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -93,59 +101,12 @@ _BOM = b"\xef\xbb\xbf"
 
 
 # --------------------------------------------------------------------------------------------
-# Report types
-
-
-@dataclass(frozen=True)
-class DataProblem:
-    """One thing wrong with the data; `line` is None when it concerns the whole source."""
-
-    line: int | None
-    message: str
-
-    def render(self, location: str = "line") -> str:
-        """`line 37: invalid JSON: ...`, or the bare message for whole-source problems."""
-        return self.message if self.line is None else f"{location} {self.line}: {self.message}"
+# Report types: the report itself lives in trainer.reports; a check fills a draft
 
 
 @dataclass
-class TokenStats:
-    """Token lengths of the records under a model's tokenizer and chat template."""
-
-    model: str
-    counted: int
-    sampled: bool
-    mean: float
-    min: int
-    p50: int
-    p90: int
-    p95: int
-    p99: int
-    max: int
-    max_length: int | None
-    cut_count: int | None
-    share_cut: float | None
-    histogram: list[dict[str, int]]
-
-
-@dataclass
-class RenderedExample:
-    """One record as the model sees it, with the tokens the loss is computed on marked.
-
-    `text` wraps trained spans in `[[` and `]]`; `segments` is the same text as consecutive
-    pieces with a `trained` flag, for a GUI to colour.
-    """
-
-    text: str
-    segments: list[dict[str, Any]]
-    total_tokens: int
-    trained_tokens: int
-    method: str
-
-
-@dataclass
-class DataReport:
-    """What a dataset check found. `to_json_dict()` is the `check-data --json` output."""
+class ReportDraft:
+    """A `DataReport` being filled by a check; `finish()` freezes it."""
 
     path: str
     format: str | None = None
@@ -164,58 +125,24 @@ class DataReport:
         """Count a problem; list it while under the cap."""
         self.problem_count += 1
         if len(self.problems) < MAX_LISTED_PROBLEMS:
-            self.problems.append(DataProblem(line, message))
+            self.problems.append(DataProblem(line=line, message=message))
 
-    def problem_lines(self) -> list[str]:
-        """The listed problems as `line N: message` strings, plus a line for the unlisted."""
-        lines = [p.render(self.location) for p in self.problems]
-        hidden = self.problem_count - len(self.problems)
-        if hidden > 0:
-            lines.append(f"... and {hidden} more problems (first {len(self.problems)} listed)")
-        return lines
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the whole report."""
-        return asdict(self)
-
-    def to_text(self) -> str:
-        """The report for a person: summary, problems, token lengths, one rendered example."""
-        fmt = _FORMAT_LABEL.get(self.format or "", "unknown")
-        verdict = "usable" if self.usable else "NOT usable"
-        out = [
-            f"{self.path}: {fmt} format, {self.records} records "
-            f"({self.valid_records} valid): {verdict}"
-        ]
-        if self.problem_count:
-            out.append(f"{self.problem_count} problem{'s' if self.problem_count != 1 else ''}:")
-            out += [f"  {line}" for line in self.problem_lines()]
-        for warning in self.warnings:
-            out.append(f"warning: {warning}")
-        ts = self.token_stats
-        if ts is not None:
-            scope = f"a sample of {ts.counted}" if ts.sampled else f"{ts.counted}"
-            out.append(f"token lengths ({ts.model}, {scope} records):")
-            out.append(
-                f"  p50 {ts.p50}  p90 {ts.p90}  p95 {ts.p95}  p99 {ts.p99}  max {ts.max}  "
-                f"mean {ts.mean:.1f}"
-            )
-            if ts.max_length is not None and ts.share_cut is not None:
-                out.append(
-                    f"  cut at max length {ts.max_length}: {ts.cut_count} records "
-                    f"({ts.share_cut:.1%})"
-                )
-            peak = max((b["count"] for b in ts.histogram), default=0)
-            for b in ts.histogram:
-                bar = "#" * (round(30 * b["count"] / peak) if peak else 0)
-                out.append(f"  {b['start']:>7}-{b['end']:<7} {b['count']:>7} {bar}")
-        ex = self.rendered_example
-        if ex is not None:
-            out.append(
-                f"rendered example ({ex.trained_tokens} of {ex.total_tokens} tokens trained, "
-                f"shown between {TRAIN_MARK_OPEN} and {TRAIN_MARK_CLOSE}):"
-            )
-            out += ["  " + line for line in ex.text.splitlines() or [""]]
-        return "\n".join(out)
+    def finish(self) -> DataReport:
+        """The report as it stands now."""
+        return DataReport(
+            path=self.path,
+            format=self.format,
+            records=self.records,
+            valid_records=self.valid_records,
+            usable=self.usable,
+            problems=list(self.problems),
+            problem_count=self.problem_count,
+            location=self.location,
+            examples=list(self.examples),
+            warnings=list(self.warnings),
+            token_stats=self.token_stats,
+            rendered_example=self.rendered_example,
+        )
 
 
 class DataError(ValueError):
@@ -651,7 +578,7 @@ def _describe_format(fmt: str, required: dict[str, tuple[str, ...]]) -> str:
 
 def _scan(
     items: Iterable[RawItem],
-    report: DataReport,
+    report: ReportDraft,
     fmt: str,
     field_map: FieldMap | None,
     sink: Callable[[dict[str, Any]], None] | None,
@@ -744,8 +671,8 @@ def _scan_source(
     field_map: FieldMap | None,
     split: str,
     sink: Callable[[dict[str, Any]], None] | None,
-) -> DataReport:
-    report = DataReport(path=str(path))
+) -> ReportDraft:
+    report = ReportDraft(path=str(path))
     if fmt != "auto" and fmt not in FORMATS:
         report.add_problem(None, f"unknown format {fmt!r}; expected auto or {', '.join(FORMATS)}")
         return report
@@ -811,7 +738,7 @@ def _percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[rank - 1]
 
 
-def _histogram(values: list[int], bins: int = 20) -> list[dict[str, int]]:
+def _histogram(values: list[int], bins: int = 20) -> list[TokenBin]:
     """Up to `bins` equal-width bins from the shortest to the longest; `end` is inclusive."""
     low, top = min(values), max(values)
     width = max(1, math.ceil((top - low + 1) / bins))
@@ -819,7 +746,7 @@ def _histogram(values: list[int], bins: int = 20) -> list[dict[str, int]]:
     for v in values:
         counts[(v - low) // width] += 1
     return [
-        {"start": low + i * width, "end": low + (i + 1) * width - 1, "count": c}
+        TokenBin(start=low + i * width, end=low + (i + 1) * width - 1, count=c)
         for i, c in enumerate(counts)
     ]
 
@@ -946,7 +873,11 @@ def _render_example(
         for s in segments
     )
     return RenderedExample(
-        text=marked, segments=segments, total_tokens=total, trained_tokens=trained, method=method
+        text=marked,
+        segments=[RenderedSegment(text=s["text"], trained=s["trained"]) for s in segments],
+        total_tokens=total,
+        trained_tokens=trained,
+        method=method,
     )
 
 
@@ -1000,20 +931,20 @@ def check_dataset(
         str(path), fmt, field_map, split, keep_sample if model_path is not None else None
     )
     if model_path is None or not sample or report.format is None:
-        return report
+        return report.finish()
     kind = record_kind(report.format)
     try:
         tokenizer = _load_tokenizer(str(model_path))
     except _SourceError as exc:
         report.add_problem(None, str(exc))
         report.usable = False
-        return report
+        return report.finish()
     if kind == "messages" and not _has_template(tokenizer):
         report.warnings.append(
             f"the tokenizer of {model_path} has no chat template; chat records need one "
             "(use an instruct model's tokenizer, or set its chat_template)"
         )
-        return report
+        return report.finish()
     if kind == "messages":
         template = str(tokenizer.chat_template)
         if completions_only and "endgeneration" not in template:
@@ -1031,7 +962,7 @@ def check_dataset(
             f"{max_length} and will be cut"
         )
     report.rendered_example = _render_example(tokenizer, report.examples[0], kind, completions_only)
-    return report
+    return report.finish()
 
 
 def _split_eval(
@@ -1061,15 +992,15 @@ def load_training_data(ds: DatasetConfig, seed: int = 42) -> TrainingData:
     train: list[dict[str, Any]] = []
     report = _scan_source(ds.path, ds.format, ds.field_map, ds.split, train.append)
     if not report.usable or report.format is None:
-        raise DataError(report)
+        raise DataError(report.finish())
     kind = record_kind(report.format)
     evals: list[dict[str, Any]] | None = None
-    eval_report: DataReport | None = None
+    eval_report: ReportDraft | None = None
     if ds.eval_path:
         evals = []
         eval_report = _scan_source(ds.eval_path, ds.format, ds.field_map, ds.split, evals.append)
         if not eval_report.usable or eval_report.format is None:
-            raise DataError(eval_report)
+            raise DataError(eval_report.finish())
         if record_kind(eval_report.format) != kind:
             eval_report.add_problem(
                 None,
@@ -1077,21 +1008,21 @@ def load_training_data(ds: DatasetConfig, seed: int = 42) -> TrainingData:
                 f"training data holds {kind} records; use the same kind for both",
             )
             eval_report.usable = False
-            raise DataError(eval_report)
+            raise DataError(eval_report.finish())
     elif ds.eval_split is not None:
         try:
             train, evals = _split_eval(train, ds.eval_split, seed)
         except ValueError as exc:
             report.add_problem(None, str(exc))
             report.usable = False
-            raise DataError(report) from exc
+            raise DataError(report.finish()) from exc
     return TrainingData(
         train=train,
         eval=evals,
         format=kind,
-        report=report,
+        report=report.finish(),
         source_format=report.format,
-        eval_report=eval_report,
+        eval_report=None if eval_report is None else eval_report.finish(),
     )
 
 

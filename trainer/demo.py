@@ -1,4 +1,4 @@
-"""`python -m trainer make-demo DIR`: a complete, tiny, offline training job.
+"""`python -m trainer make-demo DIR [--json]`: a complete, tiny, offline training job.
 
 It writes
 
@@ -23,7 +23,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHAT_TEMPLATE", "DEMO_SEED", "demo_config", "demo_records", "main", "make_demo"]
+from trainer.reports import DemoReport
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "DEMO_SEED",
+    "demo_config",
+    "demo_records",
+    "demo_report",
+    "main",
+    "make_demo",
+]
 
 DEMO_SEED = 1234
 
@@ -186,8 +196,19 @@ def make_demo(directory: Path, seed: int = DEMO_SEED) -> Path:
     return config_path
 
 
+def demo_report(config_path: Path) -> DemoReport:
+    """What `make_demo` wrote, given the config path it returned (absolute paths)."""
+    folder = config_path.parent.resolve()
+    return DemoReport(
+        folder=folder,
+        config=folder / "config.json",
+        model=folder / "model",
+        train_data=folder / "train.jsonl",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m trainer make-demo DIR`; returns the exit code."""
+    """`python -m trainer make-demo DIR [--json]`; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m trainer make-demo",
         description="Write a tiny random model, a chat dataset and a config that trains on "
@@ -195,11 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dir", type=Path, help="folder to write (created if needed)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="seed for weights and data")
+    parser.add_argument(
+        "--json", action="store_true", help="print what was written as JSON (a DemoReport)"
+    )
     args = parser.parse_args(argv)
     if (args.dir / "config.json").exists():
         print(f"{args.dir}: already holds a config.json; choose an empty folder", file=sys.stderr)
         return 2
     config_path = make_demo(args.dir, seed=args.seed)
+    if args.json:
+        print(json.dumps(demo_report(config_path).to_json_dict(), indent=2))
+        return 0
     print(f"demo written: {config_path.parent}")
     print(f"train it: python -m trainer run --job-dir {config_path.parent}")
     return 0

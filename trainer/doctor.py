@@ -4,10 +4,8 @@ Reports Python, torch and CUDA, each GPU with its memory, whether bitsandbytes a
 are installed, and the versions of the training libraries. Versions come from package metadata,
 so only torch is imported (to ask about CUDA); the whole check takes a couple of seconds.
 
-The app runs this in a worker thread and parses the JSON: the keys are python, executable,
-torch, cuda_available, cuda_version, gpus [{index, name, memory_gb}], bitsandbytes, flash_attn,
-transformers, peft, trl, accelerate, datasets, ok, problems (plus warnings and platform).
-Exit code 0 when the runtime can train, 1 when it cannot.
+The JSON is a `trainer.reports.DoctorReport`, which the app parses with the same model (in a
+worker thread). Exit code 0 when the runtime can train, 1 when it cannot.
 """
 
 from __future__ import annotations
@@ -19,6 +17,8 @@ import json
 import platform
 import sys
 from typing import Any
+
+from trainer.reports import DoctorReport
 
 __all__ = ["MIN_VERSIONS", "collect", "main"]
 
@@ -97,8 +97,8 @@ def _torch_info(info: dict[str, Any], problems: list[str], warnings: list[str]) 
             warnings.append("this torch build has no CUDA support (a CPU-only wheel)")
 
 
-def collect() -> dict[str, Any]:
-    """Describe the runtime: the dict that `doctor --json` prints."""
+def collect() -> DoctorReport:
+    """Describe the runtime: the report that `doctor --json` prints."""
     problems: list[str] = []
     warnings: list[str] = []
     info: dict[str, Any] = {
@@ -133,31 +133,7 @@ def collect() -> dict[str, Any]:
     info["ok"] = not problems
     info["problems"] = problems
     info["warnings"] = warnings
-    return info
-
-
-def _text(info: dict[str, Any]) -> str:
-    def show(value: Any) -> str:
-        return "not installed" if value is None else str(value)
-
-    lines = [
-        f"python        {info['python']} ({info['executable']})",
-        f"torch         {show(info['torch'])}",
-        f"CUDA          {'available' if info['cuda_available'] else 'not available'}"
-        + (f" (CUDA {info['cuda_version']})" if info["cuda_version"] else ""),
-    ]
-    for gpu in info["gpus"]:
-        lines.append(f"  GPU {gpu['index']}       {gpu['name']}, {gpu['memory_gb']} GB")
-    lines.append(f"bitsandbytes  {show(info['bitsandbytes'])}")
-    lines.append(f"flash-attn    {show(info['flash_attn'])}")
-    for name in _LIBRARIES:
-        lines.append(f"{name:<13} {show(info[name])}")
-    for problem in info["problems"]:
-        lines.append(f"problem: {problem}")
-    for warning in info["warnings"]:
-        lines.append(f"note: {warning}")
-    lines.append("ready to train" if info["ok"] else "NOT ready to train")
-    return "\n".join(lines)
+    return DoctorReport.parse(info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    info = collect()
-    print(json.dumps(info, indent=2) if args.json else _text(info))
-    return 0 if info["ok"] else 1
+    report = collect()
+    print(json.dumps(report.to_json_dict(), indent=2) if args.json else report.to_text())
+    return 0 if report.ok else 1
