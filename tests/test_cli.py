@@ -477,3 +477,56 @@ def test_the_cli_process_never_imports_torch(tmp_path: Path, demo_template: Path
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "heavy: []" in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer runtime's checks, through the one gateway
+
+DATASETS = ROOT / "tests" / "fixtures" / "datasets"
+
+
+def test_check_data_prints_the_report_and_exits_2_when_unusable(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = DATASETS / "bad_json.jsonl"
+    assert main(["check-data", str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert "NOT usable" in out
+    assert "line 3: invalid JSON" in out and "line 5: invalid JSON" in out
+    good = DATASETS / "alpaca.csv"
+    assert main(["check-data", str(good), "--field", "prompt=instruction", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["usable"] is True and report["format"] == "alpaca"
+    assert main(["check-data", str(good), "--field", "prompt"]) == 2
+    assert "FIELD=COLUMN" in capsys.readouterr().err
+
+
+def test_doctor_json_is_the_runtimes_report_alone(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A runtime without torch: the trainer Python of the settings answers like the doctor
+    # does when it cannot train, and gets the offline environment the --offline flag asks for.
+    report = {"python": "3.12.1", "executable": "/opt/rt/python", "ok": False}
+    report["problems"] = ["torch is not installed"]
+    fake = tmp_path / "python"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"report = {report!r}\nreport['warnings'] = [os.environ.get('HF_HUB_OFFLINE', 'online')]\n"
+        "print(json.dumps(report))\nsys.exit(1)\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    home.mkdir(parents=True)
+    (home / "settings.json").write_text(json.dumps({"trainer_python": str(fake)}))
+    assert main(["doctor", "--offline", "--json"]) == 1
+    captured = capsys.readouterr()
+    shown = json.loads(captured.out)
+    assert shown["ok"] is False and shown["problems"] == ["torch is not installed"]
+    assert shown["warnings"] == ["1"]
+    assert f"trainer:       {fake}" in captured.err
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: torch is not installed" in out and "NOT ready to train" in out
+    (home / "settings.json").write_text(json.dumps({"trainer_python": str(tmp_path / "gone")}))
+    assert main(["doctor"]) == 1
+    assert f"cannot start the trainer runtime {tmp_path / 'gone'}" in capsys.readouterr().err

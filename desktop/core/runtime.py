@@ -192,6 +192,7 @@ class TrainerRuntime:
         model: str | None = None,
         max_length: int | None = None,
         all_tokens: bool = False,
+        sample: int | None = None,
         timeout_s: float = 300.0,
     ) -> DataReport:
         """`trainer check-data PATH --json`: the dataset's report, usable or not.
@@ -204,6 +205,7 @@ class TrainerRuntime:
             model: a model folder whose tokenizer counts the tokens.
             max_length: the training max length (the report gives the share cut).
             all_tokens: count every token as trained (completions-only off).
+            sample: records to count tokens on (0: all); None: the trainer's default.
             timeout_s: how long the check may take.
 
         Raises:
@@ -221,6 +223,8 @@ class TrainerRuntime:
             args += ["--max-length", str(max_length)]
         if all_tokens:
             args.append("--all-tokens")
+        if sample is not None:
+            args += ["--sample", str(sample)]
         data = self.run_json("check-data", *args, timeout_s=timeout_s, accept_codes=(0, 2))
         return self._parse(DataReport, data, "check-data")
 

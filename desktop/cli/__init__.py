@@ -1,0 +1,180 @@
+"""`finetune-desk`: the app's services without a window.
+
+Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
+metrics, validate, check-data, keys, doctor. `--json` prints machine-readable output. Expected
+errors print one sentence naming the field, line or value and exit with the error's code (2 for
+bad input); `finetune-desk` alone opens the window.
+
+This module holds the parser and `main`; `commands` holds one function per command and
+`output` what they print. The trainer runtime's checks (`doctor`, `check-data`) go through
+`desktop.core.runtime.TrainerRuntime`, like the window's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from desktop.cli.commands import (
+    Context,
+    cmd_cancel,
+    cmd_check_data,
+    cmd_doctor,
+    cmd_jobs,
+    cmd_keys,
+    cmd_logs,
+    cmd_metrics,
+    cmd_run,
+    cmd_show,
+    cmd_validate,
+)
+from desktop.cli.output import EXIT_INTERRUPTED
+from desktop.core.errors import FtdeskError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("desktop.cli")
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `finetune-desk` argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--offline",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="refuse every network path (also a setting)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="finetune-desk",
+        description="Fine-tune language models locally or on RunPod. Without a command, opens "
+        "the window.",
+    )
+    parser.add_argument("--offline", action="store_true", help="refuse every network path")
+    parser.add_argument("--demo", action="store_true", help="open the built-in demo")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[[Context], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "launch a training job from a config file (or resume one)")
+    p.add_argument("config", nargs="?", help="a config file (.json or .yaml)")
+    p.add_argument("--resume", metavar="JOB", help="continue a cancelled or failed job")
+    p.add_argument("--provider", default="local", help="where to run it (default: local)")
+    p.add_argument("--name", help="a name for the job list (default: the config's name)")
+    p.add_argument("--follow", "-f", action="store_true", help="print progress until it ends")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    p = add("jobs", cmd_jobs, "list jobs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("show", cmd_show, "show one job: state, progress, final loss, output")
+    p.add_argument("job", metavar="JOB", help="job id (or a unique prefix)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("logs", cmd_logs, "print a job's console output")
+    p.add_argument("job", metavar="JOB", help="job id (or a unique prefix)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+
+    p = add("cancel", cmd_cancel, "cancel a job (it checkpoints first)")
+    p.add_argument("job", metavar="JOB", help="job id (or a unique prefix)")
+    p.add_argument("--no-wait", action="store_true", help="return without waiting for the end")
+
+    p = add("metrics", cmd_metrics, "print every logged step of a job")
+    p.add_argument("job", metavar="JOB", help="job id (or a unique prefix)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
+    fmt.add_argument("--json", action="store_true", help="JSON on stdout")
+
+    p = add("validate", cmd_validate, "check a config and its data without launching")
+    p.add_argument("config", help="a config file (.json or .yaml)")
+
+    p = add("check-data", cmd_check_data, "check a dataset with the trainer runtime")
+    p.add_argument("file", help="a data file (.jsonl, .json, .csv, .parquet) or folder")
+    p.add_argument("--format", default="auto", help="the data format (default: detect it)")
+    p.add_argument("--split", help="split of a saved or Hub dataset (default: train)")
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="column override, e.g. --field prompt=question (repeatable)",
+    )
+    p.add_argument("--model", help="a model folder whose tokenizer counts the tokens")
+    p.add_argument("--max-length", type=int, help="training max length (share cut)")
+    p.add_argument("--sample", type=int, help="records to count tokens on (0 = all)")
+    p.add_argument(
+        "--all-tokens", action="store_true", help="mark every token as trained (no masking)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = add("keys", cmd_keys, "keychain secrets: set, status, delete")
+    p.add_argument("action", choices=("set", "status", "delete"))
+    p.add_argument(
+        "name", nargs="?", metavar="NAME", help="runpod_api_key, hf_token or wandb_api_key"
+    )
+
+    p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
+    p.add_argument("--json", action="store_true", help="the trainer's report as JSON")
+    return parser
+
+
+def _open_window(argv: Sequence[str]) -> int:
+    # The window (Qt) loads only when asked for, never with the CLI's commands.
+    from desktop.views.app import main as window_main
+
+    return int(window_main(list(argv)))
+
+
+def _setup_logging(verbose: bool) -> None:
+    from desktop.core.redaction import install_redaction
+
+    install_redaction()
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `finetune-desk` with `argv` (default: the process's arguments); returns the exit
+    code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    _setup_logging(ns.verbose)
+    ns.following = None
+    if ns.command is None:
+        return _open_window(args)
+    try:
+        ctx = Context(ns)
+        code: int = ns.func(ctx)
+        return code
+    except FtdeskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        job_id = getattr(ns, "following", None)
+        if job_id:
+            print(
+                f"\nstopped following {job_id}; it keeps running. Cancel it with: "
+                f"finetune-desk cancel {job_id}",
+                file=sys.stderr,
+            )
+        else:
+            print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
