@@ -1,4 +1,4 @@
-"""Dataset reading, format detection, validation and `check-data` (trainer/data.py)."""
+"""Dataset reading, format detection, validation and `check-data` (trainer/data/)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "FORMAT_LABELS",
     "TRAIN_MARK_CLOSE",
     "TRAIN_MARK_OPEN",
     "DataProblem",
@@ -37,7 +38,8 @@ __all__ = [
 TRAIN_MARK_OPEN = "[["
 TRAIN_MARK_CLOSE = "]]"
 
-_FORMAT_LABEL = {
+# How a person calls each dataset format.
+FORMAT_LABELS = {
     "messages": "messages",
     "sharegpt": "ShareGPT",
     "prompt_completion": "prompt/completion",
@@ -206,7 +208,7 @@ class DataReport(_Report):
 
     def to_text(self) -> str:
         """The report for a person: summary, problems, token lengths, one rendered example."""
-        fmt = _FORMAT_LABEL.get(self.format or "", "unknown")
+        fmt = FORMAT_LABELS.get(self.format or "", "unknown")
         verdict = "usable" if self.usable else "NOT usable"
         out = [
             f"{self.path}: {fmt} format, {self.records} records "
