@@ -52,21 +52,23 @@ def test_preflight_of_the_demo_shows_rows_histogram_and_trained_tokens(
     run(qloop, body())
     panel: PreflightPanel = window.preflight_dialog().panel
     report = panel.report
-    assert report is not None and report["usable"] and report["format"] == "messages"
+    assert report is not None and report.usable and report.format == "messages"
     assert "chat messages" in panel.summary_label.text()
-    assert panel.examples_table.rowCount() == len(report["examples"]) > 0
-    first = report["examples"][0]["messages"]
+    assert panel.examples_table.rowCount() == len(report.examples) > 0
+    first = report.examples[0]["messages"]
     assert panel.examples_table.item(0, 2).text() == first[0]["content"]
     assert panel.examples_table.item(0, 3).text() == first[1]["content"]
     # The histogram holds every counted record; the max length is marked with its share cut.
     assert panel.bars is not None
     heights = panel.bars.opts["height"]
-    assert sum(heights) == report["token_stats"]["counted"]
+    assert report.token_stats is not None
+    assert sum(heights) == report.token_stats.counted
     assert panel.max_length_line is not None and panel.max_length_line.value() == 64
     assert "cut at max length 64" in panel.tokens_label.text()
     # The rendered example marks the assistant's answer as trained, the prompt not.
     html = panel.rendered_view.toHtml()
-    trained = [s["text"] for s in report["rendered_example"]["segments"] if s["trained"]]
+    assert report.rendered_example is not None
+    trained = [s.text for s in report.rendered_example.segments if s.trained]
     assert trained and first[1]["content"] in "".join(trained)
     assert "#cdeccd" in html
 
@@ -93,7 +95,9 @@ def test_preflight_lists_problems_by_line_and_shows_the_selected_record(
     run(qloop, body())
     assert panel.record_view.toPlainText().startswith("line 6:")
     assert "mixed formats" in panel.problems_table.item(0, 1).text()
-    assert "NOT usable" in panel.summary_label.text() or panel.report["usable"]
+    assert "NOT usable" in panel.summary_label.text() or (
+        panel.report is not None and panel.report.usable
+    )
 
 
 @pytest.mark.slow
@@ -131,7 +135,7 @@ def test_the_window_stays_responsive_while_a_big_file_is_checked(
         await window.service.close()
 
     run(qloop, body())
-    assert panel.report is not None and panel.report["records"] == 150_000
+    assert panel.report is not None and panel.report.records == 150_000
     assert len(gaps) > 10
     # The loop kept turning: no pause near a second while the child read the file.
     assert max(gaps) < 0.75, max(gaps)

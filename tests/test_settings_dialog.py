@@ -15,6 +15,7 @@ from desktop.core.secrets import SecretName, SecretStore
 from desktop.models import Settings
 from desktop.views.operations import MessageBus, Operations
 from desktop.views.settings_dialog import SettingsDialog, describe_doctor
+from trainer.reports import DoctorReport
 
 pytest_plugins = ["app_fixtures", "keychain"]
 
@@ -144,7 +145,10 @@ def test_describe_doctor_counts_gpus() -> None:
         "torch": "2.5.1+cu124",
         "cuda_available": True,
         "cuda_version": "12.4",
-        "gpus": [{"name": "NVIDIA RTX 4090"}, {"name": "NVIDIA RTX 4090"}],
+        "gpus": [{"index": i, "name": "NVIDIA RTX 4090", "memory_gb": 24.0} for i in range(2)],
         "problems": [],
     }
-    assert describe_doctor(report) == "torch 2.5.1+cu124, CUDA 12.4, 2 × NVIDIA RTX 4090"
+    doctor = DoctorReport.parse(
+        {"python": "3.12.1", "executable": "/x/python", "ok": True, **report}
+    )
+    assert describe_doctor(doctor) == "torch 2.5.1+cu124, CUDA 12.4, 2 × NVIDIA RTX 4090"

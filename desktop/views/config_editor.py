@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.core.errors import ConfigError
+from desktop.views.operations import ConfigError
 from trainer.config import TrainingConfig, format_validation_error
 
 __all__ = ["SECTIONS", "ConfigEditor", "PathPicker"]

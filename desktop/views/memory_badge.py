@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
-from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
+from desktop.views.operations import GPUS, FitLevel, MemoryEstimate, fit_level
 
 __all__ = ["LEVEL_COLOURS", "MemoryFitBadge"]
 

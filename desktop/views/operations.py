@@ -8,37 +8,93 @@ provider) become one sentence on the `MessageBus`, which the status bar shows. A
 a bug: it is written to the log file with its traceback and shown in a dialog with that
 traceback; the app keeps running.
 
-The blocking helpers at the bottom (`run_trainer_json`, `read_record`) are Qt-free; they run
-the trainer runtime as a subprocess (never asyncio's subprocess API, which is unreliable under
-qasync on Windows) and are meant to be called through `Operations.run_in_thread`.
+This module is the views' one door to the Qt-free core (the import contracts let no other
+widget module import `desktop.core`, `desktop.providers` or `desktop.cli`): the core's error
+types, the memory-fit constants, the keychain types and the blocking use-cases the window runs
+through `Operations.run_in_thread` (config files and presets, the memory estimate, one record
+of a data file) are named here. No helper here starts a process: the trainer's checks go
+through `JobService.runtime` (`desktop.core.runtime.TrainerRuntime`).
+
+The window's first frame imports this module, so it stays light: asyncio, pydantic, the task
+runner and the keychain are imported when first used (`HEAVY_MODULES` in main_window.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import subprocess
 import traceback
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from desktop.core.errors import FtdeskError, RuntimeNotReadyError
-from desktop.core.tasks import TaskRunner
+from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
+from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
+from desktop.core.paths import data_home
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from desktop.core.config_io import PresetInfo
+    from desktop.core.notify import JobEndNotifier
+    from desktop.core.secrets import SecretName, SecretStatus, SecretStore
+    from desktop.core.sleep_inhibit import LocalJobsInhibitor
+    from desktop.core.tasks import TaskRunner
+    from desktop.models import Job, Settings
+    from trainer.config import TrainingConfig
+    from trainer.reports import DoctorReport
 
 __all__ = [
+    "GPUS",
+    "ConfigError",
+    "FitLevel",
+    "FtdeskError",
+    "JobEndNotifier",
+    "LocalJobsInhibitor",
+    "MemoryEstimate",
     "MessageBus",
     "Operations",
+    "RuntimeNotReadyError",
+    "SecretName",
+    "SecretStatus",
+    "SecretStore",
+    "check_runtime",
+    "data_home",
+    "demo_folder",
+    "estimate_memory",
+    "export_config",
+    "export_trl_sft_yaml",
+    "fit_level",
     "format_exception",
+    "import_config",
+    "job_end_notifier",
+    "last_config_path",
+    "list_presets",
+    "load_preset",
+    "local_jobs_inhibitor",
+    "read_job_log",
+    "read_last_config",
     "read_record",
-    "run_trainer_json",
+    "save_settings",
     "show_traceback_dialog",
+    "window_state_path",
+    "write_last_config",
 ]
+
+#: Names served on first use (`__getattr__`): their modules import pydantic, which the
+#: window's first frame must not pay for.
+_LAZY = {
+    "JobEndNotifier": "desktop.core.notify",
+    "LocalJobsInhibitor": "desktop.core.sleep_inhibit",
+    "SecretName": "desktop.core.secrets",
+    "SecretStatus": "desktop.core.secrets",
+    "SecretStore": "desktop.core.secrets",
+}
+
+_LAST_CONFIG = "last_config.json"
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +180,8 @@ class Operations(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        from desktop.core.tasks import TaskRunner
+
         self.bus = bus
         self.runner = runner or TaskRunner()
         self._running: set[str] = set()
@@ -151,6 +209,8 @@ class Operations(QObject):
             coro.close()
             self.bus.info(f"{name} is already running")
             return None
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the app is shutting down: nothing can run any more
@@ -172,6 +232,8 @@ class Operations(QObject):
         quiet: bool = False,
     ) -> asyncio.Task[Any] | None:
         """Run the blocking `func(*args)` in a worker thread, then as `run`."""
+        import asyncio
+
         return self.run(name, asyncio.to_thread(func, *args), on_done, on_error, quiet=quiet)
 
     def is_running(self, name: str) -> bool:
@@ -186,6 +248,8 @@ class Operations(QObject):
         on_error: Callable[[BaseException], None] | None,
         quiet: bool = False,
     ) -> None:
+        import asyncio
+
         try:
             try:
                 result = await coro
@@ -220,64 +284,164 @@ class Operations(QObject):
 
 
 # ---------------------------------------------------------------------------------------------
-# Blocking helpers (Qt-free), for `Operations.run_in_thread`.
+# Blocking helpers (Qt-free), for `Operations.run_in_thread`, and the lazy core names.
 
 
-def run_trainer_json(
-    python: str,
-    args: Sequence[str],
-    *,
-    timeout_s: float = 600.0,
-    env: Mapping[str, str] | None = None,
-    accept_codes: tuple[int, ...] = (0,),
-) -> dict[str, Any]:
-    """Run `python -m trainer ARGS` (with `--json` among ARGS) and return its JSON report.
+def __getattr__(name: str) -> Any:
+    """The keychain and listener types, imported on first use (see `_LAZY`)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-    A report is returned for every exit code in `accept_codes` (`check-data` exits 2 with a
-    full report when the data is unusable; `doctor` exits 1 when the runtime has problems).
+    return getattr(importlib.import_module(module), name)
+
+
+def window_state_path() -> Path:
+    """`data_home()/window.ini`: geometry, splitters, the chosen GPU."""
+    return data_home() / "window.ini"
+
+
+def demo_folder() -> Path:
+    """Where the demo lives: `data_home()/demo`."""
+    return data_home() / "demo"
+
+
+def last_config_path() -> Path:
+    """Where the editor's last valid config is kept between starts."""
+    return data_home() / _LAST_CONFIG
+
+
+def list_presets() -> list[PresetInfo]:
+    """The bundled presets (name, title, description, GPU)."""
+    from desktop.core import config_io
+
+    return config_io.list_presets()
+
+
+def load_preset(name: str, demo_dir: Path | None = None) -> TrainingConfig:
+    """The preset `name` as a config (`{demo}` paths point into `demo_dir`).
 
     Raises:
-        RuntimeNotReadyError: the runtime cannot start, timed out or printed no JSON report.
+        ConfigError: no such preset, or it is not valid.
     """
-    cmd = [python, "-m", "trainer", *args]
+    from desktop.core import config_io
+
+    return config_io.load_preset(name, demo_dir=demo_dir)
+
+
+def import_config(path: str | Path) -> TrainingConfig:
+    """Read a JSON or YAML config (blocking).
+
+    Raises:
+        ConfigError: unreadable or invalid; the message names the field and line.
+    """
+    from desktop.core import config_io
+
+    return config_io.import_config(path)
+
+
+def export_config(config: TrainingConfig, path: str | Path) -> Path:
+    """Write the config as JSON or YAML by its suffix (blocking); returns the path."""
+    from desktop.core import config_io
+
+    return config_io.export_config(config, path)
+
+
+def export_trl_sft_yaml(config: TrainingConfig, path: str | Path) -> list[str]:
+    """Write a `trl sft --config` YAML (blocking); returns the notes written at its top."""
+    from desktop.core import config_io
+
+    return config_io.export_trl_sft_yaml(config, path)
+
+
+def read_last_config() -> TrainingConfig | None:
+    """The config remembered by `write_last_config`, or None when there is none (blocking).
+
+    Raises:
+        FtdeskError: the file is there but cannot be used.
+    """
+    path = last_config_path()
+    if not path.exists():
+        return None
+    return import_config(path)
+
+
+def write_last_config(config: TrainingConfig) -> None:
+    """Remember the config for the next start (blocking; a failure is logged, not raised)."""
     try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout_s,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeNotReadyError(
-            f"`trainer {args[0]}` did not finish within {timeout_s:.0f} s"
-        ) from exc
+        export_config(config, last_config_path())
+    except FtdeskError as exc:
+        log.warning("cannot remember the last config: %s", exc)
+
+
+async def read_job_log(service: Any, job: Job) -> list[str]:
+    """The stored log of a finished job, as lines (its watcher, which streams logs, has ended).
+
+    Interim: the job service has no `logs(job_id)` use-case yet, so this asks the job's
+    provider through the service's public `provider(name)`; it moves to `service.logs(job.id)`
+    once that exists, and no view calls a provider itself.
+    """
+    logs = getattr(service, "logs", None)
+    if logs is not None:
+        chunk = await logs(job.id)
+    else:
+        chunk = await service.provider(job.provider).logs(job, 0)
+    return list(chunk.text.splitlines())
+
+
+def check_runtime(python: str, offline: bool) -> DoctorReport:
+    """`trainer doctor` with the interpreter `python` (blocking): the Settings dialog checks a
+    Python before it becomes the job service's.
+
+    Raises:
+        RuntimeNotReadyError: the interpreter cannot start or printed no report.
+    """
+    from desktop.core.runtime import TrainerRuntime
+
+    return TrainerRuntime(python, offline=offline).doctor()
+
+
+def save_settings(settings: Settings) -> None:
+    """Write the settings file (blocking).
+
+    Raises:
+        ConfigError: the file cannot be written (the message says where and why).
+    """
+    from desktop.models import save_settings as write
+
+    try:
+        write(settings)
     except OSError as exc:
-        raise RuntimeNotReadyError(
-            f"cannot start the trainer runtime {python}: {exc.strerror or exc}; choose a Python "
-            "with the train extra in Settings"
-        ) from exc
-    try:
-        data = json.loads(proc.stdout)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise RuntimeNotReadyError(
-            f"the trainer runtime {python} failed on `trainer {args[0]}` (exit "
-            f"{proc.returncode}): {tail or 'no output'}; check it in Settings (doctor)"
-        ) from None
-    if proc.returncode not in accept_codes:
-        data.setdefault("exit_code", proc.returncode)
-    return data
+        raise ConfigError(f"cannot save the settings: {exc.strerror or exc}") from exc
+
+
+def job_end_notifier(tray: Callable[[str, str], None] | None) -> JobEndNotifier:
+    """The listener that tells the person when a job ends (desktop notification, else `tray`)."""
+    from desktop.core.notify import JobEndNotifier, make_sender
+
+    return JobEndNotifier(make_sender(tray))
+
+
+def local_jobs_inhibitor() -> LocalJobsInhibitor:
+    """The listener that keeps the machine awake while a local job runs."""
+    from desktop.core.sleep_inhibit import LocalJobsInhibitor
+
+    return LocalJobsInhibitor()
+
+
+def estimate_memory(config: TrainingConfig) -> MemoryEstimate:
+    """The memory estimate for the config (reads the model's config.json: blocking)."""
+    from desktop.core.memory_fit import estimate_for_config, read_model_config
+
+    return estimate_for_config(config, read_model_config(config.model.name_or_path))
 
 
 def read_record(path: str | Path, line: int, location: str = "line", limit: int = 20_000) -> str:
     """The text of record `line` (1-based) of a data file, pretty-printed when it is JSON.
+
+    A data-file helper that belongs beside the data check in the core; it stays here, as a
+    blocking helper for a worker thread, until the core has a home for it.
 
     For `location == "line"` (JSON lines, CSV) it reads that physical line, streaming, so a
     1 GB file costs no memory; for other locations (records of a JSON array) it says where to

@@ -1,7 +1,8 @@
 """The dataset preflight panel: what `trainer check-data --json` found, for a person.
 
-The panel only shows a report; the window runs the check in the background (a trainer
-subprocess in a worker thread), so a 1 GB file never blocks the UI. It shows the detected
+The panel only shows a `DataReport` (trainer/reports.py); the window runs the check in the
+background (the job service's trainer runtime, in a worker thread), so a 1 GB file never blocks
+the UI. It shows the detected
 format and counts, the first rows normalised to chat messages, every problem with its line
 (selecting one asks for that record: `record_requested(line)`), the token-length histogram
 with the training max length marked and the share of records it cuts, and one example
@@ -11,7 +12,7 @@ rendered through the chat template with the tokens the loss is computed on highl
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
@@ -31,6 +32,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+if TYPE_CHECKING:
+    from trainer.reports import DataReport, RenderedExample, TokenStats
 
 __all__ = ["FORMAT_LABELS", "PreflightDialog", "PreflightPanel", "example_columns"]
 
@@ -98,7 +102,7 @@ class PreflightPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("preflight_panel")
-        self._report: dict[str, Any] | None = None
+        self._report: DataReport | None = None
 
         self.summary_label = QLabel("No dataset checked yet.")
         self.summary_label.setObjectName("preflight_summary")
@@ -203,8 +207,8 @@ class PreflightPanel(QWidget):
     # -- public API -------------------------------------------------------------------------
 
     @property
-    def report(self) -> dict[str, Any] | None:
-        """The report shown (the `check-data --json` dict), or None."""
+    def report(self) -> DataReport | None:
+        """The report shown (what `check-data --json` printed), or None."""
         return self._report
 
     def set_busy(self, path: str) -> None:
@@ -218,34 +222,34 @@ class PreflightPanel(QWidget):
         self.summary_label.setStyleSheet("color: #c9302c;")
         self.rerun_button.setEnabled(True)
 
-    def show_report(self, report: dict[str, Any]) -> None:
+    def show_report(self, report: DataReport) -> None:
         """Show a `check-data --json` report."""
         self._report = report
         self.rerun_button.setEnabled(True)
-        usable = bool(report.get("usable"))
-        fmt = report.get("format")
-        fmt_text = FORMAT_LABELS.get(str(fmt), str(fmt)) if fmt else "unknown"
-        count = int(report.get("problem_count") or len(report.get("problems") or []))
+        usable = report.usable
+        fmt = report.format
+        fmt_text = FORMAT_LABELS.get(fmt, fmt) if fmt else "unknown"
+        count = report.problem_count or len(report.problems)
         verdict = "usable" if usable else "NOT usable"
         lines = [
-            f"<b>{html.escape(str(report.get('path', '')))}</b>",
-            f"Format: <b>{html.escape(fmt_text)}</b> · {report.get('records', 0)} records "
-            f"({report.get('valid_records', 0)} valid) · "
+            f"<b>{html.escape(report.path)}</b>",
+            f"Format: <b>{html.escape(fmt_text)}</b> · {report.records} records "
+            f"({report.valid_records} valid) · "
             f"{count} problem{'s' if count != 1 else ''} · "
             f"<b style='color:{'#2e7d32' if usable else '#c9302c'}'>{verdict}</b>",
         ]
-        for warning in report.get("warnings") or []:
+        for warning in report.warnings:
             lines.append(f"<span style='color:#9a6700'>⚠ {html.escape(str(warning))}</span>")
         self.summary_label.setText("<br>".join(lines))
         self.summary_label.setStyleSheet("")
-        self._fill_examples(report.get("examples") or [])
+        self._fill_examples(report.examples)
         self._fill_problems(report)
-        self._fill_tokens(report.get("token_stats"))
-        self._fill_rendered(report.get("rendered_example"))
+        self._fill_tokens(report.token_stats)
+        self._fill_rendered(report.rendered_example)
 
     def show_record(self, line: int, text: str) -> None:
         """Show the record of a selected problem."""
-        location = str((self._report or {}).get("location") or "line")
+        location = self._report.location if self._report is not None else "line"
         self.record_view.setPlainText(f"{location} {line}:\n{text}")
 
     def problem_lines(self) -> list[int | None]:
@@ -271,26 +275,25 @@ class PreflightPanel(QWidget):
                     item.setToolTip(text[:2000])
                 table.setItem(row, column, item)
 
-    def _fill_problems(self, report: dict[str, Any]) -> None:
-        problems = report.get("problems") or []
-        location = str(report.get("location") or "line")
+    def _fill_problems(self, report: DataReport) -> None:
+        problems = report.problems
+        location = report.location
         table = self.problems_table
         table.setRowCount(len(problems))
         for row, problem in enumerate(problems):
-            line = problem.get("line") if isinstance(problem, dict) else None
-            message = problem.get("message", "") if isinstance(problem, dict) else str(problem)
+            line, message = problem.line, problem.message
             line_item = QTableWidgetItem("—" if line is None else f"{location} {line}")
             line_item.setData(Qt.ItemDataRole.UserRole, line)
             table.setItem(row, 0, line_item)
             message_item = QTableWidgetItem(str(message))
             message_item.setToolTip(str(message))
             table.setItem(row, 1, message_item)
-        hidden = int(report.get("problem_count") or 0) - len(problems)
+        hidden = report.problem_count - len(problems)
         self.record_view.setPlainText(
             f"... and {hidden} more problems not listed" if hidden > 0 else ""
         )
 
-    def _fill_tokens(self, stats: dict[str, Any] | None) -> None:
+    def _fill_tokens(self, stats: TokenStats | None) -> None:
         plot = self.histogram.getPlotItem()
         if self.bars is not None:
             plot.removeItem(self.bars)
@@ -303,17 +306,17 @@ class PreflightPanel(QWidget):
                 "No token lengths: the model's tokenizer was not available to the check."
             )
             return
-        bins = stats.get("histogram") or []
+        bins = stats.histogram
         if bins:
-            x0 = [float(b["start"]) - 0.5 for b in bins]
-            widths = [float(b["end"]) - float(b["start"]) + 1 for b in bins]
-            heights = [float(b["count"]) for b in bins]
+            x0 = [b.start - 0.5 for b in bins]
+            widths = [float(b.end - b.start + 1) for b in bins]
+            heights = [float(b.count) for b in bins]
             self.bars = pg.BarGraphItem(
                 x0=x0, width=widths, height=heights, brush="#6baed6", pen="#3182bd"
             )
             plot.addItem(self.bars)
-        max_length = stats.get("max_length")
-        share = stats.get("share_cut")
+        max_length = stats.max_length
+        share = stats.share_cut
         if max_length is not None:
             self.max_length_line = pg.InfiniteLine(
                 pos=float(max_length),
@@ -324,28 +327,28 @@ class PreflightPanel(QWidget):
             )
             plot.addItem(self.max_length_line)
         plot.autoRange()
-        sampled = " (a random sample)" if stats.get("sampled") else ""
+        sampled = " (a random sample)" if stats.sampled else ""
         text = (
-            f"{stats.get('counted', 0)} records counted{sampled}: mean {stats.get('mean', 0):.0f}, "
-            f"median {stats.get('p50')}, p95 {stats.get('p95')}, max {stats.get('max')} tokens."
+            f"{stats.counted} records counted{sampled}: mean {stats.mean:.0f}, "
+            f"median {stats.p50}, p95 {stats.p95}, max {stats.max} tokens."
         )
         if max_length is not None and share is not None:
             colour = "#c9302c" if share > 0.05 else ("#9a6700" if share > 0 else "#2e7d32")
             text += (
                 f" <b style='color:{colour}'>{share:.1%} cut at max length {max_length}</b>"
-                f" ({stats.get('cut_count', 0)} records)."
+                f" ({stats.cut_count or 0} records)."
             )
         self.tokens_label.setText(text)
 
-    def _fill_rendered(self, example: dict[str, Any] | None) -> None:
-        if not example:
+    def _fill_rendered(self, example: RenderedExample | None) -> None:
+        if example is None:
             self.rendered_view.setPlainText("")
             self.rendered_label.setText("No rendered example (needs the model's tokenizer).")
             return
         parts = []
-        for segment in example.get("segments") or []:
-            text = html.escape(str(segment.get("text", "")))
-            style = _TRAINED_STYLE if segment.get("trained") else _CONTEXT_STYLE
+        for segment in example.segments:
+            text = html.escape(segment.text)
+            style = _TRAINED_STYLE if segment.trained else _CONTEXT_STYLE
             parts.append(f"<span style='{style}'>{text}</span>")
         self.rendered_view.setHtml(
             "<pre style='white-space: pre-wrap; font-family: monospace;'>"
@@ -354,8 +357,8 @@ class PreflightPanel(QWidget):
         )
         self.rendered_label.setText(
             f"One example through the chat template: <span style='{_TRAINED_STYLE}'>"
-            f"&nbsp;{example.get('trained_tokens', 0)} trained tokens&nbsp;</span> of "
-            f"{example.get('total_tokens', 0)} ({html.escape(str(example.get('method', '')))})."
+            f"&nbsp;{example.trained_tokens} trained tokens&nbsp;</span> of "
+            f"{example.total_tokens} ({html.escape(example.method)})."
         )
 
     def _on_problems_selection_changed(self) -> None:

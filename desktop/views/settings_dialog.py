@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
@@ -30,33 +30,35 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.core.secrets import SecretName, SecretStatus, SecretStore
 from desktop.models import Settings, data_home
-from desktop.views.operations import Operations, run_trainer_json
+from desktop.views import operations
+from desktop.views.operations import Operations, SecretName, SecretStatus, SecretStore
+
+if TYPE_CHECKING:
+    from trainer.reports import DoctorReport
 
 __all__ = ["SettingsDialog", "describe_doctor"]
 
 
-def describe_doctor(report: dict[str, Any]) -> str:
+def describe_doctor(report: DoctorReport) -> str:
     """One or two lines from `trainer doctor --json`: torch, CUDA, GPUs, and any problem."""
-    torch = report.get("torch") or "not installed"
-    if report.get("cuda_available"):
-        cuda = f"CUDA {report.get('cuda_version') or '?'}"
-    elif report.get("mps_available"):
+    torch = report.torch or "not installed"
+    if report.cuda_available:
+        cuda = f"CUDA {report.cuda_version or '?'}"
+    elif report.mps_available:
         cuda = "Apple MPS"
     else:
         cuda = "no CUDA"
-    gpus = report.get("gpus") or []
+    gpus = report.gpus or []
     if gpus:
         names: dict[str, int] = {}
         for gpu in gpus:
-            name = str(gpu.get("name", "GPU")) if isinstance(gpu, dict) else str(gpu)
-            names[name] = names.get(name, 0) + 1
+            names[gpu.name] = names.get(gpu.name, 0) + 1
         gpu_text = ", ".join(f"{n} × {name}" for name, n in names.items())
     else:
         gpu_text = "no GPU"
     text = f"torch {torch}, {cuda}, {gpu_text}"
-    problems = report.get("problems") or []
+    problems = report.problems or []
     if problems:
         text += "\nProblems: " + "; ".join(str(p) for p in problems)
     return text
@@ -299,16 +301,17 @@ class SettingsDialog(QDialog):
     # -- runtime ----------------------------------------------------------------------------
 
     def run_doctor(self) -> None:
-        """Run `trainer doctor --json` with the chosen interpreter, in a worker thread."""
+        """Run `trainer doctor` with the chosen interpreter (and the dialog's offline mode)
+        through the trainer runtime, in a worker thread."""
         python = self.python_edit.text().strip() or self._default_python()
         self.doctor_label.setText(f"checking {python} …")
         self.doctor_button.setEnabled(False)
 
-        def done(report: dict[str, Any]) -> None:
+        def done(report: DoctorReport) -> None:
             self.doctor_button.setEnabled(True)
             text = describe_doctor(report)
             self.doctor_label.setText(text)
-            self.doctor_label.setStyleSheet("" if report.get("ok", True) else "color: #c9302c;")
+            self.doctor_label.setStyleSheet("" if report.ok else "color: #c9302c;")
             self.doctor_finished.emit(text)
 
         def failed(exc: BaseException) -> None:
@@ -319,12 +322,14 @@ class SettingsDialog(QDialog):
 
         self._ops.run_in_thread(
             "check the trainer runtime",
-            lambda: run_trainer_json(python, ["doctor", "--json"], accept_codes=(0, 1)),
+            operations.check_runtime,
+            python,
+            self.offline_check.isChecked(),
             on_done=done,
             on_error=failed,
         )
 
-    def show_doctor(self, report: dict[str, Any]) -> None:
+    def show_doctor(self, report: DoctorReport) -> None:
         """Show a doctor report the window already has."""
         self.doctor_label.setText(describe_doctor(report))
 
