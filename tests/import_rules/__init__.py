@@ -1,0 +1,1 @@
+"""Custom import-linter contract types for this project (registered in `pyproject.toml`)."""
