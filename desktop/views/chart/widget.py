@@ -16,10 +16,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -36,8 +33,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.views.chart.downsample import MinMaxPyramid, XIndex
-from desktop.views.chart.smoothing import EmaSmoother, FloatArray, GrowableArray
+from desktop.views.chart.curves import (
+    X_TITLES,
+    Curve,
+    DecimatedItem,
+    TimeAxisItem,
+    XAxisMode,
+    follow_extent,
+)
+from desktop.views.chart.smoothing import EmaSmoother, FloatArray
 from desktop.views.state import AppState, MetricSeries
 
 __all__ = ["JOB_COLORS", "SMOOTHED_SERIES", "LossChart", "XAxisMode"]
@@ -77,172 +81,6 @@ _FALLBACK_WIDTH_PX = 1000
 """Pixel columns assumed while the plot is hidden or not laid out."""
 
 
-class XAxisMode(StrEnum):
-    """What the x axis shows."""
-
-    STEP = "step"
-    TOKENS = "tokens"
-    TIME = "time"
-
-
-_X_TITLES = {
-    XAxisMode.STEP: "Step",
-    XAxisMode.TOKENS: "Tokens seen",
-    XAxisMode.TIME: "Wall time",
-}
-_TIME_SPACINGS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
-
-
-def _format_clock(seconds: float) -> str:
-    sign = "-" if seconds < 0 else ""
-    total = round(abs(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{sign}{hours}:{minutes:02d}:{secs:02d}" if hours else f"{sign}{minutes}:{secs:02d}"
-
-
-class _XAxisItem(pg.AxisItem):  # type: ignore[misc]
-    """A bottom axis that, in wall-time mode, puts ticks on round durations as h:mm:ss."""
-
-    def __init__(self) -> None:
-        super().__init__(orientation="bottom")
-        self.mode = XAxisMode.STEP
-
-    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> Any:
-        """Round durations in time mode; pyqtgraph's choice otherwise."""
-        if self.mode is not XAxisMode.TIME or maxVal <= minVal:
-            return super().tickSpacing(minVal, maxVal, size)
-        wanted = max(2.0, size / 90.0)  # about one label per 90 px
-        span = maxVal - minVal
-        major = next(
-            (float(s) for s in _TIME_SPACINGS if span / s <= wanted),
-            3600.0 * math.ceil(span / wanted / 3600.0),
-        )
-        return [(major, 0.0), (major / 2.0, 0.0)]
-
-    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
-        """h:mm:ss in time mode."""
-        if self.mode is XAxisMode.TIME:
-            return [_format_clock(v * scale) for v in values]
-        result: list[str] = super().tickStrings(values, scale, spacing)
-        return result
-
-
-def _nice_unit(span: float) -> float:
-    """A quarter of the power of ten at or below `span` (span > 0)."""
-    return 10.0 ** math.floor(math.log10(span)) / 4.0
-
-
-def _nice_extent(lo: float, hi: float) -> tuple[float, float]:
-    """[lo, hi] widened outwards to multiples of a quarter of a power of ten below the span.
-
-    A live chart that follows its data would otherwise change its range, and so regenerate
-    its axes and grid, on every frame; rounded out, the range moves only every 1/40 to 1/4
-    of its span.
-    """
-    span = hi - lo
-    if not (math.isfinite(span) and span > 0):
-        return lo, hi
-    unit = _nice_unit(span)
-    return math.floor(lo / unit) * unit, math.ceil(hi / unit) * unit
-
-
-_FOLLOW_HEADROOM = 0.25
-"""While following a growing run, the x range reaches this share of the span past the data,
-so it (and the axis and grid with it) changes about ten times per tenfold growth instead of on
-every frame."""
-
-
-def _follow_extent(shown: tuple[float, float] | None, lo: float, hi: float) -> tuple[float, float]:
-    """The x extent to show for data spanning [lo, hi], given the extent shown now."""
-    if (
-        shown is not None
-        and shown[0] == lo
-        and hi <= shown[1]
-        and hi - lo >= 0.5 * (shown[1] - shown[0])  # not a much shorter series
-    ):
-        return shown
-    span = hi - lo
-    if not (math.isfinite(span) and span > 0):
-        return lo, hi
-    end = hi + _FOLLOW_HEADROOM * span
-    unit = _nice_unit(span)
-    return lo, lo + math.ceil((end - lo) / unit) * unit
-
-
-class _DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
-    """A PlotDataItem given only the points in view, that reports the whole series' x extent.
-
-    The ViewBox asks items for their bounds when it auto-ranges; this item holds a few
-    thousand points of a series that may have millions, so its x bounds come from the chart's
-    index of the whole series (set as `full_x_bounds`, with room for growth: see
-    `_follow_extent`), and its y bounds from the points it holds, which include every peak in
-    view, rounded out (`_nice_extent`; from zero when `from_zero`, as for a learning rate) so
-    that following a growing series does not change the range on every frame.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(connect="all", skipFiniteCheck=True, **kwargs)
-        self.full_x_bounds: tuple[float, float] | None = None
-        self.from_zero = False
-
-    def dataBounds(
-        self, ax: int, frac: float = 1.0, orthoRange: tuple[float, float] | None = None
-    ) -> tuple[float, float] | tuple[None, None]:
-        """The whole series' x extent (ax 0); the held points' y extent (ax 1)."""
-        if ax == 0:
-            if self.full_x_bounds is None or not self.isVisible():
-                return (None, None)
-            return self.full_x_bounds
-        lo, hi = super().dataBounds(ax, frac, orthoRange)
-        if lo is None or hi is None:
-            return (None, None)
-        if self.from_zero:
-            lo, hi = min(lo, 0.0), max(hi, 0.0)
-        return _nice_extent(lo, hi)
-
-
-@dataclass
-class _Curve:
-    """One series of one job on the chart, with its incremental caches."""
-
-    job_id: str
-    name: str
-    item: _DecimatedItem
-    raw_item: _DecimatedItem | None
-    smoother: EmaSmoother | None
-    series: MetricSeries | None = None
-    """The AppState series the caches were built from (a reload replaces it)."""
-    x_cache: GrowableArray = field(default_factory=GrowableArray)
-    ready: int = 0
-    """Points of the series that have an x value (all in step mode)."""
-    x_index: XIndex = field(default_factory=XIndex)
-    raw_pyramid: MinMaxPyramid = field(default_factory=MinMaxPyramid)
-    smooth_pyramid: MinMaxPyramid = field(default_factory=MinMaxPyramid)
-    x: FloatArray = field(default_factory=lambda: np.empty(0))
-    raw: FloatArray = field(default_factory=lambda: np.empty(0))
-    smoothed: FloatArray | None = None
-    """The whole curve: x, raw values and (when smoothing) smoothed values, `ready` long."""
-    pen: QPen | None = None
-    dense_pen: QPen | None = None
-    """For patterned curves: the pen, and the one-pixel pen used while points are dense."""
-    view_key: tuple[Any, ...] | None = None
-    """What the drawn points were computed from; equal key, nothing to recompute."""
-
-    def reset(self) -> None:
-        self.x_cache.clear()
-        self.ready = 0
-        self.reset_x()
-        self.raw_pyramid.reset()
-        self.smooth_pyramid.reset()
-        if self.smoother is not None:
-            self.smoother.reset()
-
-    def reset_x(self) -> None:
-        self.x_index.reset()
-        self.view_key = None
-
-
 class LossChart(QWidget):
     """Loss, eval loss, learning rate and (on demand) grad norm of one or more jobs.
 
@@ -268,7 +106,7 @@ class LossChart(QWidget):
         self._state = state
         self._job_ids: tuple[str, ...] = ()
         self._colors: dict[str, str] = {}
-        self._curves: dict[tuple[str, str], _Curve] = {}
+        self._curves: dict[tuple[str, str], Curve] = {}
         self._dirty_jobs: set[str] = set()
         self._x_mode = XAxisMode.STEP
         self._smoothing = 0.6
@@ -276,7 +114,7 @@ class LossChart(QWidget):
         self._t0: dict[str, float] = {}
         self._x_extent: tuple[float, float] | None = None
 
-        self._x_axis = _XAxisItem()
+        self._x_axis = TimeAxisItem()
         self.plot = pg.PlotWidget(self, axisItems={"bottom": self._x_axis})
         self.plot.setBackground("w")
         plot_item = self.plot.getPlotItem()
@@ -284,7 +122,7 @@ class LossChart(QWidget):
         # No pyqtgraph downsampling or clip-to-view: both scan the whole series every frame.
         # The curves are handed only what is in view, min/max per pixel column (_draw_curve).
         plot_item.setLabel("left", "loss")
-        plot_item.setLabel("bottom", _X_TITLES[self._x_mode])
+        plot_item.setLabel("bottom", X_TITLES[self._x_mode])
         plot_item.showAxis("right")
         plot_item.setLabel("right", "learning rate")
         self.legend = plot_item.addLegend(offset=(-10, 10), labelTextSize="8pt")
@@ -307,7 +145,7 @@ class LossChart(QWidget):
         self.smoothing_label.setMinimumWidth(32)
         self.x_combo = QComboBox(self)
         for mode in XAxisMode:
-            self.x_combo.addItem(_X_TITLES[mode], mode.value)
+            self.x_combo.addItem(X_TITLES[mode], mode.value)
         self.x_combo.currentIndexChanged.connect(self._on_x_combo_current_index_changed)
         self.grad_norm_check = QCheckBox("grad norm", self)
         self.grad_norm_check.toggled.connect(self.set_grad_norm_visible)
@@ -397,7 +235,7 @@ class LossChart(QWidget):
         self._x_extent = None
         self._t0.clear()
         self.plot.getPlotItem().setLabel(
-            "bottom", _X_TITLES[mode], units="tok" if mode is XAxisMode.TOKENS else None
+            "bottom", X_TITLES[mode], units="tok" if mode is XAxisMode.TOKENS else None
         )
         index = self.x_combo.findData(mode.value)
         if self.x_combo.currentIndex() != index:
@@ -553,7 +391,7 @@ class LossChart(QWidget):
             curve = self._curves.get((job_id, name)) or self._make_curve(job_id, name)
             self._update_curve(curve, series)
 
-    def _update_curve(self, curve: _Curve, series: MetricSeries) -> None:
+    def _update_curve(self, curve: Curve, series: MetricSeries) -> None:
         """Take in the series' new points: x, smoothing, pyramids, x index (O(new points))."""
         n = len(series)
         if curve.series is not series or curve.ready > n:  # cleared and reloaded
@@ -590,7 +428,7 @@ class LossChart(QWidget):
             return
         lo, hi = min(e[0] for e in known), max(e[1] for e in known)
         # What auto-range (and "view all") will show: the data and room to grow.
-        self._x_extent = _follow_extent(self._x_extent, lo, hi)
+        self._x_extent = follow_extent(self._x_extent, lo, hi)
         for curve in self._curves.values():
             for item in (curve.item, curve.raw_item):
                 if item is not None:
@@ -600,7 +438,7 @@ class LossChart(QWidget):
         for curve in self._curves.values():
             self._draw_curve(curve, lo, hi, pixels)
 
-    def _draw_curve(self, curve: _Curve, lo: float, hi: float, pixels: int) -> None:
+    def _draw_curve(self, curve: Curve, lo: float, hi: float, pixels: int) -> None:
         ranges = curve.x_index.ranges(lo, hi)
         smooth = curve.smoothed is not None
         key = (curve.ready, len(curve.raw_pyramid), smooth, tuple(ranges), pixels)
@@ -630,7 +468,7 @@ class LossChart(QWidget):
                 curve.raw_item.setData(curve.x[raw_index], curve.raw[raw_index])
             curve.raw_item.setVisible(smooth)
 
-    def _extend_x(self, curve: _Curve, series: MetricSeries) -> None:
+    def _extend_x(self, curve: Curve, series: MetricSeries) -> None:
         done = curve.ready
         steps = series.step
         if self._x_mode is XAxisMode.TIME:
@@ -664,20 +502,20 @@ class LossChart(QWidget):
             self._t0[job_id] = t0
         return t0
 
-    def _make_curve(self, job_id: str, name: str) -> _Curve:
+    def _make_curve(self, job_id: str, name: str) -> Curve:
         color = self._colors.get(job_id, JOB_COLORS[0])
         job = self._state.job(job_id)
         label = f"{job.name if job is not None else job_id} · {_LABELS.get(name, name)}"
         plot_item = self.plot.getPlotItem()
-        raw_item: _DecimatedItem | None = None
+        raw_item: DecimatedItem | None = None
         smoother: EmaSmoother | None = None
         if name == "eval_loss":
             pen = pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine)
-            item = _DecimatedItem(
+            item = DecimatedItem(
                 pen=pen, symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None, name=label
             )
         elif name == "learning_rate":
-            item = _DecimatedItem(
+            item = DecimatedItem(
                 pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DotLine), name=label
             )
             item.from_zero = True  # a schedule: its axis starts at zero
@@ -685,8 +523,8 @@ class LossChart(QWidget):
             style = Qt.PenStyle.SolidLine if name == "loss" else Qt.PenStyle.DashDotLine
             faint = pg.mkColor(color)
             faint.setAlpha(_RAW_ALPHA)
-            raw_item = _DecimatedItem(pen=pg.mkPen(faint, width=1, style=style))
-            item = _DecimatedItem(pen=pg.mkPen(color, width=2, style=style), name=label)
+            raw_item = DecimatedItem(pen=pg.mkPen(faint, width=1, style=style))
+            item = DecimatedItem(pen=pg.mkPen(color, width=2, style=style), name=label)
             smoother = EmaSmoother(self._smoothing if self._smoothing < 1 else 0.99)
         for plotted in (raw_item, item):
             if plotted is None:
@@ -697,7 +535,7 @@ class LossChart(QWidget):
                 plot_item.addItem(plotted)  # a named item joins the legend here
         if name == "learning_rate":
             self.legend.addItem(item, label)
-        curve = _Curve(job_id, name, item, raw_item, smoother)
+        curve = Curve(job_id, name, item, raw_item, smoother)
         pen = item.opts["pen"]
         if pen.style() != Qt.PenStyle.SolidLine:
             curve.pen = pen

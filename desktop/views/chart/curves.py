@@ -1,0 +1,202 @@
+"""The chart's axis and curve bookkeeping, apart from the widget.
+
+`Curve` holds one series of one job with its incremental caches (x values, smoothing, a min/max
+pyramid per curve); `DecimatedItem` is the pyqtgraph item that holds only the points in view
+but reports the whole series' extent; `TimeAxisItem` labels an x axis of seconds as a clock;
+`follow_extent` / `nice_extent` round the ranges so a growing run does not move the axes on
+every frame. `LossChart` (widget.py) owns the curves and draws them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.exporters
+from PySide6.QtGui import QPen
+
+from desktop.views.chart.downsample import MinMaxPyramid, XIndex
+from desktop.views.chart.smoothing import EmaSmoother, FloatArray, GrowableArray
+from desktop.views.state import MetricSeries
+
+__all__ = [
+    "X_TITLES",
+    "Curve",
+    "DecimatedItem",
+    "TimeAxisItem",
+    "XAxisMode",
+    "follow_extent",
+    "format_clock",
+    "nice_extent",
+    "nice_unit",
+]
+
+
+class XAxisMode(StrEnum):
+    """What the x axis shows."""
+
+    STEP = "step"
+    TOKENS = "tokens"
+    TIME = "time"
+
+
+X_TITLES = {
+    XAxisMode.STEP: "Step",
+    XAxisMode.TOKENS: "Tokens seen",
+    XAxisMode.TIME: "Wall time",
+}
+_TIME_SPACINGS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+
+
+def format_clock(seconds: float) -> str:
+    sign = "-" if seconds < 0 else ""
+    total = round(abs(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{sign}{hours}:{minutes:02d}:{secs:02d}" if hours else f"{sign}{minutes}:{secs:02d}"
+
+
+class TimeAxisItem(pg.AxisItem):  # type: ignore[misc]
+    """A bottom axis that, in wall-time mode, puts ticks on round durations as h:mm:ss."""
+
+    def __init__(self) -> None:
+        super().__init__(orientation="bottom")
+        self.mode = XAxisMode.STEP
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> Any:
+        """Round durations in time mode; pyqtgraph's choice otherwise."""
+        if self.mode is not XAxisMode.TIME or maxVal <= minVal:
+            return super().tickSpacing(minVal, maxVal, size)
+        wanted = max(2.0, size / 90.0)  # about one label per 90 px
+        span = maxVal - minVal
+        major = next(
+            (float(s) for s in _TIME_SPACINGS if span / s <= wanted),
+            3600.0 * math.ceil(span / wanted / 3600.0),
+        )
+        return [(major, 0.0), (major / 2.0, 0.0)]
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        """h:mm:ss in time mode."""
+        if self.mode is XAxisMode.TIME:
+            return [format_clock(v * scale) for v in values]
+        result: list[str] = super().tickStrings(values, scale, spacing)
+        return result
+
+
+def nice_unit(span: float) -> float:
+    """A quarter of the power of ten at or below `span` (span > 0)."""
+    return 10.0 ** math.floor(math.log10(span)) / 4.0
+
+
+def nice_extent(lo: float, hi: float) -> tuple[float, float]:
+    """[lo, hi] widened outwards to multiples of a quarter of a power of ten below the span.
+
+    A live chart that follows its data would otherwise change its range, and so regenerate
+    its axes and grid, on every frame; rounded out, the range moves only every 1/40 to 1/4
+    of its span.
+    """
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return lo, hi
+    unit = nice_unit(span)
+    return math.floor(lo / unit) * unit, math.ceil(hi / unit) * unit
+
+
+_FOLLOW_HEADROOM = 0.25
+"""While following a growing run, the x range reaches this share of the span past the data,
+so it (and the axis and grid with it) changes about ten times per tenfold growth instead of on
+every frame."""
+
+
+def follow_extent(shown: tuple[float, float] | None, lo: float, hi: float) -> tuple[float, float]:
+    """The x extent to show for data spanning [lo, hi], given the extent shown now."""
+    if (
+        shown is not None
+        and shown[0] == lo
+        and hi <= shown[1]
+        and hi - lo >= 0.5 * (shown[1] - shown[0])  # not a much shorter series
+    ):
+        return shown
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return lo, hi
+    end = hi + _FOLLOW_HEADROOM * span
+    unit = nice_unit(span)
+    return lo, lo + math.ceil((end - lo) / unit) * unit
+
+
+class DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
+    """A PlotDataItem given only the points in view, that reports the whole series' x extent.
+
+    The ViewBox asks items for their bounds when it auto-ranges; this item holds a few
+    thousand points of a series that may have millions, so its x bounds come from the chart's
+    index of the whole series (set as `full_x_bounds`, with room for growth: see
+    `follow_extent`), and its y bounds from the points it holds, which include every peak in
+    view, rounded out (`nice_extent`; from zero when `from_zero`, as for a learning rate) so
+    that following a growing series does not change the range on every frame.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(connect="all", skipFiniteCheck=True, **kwargs)
+        self.full_x_bounds: tuple[float, float] | None = None
+        self.from_zero = False
+
+    def dataBounds(
+        self, ax: int, frac: float = 1.0, orthoRange: tuple[float, float] | None = None
+    ) -> tuple[float, float] | tuple[None, None]:
+        """The whole series' x extent (ax 0); the held points' y extent (ax 1)."""
+        if ax == 0:
+            if self.full_x_bounds is None or not self.isVisible():
+                return (None, None)
+            return self.full_x_bounds
+        lo, hi = super().dataBounds(ax, frac, orthoRange)
+        if lo is None or hi is None:
+            return (None, None)
+        if self.from_zero:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        return nice_extent(lo, hi)
+
+
+@dataclass
+class Curve:
+    """One series of one job on the chart, with its incremental caches."""
+
+    job_id: str
+    name: str
+    item: DecimatedItem
+    raw_item: DecimatedItem | None
+    smoother: EmaSmoother | None
+    series: MetricSeries | None = None
+    """The AppState series the caches were built from (a reload replaces it)."""
+    x_cache: GrowableArray = field(default_factory=GrowableArray)
+    ready: int = 0
+    """Points of the series that have an x value (all in step mode)."""
+    x_index: XIndex = field(default_factory=XIndex)
+    raw_pyramid: MinMaxPyramid = field(default_factory=MinMaxPyramid)
+    smooth_pyramid: MinMaxPyramid = field(default_factory=MinMaxPyramid)
+    x: FloatArray = field(default_factory=lambda: np.empty(0))
+    raw: FloatArray = field(default_factory=lambda: np.empty(0))
+    smoothed: FloatArray | None = None
+    """The whole curve: x, raw values and (when smoothing) smoothed values, `ready` long."""
+    pen: QPen | None = None
+    dense_pen: QPen | None = None
+    """For patterned curves: the pen, and the one-pixel pen used while points are dense."""
+    view_key: tuple[Any, ...] | None = None
+    """What the drawn points were computed from; equal key, nothing to recompute."""
+
+    def reset(self) -> None:
+        self.x_cache.clear()
+        self.ready = 0
+        self.reset_x()
+        self.raw_pyramid.reset()
+        self.smooth_pyramid.reset()
+        if self.smoother is not None:
+            self.smoother.reset()
+
+    def reset_x(self) -> None:
+        self.x_index.reset()
+        self.view_key = None
