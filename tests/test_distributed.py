@@ -87,7 +87,7 @@ def test_launch_plan_for_four_gpus(strategy: str, tmp_path: Path) -> None:
 
 
 def test_fsdp_arguments_are_accepted_by_the_trainer(tmp_path: Path) -> None:
-    from trainer.run import Precision, build_sft_config
+    from trainer.recipe import Precision, build_sft_config
 
     cfg = _gpu_config("fsdp")
     cfg.training.gradient_checkpointing = True

@@ -117,7 +117,7 @@ def test_rank_zero_is_the_only_writer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_precision_per_device() -> None:
     from trainer.errors import TrainerInputError
-    from trainer.run import resolve_precision
+    from trainer.recipe import resolve_precision
 
     cfg = _config()
     assert resolve_precision(cfg, "cpu", False).load_dtype == "float32"
@@ -136,7 +136,7 @@ def test_precision_per_device() -> None:
 def test_lora_and_qlora_configs() -> None:
     import torch
 
-    from trainer.run import build_peft_config, build_quantization_config
+    from trainer.recipe import build_peft_config, build_quantization_config
 
     cfg = _config(
         method="qlora",
@@ -155,7 +155,7 @@ def test_lora_and_qlora_configs() -> None:
 
 
 def test_sft_config_maps_the_training_section(tmp_path: Path) -> None:
-    from trainer.run import Precision, build_sft_config
+    from trainer.recipe import Precision, build_sft_config
 
     cfg = _config(
         dataset={"path": "/data/train.jsonl", "eval_split": 0.1, "max_length": 256},
@@ -201,14 +201,14 @@ def test_sft_config_maps_the_training_section(tmp_path: Path) -> None:
 
 
 def test_cpu_threads_one_for_tiny_models() -> None:
-    from trainer.run import cpu_threads_for
+    from trainer.recipe import cpu_threads_for
 
     assert cpu_threads_for(300_000, cores=16) == 1
     assert cpu_threads_for(1_000_000_000, cores=16, local_world_size=2) == 8
 
 
 def test_only_complete_checkpoints_are_resumable(tmp_path: Path) -> None:
-    from trainer.run import find_checkpoints
+    from trainer.job_dir import find_checkpoints
 
     for step, complete in ((10, True), (20, True), (30, False)):
         folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
