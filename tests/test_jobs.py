@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from desktop.core.errors import ConfigError, DatasetError, JobStateError, OfflineError
-from desktop.core.service import JobService, _plan_transitions, new_job_id
+from desktop.core.ingest import plan_transitions
+from desktop.core.job_dirs import create_job_dir, new_job_id
+from desktop.core.service import JobService
 from desktop.core.tasks import TaskRunner
 from desktop.models import (
     Job,
@@ -29,6 +31,7 @@ from desktop.models import (
     ProviderHandle,
     SeriesColumns,
 )
+from desktop.providers.base import Capability, ProviderContext
 from trainer.protocol import EventReader, EventWriter, StatusFile, read_all_events, write_status
 
 
@@ -43,7 +46,7 @@ class DirProvider:
     """Reads a job dir like any provider would; launching only records a handle."""
 
     name = "dirs"
-    capabilities: frozenset[Any] = frozenset()
+    capabilities = frozenset({Capability.REATTACH, Capability.OFFLINE})
 
     def __init__(self) -> None:
         self.launched: list[str] = []
@@ -84,6 +87,18 @@ class DirProvider:
     async def fetch_artifacts(self, job: Job, dest: Path) -> None:
         return None
 
+    def apply_context(self, context: ProviderContext) -> None:
+        pass
+
+    async def gpu_slots(self) -> tuple[int, ...]:
+        return ()
+
+    def queue_position(self, job_id: str) -> int | None:
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
 
 class Recorder:
     """A JobListener that keeps what it was told."""
@@ -121,13 +136,11 @@ def _service(provider: DirProvider, **kw: Any) -> JobService:
 
 def _stored_job(service: JobService, demo_config: Path) -> Job:
     """A job record as launch would make it, without the (slow) dataset check."""
-    from desktop.core.service import resolve_config
+    from desktop.core.checks import resolve_config
     from desktop.models import data_home
 
     cfg = resolve_config(demo_config)
-    job_id = new_job_id()
-    job_dir = data_home() / "jobs" / job_id
-    job_dir.mkdir(parents=True)
+    job_id, job_dir = create_job_dir(data_home() / "jobs")
     (job_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
     job = Job(id=job_id, name="t", provider="dirs", config=cfg, job_dir=job_dir)
     service.store.add_job(job, "created")
@@ -147,11 +160,32 @@ def _metric_values(events_path: Path) -> set[tuple[int, str, float]]:
     return out
 
 
-def test_job_ids_are_short_sortable_and_unique() -> None:
+def test_job_ids_are_short_and_sort_by_time() -> None:
     ids = [new_job_id(1_800_000_000.0 + i) for i in range(50)]
     assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", i) for i in ids)
     assert ids == sorted(ids)
-    assert len({new_job_id() for _ in range(200)}) >= 199
+    # Across a day, a month and a year boundary too: the text order is the time order.
+    stamps = [1_798_761_599.0, 1_798_761_600.0, 1_800_000_000.0, 1_830_000_000.0]
+    across = [new_job_id(t) for t in stamps]
+    assert across == sorted(across)
+
+
+def test_a_repeated_job_id_still_gets_a_folder_of_its_own(tmp_path: Path) -> None:
+    """Uniqueness comes from the mkdir, not from luck: an id source that repeats itself (two
+    launches in one second drawing the same 4 hex digits) still yields distinct folders."""
+    drawn = iter(["20260101-120000-abcd"] * 3 + ["20260101-120000-beef", "20260101-120001-abcd"])
+    root = tmp_path / "jobs"
+    made = [create_job_dir(root, lambda: next(drawn)) for _ in range(3)]
+    assert [job_id for job_id, _ in made] == [
+        "20260101-120000-abcd",
+        "20260101-120000-beef",
+        "20260101-120001-abcd",
+    ]
+    assert len({path for _, path in made}) == 3
+    assert all(path.is_dir() and path.parent == root for _, path in made)
+    # A source that only ever repeats a taken id is refused, not looped on forever.
+    with pytest.raises(FileExistsError, match="already taken"):
+        create_job_dir(root, lambda: "20260101-120000-abcd")
 
 
 def test_transitions_follow_only_what_was_observed() -> None:
@@ -164,13 +198,13 @@ def test_transitions_follow_only_what_was_observed() -> None:
         JobState.FAILED,
     )
     seen = [(s, "a"), (t, "b"), (sv, "c"), (t, "d"), (c, "e")]
-    assert [x for x, _ in _plan_transitions(q, seen)] == [s, t, sv, t, c]
+    assert [x for x, _ in plan_transitions(q, seen)] == [s, t, sv, t, c]
     # A run that started and ended between two polls passes through starting.
-    assert [x for x, _ in _plan_transitions(q, [(c, "done")])] == [s, c]
+    assert [x for x, _ in plan_transitions(q, [(c, "done")])] == [s, c]
     # Repeats are no change; nothing leaves a final state except a resume.
-    assert _plan_transitions(t, [(t, "x")]) == []
-    assert _plan_transitions(c, [(f, "late")]) == []
-    assert _plan_transitions(t, [(q, "?")]) == []
+    assert plan_transitions(t, [(t, "x")]) == []
+    assert plan_transitions(c, [(f, "late")]) == []
+    assert plan_transitions(t, [(q, "?")]) == []
 
 
 def test_task_runner_names_cancels_and_reports_failures() -> None:
@@ -557,3 +591,87 @@ def test_start_hands_listeners_the_stored_history_first(home: Path, demo_templat
         await again.close()
 
     asyncio.run(go())
+
+
+def test_a_failing_listener_reaches_the_bug_path_and_the_others_still_hear(
+    home: Path, demo_template: Path
+) -> None:
+    provider = DirProvider()
+    bugs: list[tuple[str, BaseException]] = []
+
+    class Broken(Recorder):
+        def job_changed(self, job: Job) -> None:
+            raise RuntimeError("listener kaputt")
+
+    async def go() -> None:
+        service = _service(provider, on_bug=lambda summary, exc: bugs.append((summary, exc)))
+        broken, healthy = Broken(), Recorder()
+        service.add_listener(broken)
+        service.add_listener(healthy)
+        job = _stored_job(service, demo_template / "config.json")
+        EventWriter(job.job_dir / "events.jsonl").emit("status", state="starting")
+        job = await service.poll_once(job.id)
+        assert job.state is JobState.STARTING
+        assert [j.state for j in healthy.changed] == [JobState.STARTING]
+        await service.close()
+
+    asyncio.run(go())
+    assert len(bugs) == 1
+    summary, exc = bugs[0]
+    assert "job_changed" in summary and isinstance(exc, RuntimeError)
+    assert str(exc) == "listener kaputt"
+
+
+def test_ingest_writes_off_the_loop_thread_and_tells_listeners_on_it(
+    home: Path, demo_template: Path
+) -> None:
+    import threading
+
+    from desktop.core.store import JobStore
+
+    writes: list[tuple[str, int]] = []
+
+    class WatchedStore(JobStore):
+        """The real store, noting which thread each write ran on."""
+
+        def transition(self, job: Job, new_state: JobState, reason: str, **updates: Any) -> Job:
+            writes.append(("transition", threading.get_ident()))
+            return super().transition(job, new_state, reason, **updates)
+
+        def record_progress(
+            self,
+            job: Job,
+            points: Any,
+            transition: tuple[JobState, str] | None = None,
+        ) -> Job:
+            writes.append(("record_progress", threading.get_ident()))
+            return super().record_progress(job, points, transition)
+
+    heard: list[tuple[str, int]] = []
+
+    class ThreadRecorder(Recorder):
+        def job_changed(self, job: Job) -> None:
+            heard.append((job.state.value, threading.get_ident()))
+
+        def metrics_added(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
+            heard.append(("metrics:" + ",".join(sorted(columns)), threading.get_ident()))
+
+    async def go() -> int:
+        service = JobService(WatchedStore(), providers={"dirs": DirProvider()})
+        service.add_listener(ThreadRecorder())
+        job = _stored_job(service, demo_template / "config.json")
+        writer = EventWriter(job.job_dir / "events.jsonl")
+        writer.emit("status", state="starting")
+        writer.emit("status", state="training")
+        writer.emit("metric", step=1, loss=2.0, learning_rate=0.1)
+        await service.poll_once(job.id)
+        await service.close()
+        service.store.close()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(go())
+    assert [name for name, _ in writes] == ["transition", "record_progress"]
+    assert all(thread != loop_thread for _, thread in writes)
+    # In store order: the intermediate state, the points as columns, the final snapshot.
+    assert [what for what, _ in heard] == ["starting", "metrics:learning_rate,loss", "training"]
+    assert all(thread == loop_thread for _, thread in heard)

@@ -160,9 +160,22 @@ def test_trainer_env_maps_slots_through_the_inherited_visible_devices() -> None:
 
 
 def test_provider_is_registered_and_satisfies_the_protocol(home: Path) -> None:
-    provider = get_provider_factory("local")(home)
+    from desktop.core.runtime import TrainerRuntime
+    from desktop.models import Settings
+    from desktop.providers.base import ProviderContext
+
+    settings = Settings(gpu_slots=1, cancel_grace_s=7.0)
+    runtime = TrainerRuntime("/opt/py/bin/python3", offline=True)
+    provider = get_provider_factory("local")(ProviderContext(settings, home, runtime))
     assert isinstance(provider, Provider)
     assert provider.name == "local"
+    assert isinstance(provider, LocalProvider)
+    assert provider.python == "/opt/py/bin/python3" and provider.offline
+    assert provider.slots.gpus == (0,) and provider.cancel_grace_s == 7.0
+    # Told new settings, it launches with them; nothing else about it changes.
+    provider.apply_context(ProviderContext(Settings(), home, TrainerRuntime()))
+    assert provider.python == sys.executable and not provider.offline
+    assert provider.slots.gpus is None and provider.home == home
 
 
 def test_missing_runtime_is_refused_with_the_reason(home: Path, demo_dir: Path) -> None:

@@ -1,11 +1,10 @@
 """The job service: launch, watch, cancel, resume and forget training jobs (Qt-free, asyncio).
 
-One `JobService` serves the CLI and the window. It checks a config before anything is spent
-(schema, files on disk, offline rules, the dataset itself through the trainer runtime), writes
-the job directory, hands the job to a provider and then watches it with one tracked polling
-task per active job: each poll's events become stored metric points, snapshot fields and state
-transitions, written in one store transaction together with the new event offsets, so a watcher
-that dies at any moment loses nothing and counts nothing twice when it comes back.
+One `JobService` serves the CLI and the window: the use-cases. It checks a config before
+anything is spent (`checks`), writes the job directory (`job_dirs`), hands the job to a provider
+built from the registry (`desktop.providers.base`) and then watches it with one tracked polling
+task per active job; each poll's findings are stored by `ingest` in a worker thread, so a
+watcher that dies at any moment loses nothing and counts nothing twice when it comes back.
 
 It never reports a state it did not observe: states come from the trainer's status events and
 from what the provider saw (a process that is gone, a `status.json`).
@@ -14,361 +13,161 @@ from what the provider saw (a process that is gone, a `status.json`).
 from __future__ import annotations
 
 import asyncio
-import json
+import importlib
 import logging
-import os
-import secrets as _random
 import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from desktop.core.checks import (
+    check_datasets,
+    check_offline,
+    check_paths,
+    gpus_requested,
+    resolve_config,
+)
 from desktop.core.errors import (
     ConfigError,
-    DatasetError,
     FtdeskError,
     JobNotFoundError,
     JobStateError,
     OfflineError,
     ProviderError,
-    RuntimeNotReadyError,
 )
+from desktop.core.ingest import (
+    Ingested,
+    ingest,
+    mark_unreachable,
+    split_log_lines,
+    take_ingest_lock,
+)
+from desktop.core.job_dirs import create_job_dir, last_checkpoint
+from desktop.core.job_secrets import secrets_for_job
 from desktop.core.redaction import redact
-from desktop.core.tasks import TaskRunner
+from desktop.core.runtime import TrainerRuntime
+from desktop.core.store import JobStore
+from desktop.core.tasks import BugHandler, TaskRunner, print_bug
 from desktop.models import (
     Job,
     JobListener,
     JobState,
     JobUpdate,
-    MetricPoint,
     Settings,
-    can_transition,
     data_home,
     metric_columns,
 )
-from desktop.providers.offline import OFFLINE_ENV
-from trainer.config import (
-    ConfigFileError,
-    TrainingConfig,
-    format_validation_error,
-    load_config,
-    looks_like_local_path,
-)
-from trainer.protocol import (
-    ArtifactEvent,
-    ErrorEvent,
-    MetricEvent,
-    ProgressEvent,
-    StatusEvent,
-    latest_complete_checkpoint,
-    read_status,
-)
+from desktop.providers.base import Capability, Provider, ProviderContext, get_provider_factory
+from trainer.config import TrainingConfig
+from trainer.reports import DataReport
 
-__all__ = [
-    "DatasetReport",
-    "JobService",
-    "check_dataset",
-    "check_offline",
-    "check_paths",
-    "new_job_id",
-    "resolve_config",
-    "trainer_python",
-]
+if TYPE_CHECKING:
+    from desktop.core.secrets import SecretStore
+
+__all__ = ["JobService"]
 
 log = logging.getLogger(__name__)
-
-_RUNNING = (JobState.STARTING, JobState.TRAINING, JobState.SAVING)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks before launch
-
-
-def trainer_python(settings: Settings) -> str:
-    """The interpreter that runs the trainer: the settings' choice, else the app's own."""
-    return settings.trainer_python or sys.executable
-
-
-def resolve_config(config: str | Path | TrainingConfig) -> TrainingConfig:
-    """A validated `TrainingConfig` from a file (JSON or YAML) or an object.
-
-    Raises:
-        ConfigError: the file is unreadable or a field is invalid; the message names it.
-    """
-    if isinstance(config, TrainingConfig):
-        # Re-validate: a config built in code with validate_assignment can still be stale.
-        try:
-            return TrainingConfig.model_validate(config.model_dump())
-        except ValueError as exc:
-            from pydantic import ValidationError
-
-            if isinstance(exc, ValidationError):
-                raise ConfigError(format_validation_error(exc)) from exc
-            raise ConfigError(str(exc)) from exc
-    try:
-        return load_config(config)
-    except ConfigFileError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def _hub_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "huggingface" / "hub"
-
-
-def _in_hub_cache(repo_id: str, kind: str) -> bool:
-    """Whether a Hub repository has a downloaded snapshot in the local Hugging Face cache."""
-    folder = _hub_cache_dir() / f"{kind}s--{repo_id.replace('/', '--')}" / "snapshots"
-    try:
-        return any(any(snapshot.iterdir()) for snapshot in folder.iterdir())
-    except OSError:
-        return False
-
-
-def _is_local(value: str) -> bool:
-    return looks_like_local_path(value) or Path(value).expanduser().exists()
-
-
-def check_paths(config: TrainingConfig) -> None:
-    """Files the config names as local must exist (any mode).
-
-    Raises:
-        ConfigError: the model folder is missing.
-        DatasetError: the dataset or eval file is missing.
-    """
-    model = config.model.name_or_path
-    if _is_local(model) and not Path(model).expanduser().exists():
-        raise ConfigError(
-            f"model.name_or_path: {model} does not exist; give a folder with config.json and "
-            "weights, or a Hugging Face Hub id (org/name)"
-        )
-    for field_name, value in (
-        ("dataset.path", config.dataset.path),
-        ("dataset.eval_path", config.dataset.eval_path),
-    ):
-        if value and _is_local(value) and not Path(value).expanduser().exists():
-            raise DatasetError(f"{field_name}: {value} does not exist; check the path")
-
-
-def check_offline(config: TrainingConfig) -> None:
-    """Offline mode: the model and the data must be on disk, and nothing may be uploaded.
-
-    Raises:
-        OfflineError: naming the model, dataset or option that needs the network.
-    """
-    model = config.model.name_or_path
-    if not _is_local(model) and not _in_hub_cache(model, "model"):
-        raise OfflineError(
-            f"offline mode: the model {model!r} is not on disk (not a folder and not in the "
-            f"Hugging Face cache {_hub_cache_dir()}); give a local model folder or go online"
-        )
-    for field_name, value in (
-        ("dataset.path", config.dataset.path),
-        ("dataset.eval_path", config.dataset.eval_path),
-    ):
-        if value and not _is_local(value) and not _in_hub_cache(value, "dataset"):
-            raise OfflineError(
-                f"offline mode: the dataset {value!r} ({field_name}) is not on disk; give a "
-                "local file or go online"
-            )
-    if config.output.push_to_hub:
-        raise OfflineError("offline mode: output.push_to_hub needs the network; turn it off")
-    if config.training.report_to == "wandb":
-        raise OfflineError(
-            "offline mode: training.report_to 'wandb' needs the network; use 'none' or "
-            "'tensorboard'"
-        )
-
-
-@dataclass(frozen=True)
-class DatasetReport:
-    """What `trainer check-data` found in one file."""
-
-    path: str
-    usable: bool
-    format: str | None = None
-    records: int | None = None
-    problems: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _problem_lines(
-    path: str, problems: list[dict[str, Any]], total: int, location: str, limit: int = 10
-) -> list[str]:
-    lines = []
-    for problem in problems[:limit]:
-        line = problem.get("line")
-        where = f"{path}: {location} {line}" if line is not None else path
-        lines.append(f"  {where}: {problem.get('message', problem)}")
-    if total > min(limit, len(problems)):
-        lines.append(f"  ... and {total - min(limit, len(problems))} more problems")
-    return lines
-
-
-def check_dataset(
-    path: str,
-    python: str,
-    *,
-    fmt: str = "auto",
-    split: str | None = None,
-    field_map: Mapping[str, str | None] | None = None,
-    timeout_s: float = 300.0,
-    env: Mapping[str, str] | None = None,
-) -> DatasetReport:
-    """Run `python -m trainer check-data PATH --json` with the trainer runtime (blocking).
-
-    Raises:
-        DatasetError: the data is unusable; the message lists the problems with line numbers.
-        RuntimeNotReadyError: the runtime could not run the check (or did not finish in time).
-    """
-    cmd = [python, "-m", "trainer", "check-data", path, "--json", "--format", fmt]
-    if split:
-        cmd += ["--split", split]
-    for key, column in (field_map or {}).items():
-        if column:
-            cmd += ["--field", f"{key}={column}"]
-    child_env = {**os.environ, **(env or {})}
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeNotReadyError(
-            f"the dataset check of {path} did not finish within {timeout_s:.0f} s; check the "
-            f"file with: finetune-desk check-data {path}"
-        ) from exc
-    except OSError as exc:
-        raise RuntimeNotReadyError(
-            f"cannot start the trainer runtime {python}: {exc.strerror or exc}; set a Python "
-            "with the train extra in the settings, or run: finetune-desk doctor"
-        ) from exc
-    try:
-        data = json.loads(proc.stdout)
-        if not isinstance(data, dict) or "usable" not in data:
-            raise ValueError("no 'usable' field")
-    except ValueError as exc:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise RuntimeNotReadyError(
-            f"the trainer runtime {python} could not check {path} (exit {proc.returncode}): "
-            f"{tail or 'no output'}; run: finetune-desk doctor"
-        ) from exc
-    problems = [p if isinstance(p, dict) else {"message": str(p)} for p in data.get("problems", [])]
-    report = DatasetReport(
-        path=path,
-        usable=bool(data["usable"]) and proc.returncode == 0,
-        format=data.get("format"),
-        records=data.get("records"),
-        problems=problems,
-    )
-    if not report.usable:
-        lines = [f"{path}: the dataset is not usable:"]
-        total = int(data.get("problem_count") or len(problems))
-        location = str(data.get("location") or "line")
-        lines += _problem_lines(path, problems, total, location) or ["  (no details given)"]
-        raise DatasetError("\n".join(lines))
-    return report
-
-
-def new_job_id(now: float | None = None) -> str:
-    """A short, sortable, unique id: `YYYYMMDD-HHMMSS-xxxx` (local time, 4 random hex)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
-    return f"{stamp}-{_random.token_hex(2)}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Cross-process lock: one ingester per job, even with a window and a CLI open at once.
-
-
-@contextmanager
-def _ingest_lock(job_dir: Path) -> Iterator[bool]:
-    """Try to take the job's ingest lock without waiting; yields whether it was taken."""
-    from desktop.providers.local.process import FileLock, LockBusy
-
-    if not job_dir.is_dir():
-        # No job dir (deleted files): nothing to ingest from it either; let the provider say so.
-        yield True
-        return
-    lock = FileLock(job_dir / ".ingest.lock")
-    try:
-        lock.acquire(blocking=False)
-    except LockBusy:
-        yield False
-        return
-    except OSError:
-        yield True  # an unlockable folder: ingest anyway, as a lone reader would
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _store_factory() -> Any:
-    from desktop.core.store import JobStore
-
-    return JobStore()
 
 
 class JobService:
     """Launches and watches jobs; the one place the app changes a job.
 
+    Store reads and writes of the async methods, poll parsing and metric columns run in worker
+    threads; listeners are called on the event loop's thread, in order. `get` and `jobs` are
+    the blocking reads for callers that are not on the loop (the CLI, tests).
+
     Args:
-        store: a `desktop.core.store.JobStore` (default: the one under `data_home()`).
+        store: the job store (default: the one under `data_home()`).
         settings: trainer runtime, slots, poll interval, offline default.
         offline: overrides `settings.offline`.
         providers: ready provider instances by name (tests, or a caller that built them);
-            others are created from the registry on first use.
+            others are built from the registry on first use.
         runner: the task runner for the polling tasks (default: a new one).
-        secret_store: a `desktop.core.secrets.SecretStore` whose values reach trainers as
-            environment variables (default: one is created on first launch).
+        secret_store: the secret store whose values reach trainers as environment variables
+            (default: one is created on first launch).
         check_timeout_s: limit for the dataset check.
         on_error: called with a message for failures of background work (a watcher that broke).
+        on_bug: called with a summary and the exception when a listener raises (a bug): the
+            window shows its traceback dialog; default: printed with the traceback on stderr.
     """
 
     def __init__(
         self,
-        store: Any = None,
+        store: JobStore | None = None,
         *,
         settings: Settings | None = None,
         offline: bool | None = None,
-        providers: Mapping[str, Any] | None = None,
+        providers: Mapping[str, Provider] | None = None,
         runner: TaskRunner | None = None,
-        secret_store: Any = None,
+        secret_store: SecretStore | None = None,
         check_timeout_s: float = 300.0,
         on_error: Callable[[str], None] | None = None,
+        on_bug: BugHandler | None = None,
     ) -> None:
-        self.settings = settings or Settings()
-        self.offline = self.settings.offline if offline is None else offline
+        self._settings = settings or Settings()
+        self._offline = self._settings.offline if offline is None else offline
+        self._runtime = TrainerRuntime.from_settings(self._settings, offline=self._offline)
         self._owns_store = store is None
-        self.store = store if store is not None else _store_factory()
-        self._providers: dict[str, Any] = dict(providers or {})
+        self.store: JobStore = store if store is not None else JobStore()
+        self._providers: dict[str, Provider] = dict(providers or {})
         self._runner = runner or TaskRunner()
         self._runner.set_failure_handler(self._on_task_failed)
         self._secret_store = secret_store
         self._check_timeout_s = check_timeout_s
         self._on_error = on_error
+        self._on_bug: BugHandler = on_bug or print_bug
         self._listeners: list[JobListener] = []
         self._log_offsets: dict[str, int] = {}
         self._log_carry: dict[str, str] = {}
         self._seen: dict[str, Job] = {}
+
+    # -- settings -----------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force; assigning applies them (`apply_settings`)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.apply_settings(settings, offline=self._offline)
+
+    @property
+    def offline(self) -> bool:
+        """Whether offline mode is on; assigning applies it (`apply_settings`)."""
+        return self._offline
+
+    @offline.setter
+    def offline(self, offline: bool) -> None:
+        self.apply_settings(self._settings, offline=offline)
+
+    @property
+    def runtime(self) -> TrainerRuntime:
+        """The trainer runtime of the current settings and offline mode."""
+        return self._runtime
+
+    def apply_settings(self, settings: Settings, *, offline: bool | None = None) -> None:
+        """Use `settings` (and `offline`, default `settings.offline`) from the next launch on.
+
+        Every provider built so far is told the new context (trainer Python, offline mode,
+        slots, poll interval, cancel grace); jobs that are running keep running and keep being
+        watched.
+        """
+        self._settings = settings
+        self._offline = settings.offline if offline is None else offline
+        self._runtime = TrainerRuntime.from_settings(settings, offline=self._offline)
+        context = self._context()
+        for backend in self._providers.values():
+            backend.apply_context(context)
+
+    def _context(self) -> ProviderContext:
+        return ProviderContext(
+            settings=self._settings,
+            home=data_home(),
+            runtime=self._runtime,
+            secrets=self.trainer_env,
+        )
 
     # -- listeners ----------------------------------------------------------------------------
 
@@ -382,23 +181,29 @@ class JobService:
             self._listeners.remove(listener)
 
     def _emit(self, method: str, *args: Any) -> None:
+        """Tell every listener; one that raises is a bug for `on_bug`, and the rest still hear."""
         for listener in list(self._listeners):
             try:
                 getattr(listener, method)(*args)
-            except Exception:
-                log.exception("job listener %r failed in %s", listener, method)
+            except Exception as exc:
+                log.error("job listener %r failed in %s", listener, method, exc_info=exc)
+                try:
+                    self._on_bug(f"a job listener failed in {method}: {exc}", exc)
+                except Exception:
+                    log.exception("the bug handler itself failed")
 
     # -- queries ------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
         """The stored job with this id or unique id prefix (raises JobNotFoundError)."""
-        job: Job = self.store.get_job(job_id)
-        return job
+        return self.store.get_job(job_id)
 
     def jobs(self, states: set[JobState] | None = None) -> list[Job]:
         """Stored jobs (all, or those in `states`)."""
-        jobs: list[Job] = self.store.list_jobs(states=states)
-        return jobs
+        return self.store.list_jobs(states=states)
+
+    async def _get(self, job_id: str) -> Job:
+        return await asyncio.to_thread(self.store.get_job, job_id)
 
     def is_watching(self, job_id: str) -> bool:
         """Whether a polling task is running for the job."""
@@ -406,22 +211,23 @@ class JobService:
 
     # -- providers ----------------------------------------------------------------------------
 
-    def provider(self, name: str) -> Any:
-        """The provider instance for `name`, created on first use.
+    def provider(self, name: str) -> Provider:
+        """The provider instance for `name`, built from the registry on first use.
 
         Raises:
             ConfigError: no such provider.
             OfflineError: the provider needs the network and offline mode is on.
         """
-        if name in self._providers:
-            return self._providers[name]
-        if self.offline and name != "local":
+        backend = self._providers.get(name)
+        if backend is None:
+            backend = self._build_provider(name)
+            self._providers[name] = backend
+        if self._offline and Capability.OFFLINE not in backend.capabilities:
             raise OfflineError(f"offline mode: provider {name!r} needs the network; use 'local'")
-        import importlib
+        return backend
 
-        from desktop.providers.base import get_provider_factory
-
-        # A provider package registers itself when imported; "local" always exists.
+    def _build_provider(self, name: str) -> Provider:
+        # A provider package registers its factory when imported; "local" always exists.
         importlib.import_module("desktop.providers.local")
         if name.isidentifier():
             try:
@@ -433,59 +239,16 @@ class JobService:
             factory = get_provider_factory(name)
         except KeyError as exc:
             raise ConfigError(f"--provider: {exc.args[0]}") from None
-        if name == "local":
-            from desktop.providers.local import SlotConfig
-
-            slots = self.settings.gpu_slots
-            instance = factory(
-                home=data_home(),
-                python=trainer_python(self.settings),
-                slots=SlotConfig(gpus=None if slots is None else tuple(range(slots))),
-                poll_interval=self.settings.poll_interval_s,
-                cancel_grace_s=self.settings.cancel_grace_s,
-                offline=self.offline,
-                env_provider=self.trainer_env,
-            )
-        else:
-            instance = factory()
-        self._providers[name] = instance
-        return instance
+        return factory(self._context())
 
     def trainer_env(self, job: Job) -> dict[str, str]:
         """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
 
-        Called by the provider in a worker thread at launch. Secrets leave the keychain here
-        and go only into the child's environment; they are never written to a file. A secret
-        the job needs (a Hub model or dataset, a push, W&B) that cannot be read is logged as a
-        warning; the Hugging Face token is passed to every other job too when it is at hand
-        (gated tokenizers, templates), quietly otherwise. A keychain that fails never stops a
-        job: the trainer then reports what it lacked.
+        Called by the provider in a worker thread at launch; see `job_secrets.secrets_for_job`.
         """
-        from desktop.core.secrets import SecretName
+        return secrets_for_job(job, self._secrets)
 
-        cfg = job.config
-        uses_hub = (
-            not _is_local(cfg.model.name_or_path)
-            or not _is_local(cfg.dataset.path)
-            or cfg.output.push_to_hub
-        )
-        needed = ["hf_token"] if uses_hub else []
-        if cfg.training.report_to == "wandb":
-            needed.append("wandb_api_key")
-        env: dict[str, str] = {}
-        try:
-            store = self._secrets()
-            if needed:
-                env.update(store.trainer_env(needed))
-            if not uses_hub:
-                token = store.get(SecretName.HF_TOKEN)
-                if token is not None:
-                    env[SecretName.HF_TOKEN.trainer_env_var] = token.get_secret_value()
-        except FtdeskError as exc:
-            log.debug("job %s starts without optional secrets: %s", job.id, exc)
-        return env
-
-    def _secrets(self) -> Any:
+    def _secrets(self) -> SecretStore:
         if self._secret_store is None:
             from desktop.core.secrets import SecretStore
 
@@ -496,7 +259,7 @@ class JobService:
 
     async def validate(
         self, config: str | Path | TrainingConfig
-    ) -> tuple[TrainingConfig, list[DatasetReport]]:
+    ) -> tuple[TrainingConfig, list[DataReport]]:
         """Every check `launch` makes, without launching: schema, files, offline rules, data.
 
         Raises:
@@ -504,24 +267,11 @@ class JobService:
         """
         cfg = resolve_config(config)
         check_paths(cfg)
-        if self.offline:
+        if self._offline:
             check_offline(cfg)
-        reports = []
-        data = cfg.dataset
-        for value, split in ((data.path, data.split), (data.eval_path, None)):
-            if value and _is_local(value):
-                reports.append(
-                    await asyncio.to_thread(
-                        check_dataset,
-                        value,
-                        trainer_python(self.settings),
-                        fmt=data.format,
-                        split=split,
-                        field_map=data.field_map.model_dump(),
-                        timeout_s=self._check_timeout_s,
-                        env=OFFLINE_ENV if self.offline else None,
-                    )
-                )
+        reports = await asyncio.to_thread(
+            check_datasets, cfg, self._runtime, timeout_s=self._check_timeout_s
+        )
         return cfg, reports
 
     # -- operations ---------------------------------------------------------------------------
@@ -543,50 +293,50 @@ class JobService:
         """
         cfg, _ = await self.validate(config)
         backend = self.provider(provider)
-        gpus_requested = await _gpus_requested(cfg, backend)
-        jobs_root = data_home() / "jobs"
-        jobs_root.mkdir(parents=True, exist_ok=True)
-        while True:
-            job_id = new_job_id()
-            job_dir = jobs_root / job_id
-            try:
-                job_dir.mkdir()
-                break
-            except FileExistsError:
-                continue
-        (job_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
-        job = Job(
-            id=job_id,
-            name=name or cfg.name,
-            provider=provider,
-            config=cfg,
-            job_dir=job_dir,
-            gpus_requested=gpus_requested,
-        )
-        self.store.add_job(job, "created")
-        job = self.get(job_id)
+        gpus = await gpus_requested(cfg, backend)
+
+        def create() -> Job:
+            job_id, job_dir = create_job_dir(data_home() / "jobs")
+            (job_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+            job = Job(
+                id=job_id,
+                name=name or cfg.name,
+                provider=provider,
+                config=cfg,
+                job_dir=job_dir,
+                gpus_requested=gpus,
+            )
+            self.store.add_job(job, "created")
+            return self.store.get_job(job_id)
+
+        job = await asyncio.to_thread(create)
+        self._seen[job.id] = job
         self._emit("job_added", job)
         await self._hand_to_provider(job, backend, "launch")
-        job = self.get(job_id)
+        job = await self._get(job.id)
         self._watch(job)
         return job
 
-    async def _hand_to_provider(self, job: Job, backend: Any, what: str) -> None:
+    async def _hand_to_provider(self, job: Job, backend: Provider, what: str) -> None:
         try:
             handle = await backend.launch(job)
-        except FtdeskError as exc:
-            failed = self.store.transition(job, JobState.FAILED, f"{what} failed: {exc}")
-            self._changed(failed)
-            raise
         except Exception as exc:
-            failed = self.store.transition(job, JobState.FAILED, f"{what} failed: {exc}")
+            failed = await asyncio.to_thread(
+                self.store.transition, job, JobState.FAILED, f"{what} failed: {exc}"
+            )
             self._changed(failed)
+            if isinstance(exc, FtdeskError):
+                raise
             raise ProviderError(
                 f"job {job.id}: the {job.provider} provider could not {what} it: {exc}"
             ) from exc
-        stored = self.get(job.id).model_copy(update={"handle": handle})
-        self.store.save_job(stored)
-        self._changed(self.get(job.id))
+
+        def save() -> Job:
+            stored = self.store.get_job(job.id).model_copy(update={"handle": handle})
+            self.store.save_job(stored)
+            return self.store.get_job(job.id)
+
+        self._changed(await asyncio.to_thread(save))
 
     async def cancel(self, job_id: str) -> Job:
         """Ask the provider to stop the job (idempotent). The state changes when it is observed.
@@ -594,13 +344,13 @@ class JobService:
         Raises:
             JobStateError: the job has already ended.
         """
-        job = self.get(job_id)
+        job = await self._get(job_id)
         if job.is_final:
             raise JobStateError(f"job {job.id} has already ended ({job.state.value})")
         await self.provider(job.provider).cancel(job)
         if not self.is_watching(job.id):
             self._watch(job)
-        return self.get(job.id)
+        return await self._get(job.id)
 
     async def resume(self, job_id: str) -> Job:
         """Queue a cancelled or failed job again from its last checkpoint, in the same job dir.
@@ -610,33 +360,35 @@ class JobService:
         Raises:
             JobStateError: the job is not cancelled/failed, or has no checkpoint.
         """
-        job = self.get(job_id)
+        job = await self._get(job_id)
         if job.state not in (JobState.CANCELLED, JobState.FAILED):
             raise JobStateError(
                 f"job {job.id} is {job.state.value}; only a cancelled or failed job can be resumed"
             )
-        checkpoint = _last_checkpoint(job)
+        checkpoint = await asyncio.to_thread(last_checkpoint, job.job_dir)
         if checkpoint is None:
             raise JobStateError(
                 f"job {job.id} has no checkpoint to resume from; start it again with "
                 "finetune-desk run CONFIG"
             )
         backend = self.provider(job.provider)
-        if self.offline:
+        if self._offline:
             check_offline(job.config)
-        job = self.store.transition(
-            job,
-            JobState.QUEUED,
-            f"resume from {checkpoint}",
-            resume=True,
-            handle=None,
-            exit_code=None,
-            finished_at=None,
-            eta_seconds=None,
+        job = await asyncio.to_thread(
+            lambda: self.store.transition(
+                job,
+                JobState.QUEUED,
+                f"resume from {checkpoint}",
+                resume=True,
+                handle=None,
+                exit_code=None,
+                finished_at=None,
+                eta_seconds=None,
+            )
         )
         self._changed(job)
         await self._hand_to_provider(job, backend, "resume")
-        job = self.get(job.id)
+        job = await self._get(job.id)
         self._watch(job)
         return job
 
@@ -648,11 +400,11 @@ class JobService:
         Raises:
             JobStateError: the job is still active (cancel it first).
         """
-        job = self.get(job_id)
+        job = await self._get(job_id)
         if not job.is_final:
             raise JobStateError(f"job {job.id} is {job.state.value}; cancel it before deleting it")
         self._runner.cancel(_watch_name(job.id))
-        self.store.delete_job(job.id)
+        await asyncio.to_thread(self.store.delete_job, job.id)
         # Only a folder that is a job dir (it holds the job's config.json) is ever removed.
         if delete_files and (job.job_dir / "config.json").is_file():
             await asyncio.to_thread(shutil.rmtree, job.job_dir)
@@ -662,42 +414,48 @@ class JobService:
     def export_metrics_csv(self, job_id: str, out: TextIO) -> int:
         """Write the job's metrics as CSV (one row per step); returns the number of rows."""
         job = self.get(job_id)
-        rows: int = self.store.export_metrics_csv(job.id, out)
-        return rows
+        return self.store.export_metrics_csv(job.id, out)
 
     async def start(self, *, with_history: bool = False) -> list[Job]:
         """Load every job and reattach to those that have not ended.
 
         A trainer still alive is watched again; one that is gone is settled by what it left
-        (`status.json` → that final state; nothing → failed). Returns the stored jobs.
+        (`status.json` → that final state; nothing → failed). A job of a provider without
+        `Capability.REATTACH` is not watched again. Returns the stored jobs.
 
         Args:
-            with_history: also hand listeners every stored metric point (read in a worker
-                thread) before any watcher starts, so charts rebuild in step order.
+            with_history: also hand listeners every stored metric point (read and turned into
+                columns in a worker thread) before any watcher starts, so charts rebuild in
+                step order.
         """
-        jobs = self.jobs()
+        store = self.store
+        jobs = await asyncio.to_thread(self.jobs)
         for job in jobs:
             self._seen[job.id] = job
             self._emit("job_added", job)
         if with_history:
-            store = self.store
-            history = await asyncio.to_thread(lambda: [(j.id, store.metrics(j.id)) for j in jobs])
-            for job_id, points in history:
-                if points:
-                    self._emit("metrics_added", job_id, metric_columns(points))
+            history = await asyncio.to_thread(
+                lambda: [(j.id, metric_columns(store.metrics(j.id))) for j in jobs]
+            )
+            for job_id, columns in history:
+                if columns:
+                    self._emit("metrics_added", job_id, columns)
         for job in jobs:
             if job.is_final:
                 continue
             try:
-                self._watch(job)
+                if Capability.REATTACH in self.provider(job.provider).capabilities:
+                    self._watch(job)
+                else:
+                    log.info("job %s: its provider cannot reattach; not watched", job.id)
             except FtdeskError as exc:
                 log.warning("cannot reattach job %s: %s", job.id, exc)
                 self._report(f"job {job.id}: {exc}")
-        return self.jobs()
+        return await asyncio.to_thread(self.jobs)
 
     async def refresh(self, job_id: str | None = None) -> list[Job]:
         """Poll active jobs once (all, or one) and store what they did. For the CLI's reads."""
-        targets = [self.get(job_id)] if job_id else self.jobs()
+        targets = [await self._get(job_id)] if job_id else await asyncio.to_thread(self.jobs)
         out = []
         for job in targets:
             if not job.is_final and not self.is_watching(job.id):
@@ -707,27 +465,25 @@ class JobService:
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Watch the job until it ends (or `timeout` seconds pass); returns its snapshot."""
-        job = self.get(job_id)
+        job = await self._get(job_id)
         if job.is_final:
             return job
         if not self.is_watching(job.id):
             self._watch(job)
         with suppress(TimeoutError):
             await asyncio.wait_for(self._runner.wait(_watch_name(job.id)), timeout)
-        return self.get(job.id)
+        return await self._get(job.id)
 
     async def close(self) -> None:
         """Stop watching. Trainers keep running; `start()` (here or in the next app) reattaches."""
         await self._runner.cancel_all()
         if self._owns_store:
             self.store.close()
-        for backend in self._providers.values():
-            closer = getattr(backend, "aclose", None)
-            if closer is not None:
-                try:
-                    await closer()
-                except Exception:
-                    log.exception("closing provider %s failed", getattr(backend, "name", backend))
+        for name, backend in self._providers.items():
+            try:
+                await backend.aclose()
+            except Exception:
+                log.exception("closing provider %s failed", name)
 
     # -- watching -----------------------------------------------------------------------------
 
@@ -738,10 +494,11 @@ class JobService:
         self._runner.start(name, self._watch_loop(job.id))
 
     async def _watch_loop(self, job_id: str) -> None:
-        interval = self.settings.poll_interval_s
-        delay = interval
+        delay = self._settings.poll_interval_s
         failing = False
         while True:
+            # Read each round: settings applied meanwhile change the pace of running watchers.
+            interval = self._settings.poll_interval_s
             try:
                 job = await self.poll_once(job_id)
             except JobNotFoundError:
@@ -767,17 +524,15 @@ class JobService:
         """Poll the job's provider once and store what it saw; returns the new snapshot.
 
         When another process is ingesting this job right now, this one only reads the store.
+        The lock, the parsing and the store writes run in worker threads.
         """
-        job = self.get(job_id)
+        job = await self._get(job_id)
         if job.is_final:
             return job
-        with _ingest_lock(job.job_dir) as mine:
-            if not mine:
-                job = self.get(job_id)
-                self._changed(job)
-                return job
-            job = self.get(job_id)  # what another process may have stored meanwhile
-            if job.is_final:
+        mine, lock = await asyncio.to_thread(take_ingest_lock, job.job_dir)
+        try:
+            job = await self._get(job_id)  # what another process may have stored meanwhile
+            if not mine or job.is_final:
                 self._changed(job)
                 return job
             backend = self.provider(job.provider)
@@ -785,100 +540,25 @@ class JobService:
                 update: JobUpdate = await backend.poll(job)
             except ProviderError as exc:
                 reason = f"{job.provider} provider unreachable: {exc}"
-                if job.state is not JobState.UNKNOWN and can_transition(
-                    job.state, JobState.UNKNOWN
-                ):
-                    job = self.store.transition(job, JobState.UNKNOWN, reason)
-                    self._changed(job)
+                job = await asyncio.to_thread(mark_unreachable, self.store, job, reason)
+                self._changed(job)
                 return job
-            job = self._apply(job, update)
+            done = await asyncio.to_thread(ingest, self.store, job, update)
+            self._publish(done)
+            job = done.job
+        finally:
+            if lock is not None:
+                lock.release()
         await self._emit_logs(job)
         return job
 
-    def _apply(self, job: Job, update: JobUpdate) -> Job:
-        """Turn one poll's findings into stored points, snapshot fields and transitions."""
-        from desktop.core.store import points_from_events
-
-        points: list[MetricPoint] = points_from_events(job.id, update.events)
-        fields: dict[str, Any] = {}
-        observed: list[tuple[JobState, str]] = []
-        error_message = ""
-        best = job.best_eval_loss
-        for event in update.events:
-            if isinstance(event, MetricEvent):
-                fields["step"] = event.step
-                if event.total_steps is not None:
-                    fields["total_steps"] = event.total_steps
-                if event.epoch is not None:
-                    fields["epoch"] = event.epoch
-                if event.loss is not None:
-                    fields["last_loss"] = event.loss
-                if event.eval_loss is not None and (best is None or event.eval_loss < best):
-                    best = event.eval_loss
-                    fields["best_eval_loss"] = best
-                if event.eta_seconds is not None:
-                    fields["eta_seconds"] = event.eta_seconds
-            elif isinstance(event, ProgressEvent):
-                fields["step"] = event.step
-                if event.total_steps is not None:
-                    fields["total_steps"] = event.total_steps
-                if event.eta_seconds is not None:
-                    fields["eta_seconds"] = event.eta_seconds
-            elif isinstance(event, StatusEvent):
-                if event.state in ("completed", "failed", "cancelled"):
-                    # A final word counts once the provider confirms it (status.json written or
-                    # the process gone): update.state below.
-                    continue
-                reason = event.message or f"trainer: {event.state}"
-                resumed = f"resumed from step {event.resumed_from_step}"
-                if event.resumed_from_step is not None and resumed not in reason:
-                    reason = f"{reason} ({resumed})"
-                observed.append((JobState(event.state), reason))
-            elif isinstance(event, ArtifactEvent):
-                if event.artifact == "checkpoint":
-                    fields["last_checkpoint"] = event.path
-                elif event.artifact in ("adapter", "model"):
-                    fields["output_dir"] = Path(event.path)
-            elif isinstance(event, ErrorEvent):
-                error_message = event.message
-        if update.state is not None:
-            observed.append((update.state, update.reason))
-        # What the provider observed itself carries over to the snapshot as it is.
-        for name in ("events_offset", "events_last_seq", "exit_code", "cost_usd", "handle"):
-            value = getattr(update, name)
-            if value is not None:
-                fields[name] = value
-
-        transitions = _plan_transitions(job.state, observed)
-        final = transitions[-1][0] if transitions else None
-        for state, _ in transitions:
-            if state in _RUNNING and job.started_at is None and "started_at" not in fields:
-                fields["started_at"] = time.time()
-        if final is not None and final.is_final:
-            fields["finished_at"] = time.time()
-            fields.update(_from_status_file(job, fields))
-            fields["eta_seconds"] = None
-        if final is JobState.FAILED and error_message:
-            state, reason = transitions[-1]
-            if not reason or reason.startswith("trainer:"):
-                transitions[-1] = (state, error_message)
-        # Reasons are stored and shown: a secret a trainer printed must not reach either.
-        transitions = [(state, redact(reason)) for state, reason in transitions]
-
-        changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
-        if not points and not changed and not transitions:
-            self._changed(job)
-            return job
-        for state, reason in transitions[:-1]:
-            job = self.store.transition(job, state, reason)
-            self._changed(job)
-        snapshot = job.model_copy(update=changed)
-        last = transitions[-1] if transitions else None
-        job = self.store.record_progress(snapshot, points, transition=last)
-        if points:
-            self._emit("metrics_added", job.id, metric_columns(points))
-        self._changed(job)
-        return job
+    def _publish(self, done: Ingested) -> None:
+        """Tell the listeners what one ingest stored, in the order it was stored."""
+        for step in done.steps:
+            self._changed(step)
+        if done.columns:
+            self._emit("metrics_added", done.job.id, done.columns)
+        self._changed(done.job)
 
     def _changed(self, job: Job) -> None:
         if self._seen.get(job.id) != job:
@@ -899,12 +579,7 @@ class JobService:
             return
         self._log_offsets[job.id] = chunk.next_offset
         text = self._log_carry.pop(job.id, "") + chunk.text
-        lines = text.split("\n")
-        tail = lines.pop()
-        if tail and not final:
-            self._log_carry[job.id] = tail
-        elif tail:
-            lines.append(tail)
+        lines, self._log_carry[job.id] = split_log_lines(text, final=final)
         if lines:
             self._emit("log_added", job.id, [redact(line) for line in lines])
 
@@ -918,76 +593,3 @@ class JobService:
 
 def _watch_name(job_id: str) -> str:
     return f"watch job {job_id}"
-
-
-async def _gpus_requested(config: TrainingConfig, backend: Any) -> int:
-    """GPUs the queue must hand this job (0: it runs on the CPU). `auto` asks the provider
-    which GPUs it has (a provider that cannot say is trusted with the GPUs asked for)."""
-    if config.hardware.device == "cpu":
-        return 0
-    if config.hardware.device == "auto":
-        probe = getattr(backend, "gpu_slots", None)
-        if probe is not None and not await probe():
-            return 0
-    return config.hardware.num_gpus
-
-
-def _plan_transitions(
-    current: JobState, observed: list[tuple[JobState, str]]
-) -> list[tuple[JobState, str]]:
-    """The allowed transitions that walk `current` through the observed states, in order.
-
-    A state equal to the current one is no change. A trainer that started and ended between
-    two polls (queued → completed) passes through `starting`, which it did go through; any other
-    jump that is not allowed is dropped with a warning rather than stored.
-    """
-    out: list[tuple[JobState, str]] = []
-    state = current
-    for new, reason in observed:
-        if new is state:
-            continue
-        if can_transition(state, new):
-            out.append((new, reason))
-            state = new
-        elif (
-            new is not JobState.QUEUED
-            and can_transition(state, JobState.STARTING)
-            and can_transition(JobState.STARTING, new)
-        ):
-            out.append((JobState.STARTING, "trainer started"))
-            out.append((new, reason))
-            state = new
-        else:
-            log.warning("ignored an observed change %s → %s (not allowed)", state, new)
-    return out
-
-
-def _from_status_file(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
-    """Snapshot fields from the trainer's `status.json`, when it left one."""
-    status = read_status(job.job_dir)
-    if status is None:
-        return {}
-    out: dict[str, Any] = {}
-    if "exit_code" not in fields:
-        out["exit_code"] = status.exit_code
-    if status.last_step is not None:
-        out["step"] = status.last_step
-    if status.total_steps is not None:
-        out["total_steps"] = status.total_steps
-    if status.last_checkpoint:
-        out["last_checkpoint"] = status.last_checkpoint
-    if status.final_loss is not None:
-        out["last_loss"] = status.final_loss
-    if status.output_dir:
-        out["output_dir"] = Path(status.output_dir)
-    return out
-
-
-def _last_checkpoint(job: Job) -> str | None:
-    """The checkpoint `trainer run --resume` continues from: the newest complete one on disk.
-
-    The trainer's own rule (`trainer.protocol.latest_complete_checkpoint`), so the app never
-    promises a resume the trainer would refuse (a save interrupted mid-way is not one).
-    """
-    found = latest_complete_checkpoint(job.job_dir)
-    return str(found) if found is not None else None

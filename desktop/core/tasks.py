@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["TaskFailureHandler", "TaskRunner"]
+__all__ = ["BugHandler", "TaskFailureHandler", "TaskRunner", "print_bug"]
 
 log = logging.getLogger(__name__)
 
 TaskFailureHandler = Callable[[str, BaseException], None]
+
+# Where a bug goes (an exception no code expected, e.g. from a job listener): a summary and the
+# exception. The window shows its traceback dialog; the CLI prints the traceback.
+BugHandler = Callable[[str, BaseException], None]
+
+
+def print_bug(summary: str, exc: BaseException) -> None:
+    """The CLI's bug path: the summary and the traceback on stderr."""
+    print(f"bug: {summary}", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
 
 
 class TaskRunner:

@@ -1,6 +1,6 @@
 """The local provider: runs the trainer on this machine, detached, through a queue of slots.
 
-`LocalProvider` is registered as "local". See `provider.py` for the behaviour, `queue.py` for
+`build_local_provider` is registered as "local". See `provider.py` for the behaviour, `queue.py` for
 the files that keep the queue across app restarts and `scheduler.py` for the detached process
 that moves it while the app is closed.
 """
@@ -8,10 +8,9 @@ that moves it while the app is closed.
 from desktop.providers.base import register_provider
 from desktop.providers.local.provider import (
     EXITED_WITHOUT_STATUS,
-    GpuInfo,
     LocalProvider,
-    RuntimeInfo,
     SlotConfig,
+    build_local_provider,
     clear_runtime_cache,
 )
 from desktop.providers.offline import OFFLINE_ENV
@@ -19,11 +18,10 @@ from desktop.providers.offline import OFFLINE_ENV
 __all__ = [
     "EXITED_WITHOUT_STATUS",
     "OFFLINE_ENV",
-    "GpuInfo",
     "LocalProvider",
-    "RuntimeInfo",
     "SlotConfig",
+    "build_local_provider",
     "clear_runtime_cache",
 ]
 
-register_provider("local", LocalProvider)
+register_provider("local", build_local_provider)

@@ -2,9 +2,14 @@
 
 How it works (the files are described in `desktop.providers.local.queue`):
 
-- **Runtime.** The trainer runs in a Python given by the settings (default: the app's own),
-  checked once with `python -m trainer doctor --json` in a worker thread with a timeout; the
-  answer is cached per interpreter. A broken runtime raises `RuntimeNotReadyError`.
+- **Runtime.** The trainer runs in the `TrainerRuntime` of the provider's context (the
+  settings' Python, default the app's own; its offline mode), checked once with its `doctor`
+  in a worker thread with a timeout; the answer is cached per interpreter. A broken runtime
+  raises `RuntimeNotReadyError`. New settings reach the next launch through `apply_context`;
+  jobs already running keep their runtime.
+- **Environment and command.** Every trainer child gets `TrainerRuntime.child_env` (source
+  checkout on PYTHONPATH, offline variables, secrets) and `TrainerRuntime.argv`: one recipe,
+  the app's, for the app and the detached scheduler alike.
 - **Slots.** One per GPU (those doctor found, or `SlotConfig.gpus`), plus one CPU slot. A job
   with `gpus_requested == 0` takes the CPU slot, otherwise that many GPUs; it gets
   `CUDA_VISIBLE_DEVICES` set to them ("" for CPU jobs).
@@ -40,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import subprocess
@@ -50,13 +54,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from desktop.core.errors import ProviderError, RuntimeNotReadyError
-from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle
-from desktop.providers.base import Capability
+from desktop.core.runtime import TrainerRuntime
+from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, Settings
+from desktop.providers.base import Capability, ProviderContext
+from desktop.providers.local.logs import read_log
 from desktop.providers.local.process import (
     LockBusy,
     ProcessIdentity,
@@ -77,7 +80,6 @@ from desktop.providers.local.queue import (
     read_exit,
     read_launch,
     start_entry,
-    with_source_on_path,
     write_exit,
 )
 from desktop.providers.offline import OFFLINE_ENV
@@ -90,13 +92,13 @@ from trainer.protocol import (
     read_status,
     write_json_atomic,
 )
+from trainer.reports import DoctorReport
 
 __all__ = [
     "EXITED_WITHOUT_STATUS",
-    "GpuInfo",
     "LocalProvider",
-    "RuntimeInfo",
     "SlotConfig",
+    "build_local_provider",
     "clear_runtime_cache",
 ]
 
@@ -104,7 +106,6 @@ log = logging.getLogger(__name__)
 
 EXITED_WITHOUT_STATUS = "trainer exited without a final status"
 MAX_EVENT_BYTES_PER_POLL = 4 * 1024 * 1024
-MAX_LOG_BYTES = 1024 * 1024
 TRAIN_LOG = "train.log"
 
 
@@ -119,34 +120,15 @@ class SlotConfig:
 
     gpus: tuple[int, ...] | None = None
 
-
-class GpuInfo(BaseModel):
-    """One GPU as `trainer doctor` sees it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    index: int
-    name: str = ""
-    memory_gb: float | None = None
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlotConfig:
+        """`settings.gpu_slots` GPUs (0..n-1), or every GPU doctor finds when it is unset."""
+        slots = settings.gpu_slots
+        return cls(gpus=None if slots is None else tuple(range(slots)))
 
 
-class RuntimeInfo(BaseModel):
-    """What `python -m trainer doctor --json` says about the trainer runtime."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    ok: bool
-    problems: list[str] = Field(default_factory=list)
-    python: str | None = None
-    executable: str | None = None
-    torch: str | None = None
-    cuda_available: bool = False
-    cuda_version: str | None = None
-    gpus: list[GpuInfo] = Field(default_factory=list)
-    raw: dict[str, Any] = Field(default_factory=dict, description="The whole doctor answer.")
-
-
-_RUNTIME_CACHE: dict[str, RuntimeInfo] = {}
+# Doctor answers per interpreter: asking costs seconds (torch import), the answer rarely changes.
+_RUNTIME_CACHE: dict[str, DoctorReport] = {}
 _RUNTIME_CACHE_LOCK = threading.Lock()
 
 
@@ -154,47 +136,6 @@ def clear_runtime_cache() -> None:
     """Forget every cached doctor answer (after the user installed something)."""
     with _RUNTIME_CACHE_LOCK:
         _RUNTIME_CACHE.clear()
-
-
-def _run_doctor(python: str, timeout: float) -> RuntimeInfo:
-    argv = [python, "-m", "trainer", "doctor", "--json"]
-    fix = f"install the trainer runtime there ({python} -m pip install 'finetune-desk[train]') "
-    fix += "or choose another trainer Python in the settings"
-    try:
-        done = subprocess.run(  # short-lived child: pipes are fine here
-            argv,
-            capture_output=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            env=with_source_on_path(dict(os.environ)),
-        )
-    except FileNotFoundError:
-        raise RuntimeNotReadyError(f"trainer runtime {python!r} does not exist; {fix}") from None
-    except subprocess.TimeoutExpired:
-        raise RuntimeNotReadyError(
-            f"`{python} -m trainer doctor` did not answer within {timeout:.0f} s; check that "
-            "Python and its torch install work"
-        ) from None
-    except OSError as exc:
-        raise RuntimeNotReadyError(
-            f"trainer runtime {python!r} cannot run ({exc}); {fix}"
-        ) from None
-    try:
-        raw = json.loads(done.stdout.decode("utf-8", errors="replace"))
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-        info = RuntimeInfo.model_validate({**raw, "raw": raw})
-    except (ValueError, ValidationError):
-        tail = done.stderr.decode("utf-8", errors="replace").strip().splitlines()[-3:]
-        raise RuntimeNotReadyError(
-            f"`{python} -m trainer doctor --json` failed (exit code {done.returncode}): "
-            f"{' | '.join(tail) or 'no output'}; {fix}"
-        ) from None
-    if not info.ok:
-        problems = "; ".join(info.problems) or "doctor reports it not ready"
-        raise RuntimeNotReadyError(f"trainer runtime {python} is not ready: {problems}")
-    return info
 
 
 def _handle_from(record: LaunchRecord) -> ProviderHandle:
@@ -222,28 +163,19 @@ def _only_if_changed(job: Job, state: JobState | None) -> JobState | None:
     return None if state is None or state == job.state else state
 
 
-def _decode_log(data: bytes, *, at_eof: bool) -> tuple[str, int]:
-    """Decode a log chunk; a multi-byte character cut at the end is left for the next read."""
-    try:
-        return data.decode("utf-8"), len(data)
-    except UnicodeDecodeError as exc:
-        if exc.reason == "unexpected end of data" and exc.start >= len(data) - 3 and not at_eof:
-            head = data[: exc.start]
-            return head.decode("utf-8", errors="replace"), len(head)
-        return data.decode("utf-8", errors="replace"), len(data)
-
-
 class LocalProvider:
     """Runs jobs on this machine; see the module docstring for the whole picture.
 
     Args:
         home: the app's data folder; the queue lives in `home/queue/`.
-        python: the trainer runtime's interpreter (default: the app's own).
+        python: the trainer runtime's interpreter (default: the app's own); ignored when
+            `runtime` is given.
         slots: which GPUs to hand out (default: all that doctor finds).
         poll_interval: how often a watcher should poll (seconds); advisory for the JobService.
         cancel_grace_s: how long a cancelled trainer may take to checkpoint before SIGKILL.
-        offline: start trainers with HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1,
-            HF_DATASETS_OFFLINE=1.
+        offline: start trainers with the offline environment (`OFFLINE_ENV`); ignored when
+            `runtime` is given.
+        runtime: the trainer runtime (its Python, offline mode and child environment).
         env_provider: secrets for a job as environment variables (name → value); called at
             launch, values go only into the child's environment.
         doctor_timeout_s: how long `trainer doctor` may take.
@@ -271,16 +203,16 @@ class LocalProvider:
         cancel_grace_s: float = 60.0,
         *,
         offline: bool = False,
+        runtime: TrainerRuntime | None = None,
         env_provider: Callable[[Job], Mapping[str, str]] | None = None,
         doctor_timeout_s: float = 180.0,
         scheduler_argv: Sequence[str] | None = None,
     ) -> None:
         self.home = Path(home)
-        self.python = python or sys.executable
+        self.trainer = runtime or TrainerRuntime(python, offline=offline)
         self.slots = slots or SlotConfig()
         self.poll_interval = poll_interval
         self.cancel_grace_s = cancel_grace_s
-        self.offline = offline
         self.env_provider = env_provider
         self.doctor_timeout_s = doctor_timeout_s
         self.scheduler_argv = list(
@@ -294,30 +226,74 @@ class LocalProvider:
         self._exit_codes: dict[str, tuple[int, int]] = {}  # job id → (pid, exit code)
         self._schedulers: list[subprocess.Popen[bytes]] = []
 
+    @classmethod
+    def from_context(cls, context: ProviderContext) -> LocalProvider:
+        """The local provider the app's settings describe (the registered factory)."""
+        provider = cls(context.home)
+        provider.apply_context(context)
+        return provider
+
+    def apply_context(self, context: ProviderContext) -> None:
+        """Launch with the context's runtime, slots, secrets and grace from now on.
+
+        Jobs already running keep the runtime they started with and stay watched: the
+        children this provider started are still reaped here.
+        """
+        settings = context.settings
+        self.trainer = context.runtime
+        self.slots = SlotConfig.from_settings(settings)
+        self.poll_interval = settings.poll_interval_s
+        self.cancel_grace_s = settings.cancel_grace_s
+        self.env_provider = context.secrets
+
+    @property
+    def python(self) -> str:
+        """The interpreter the next launch runs the trainer with."""
+        return self.trainer.python
+
+    @property
+    def offline(self) -> bool:
+        """Whether the next launch gets the offline environment."""
+        return self.trainer.offline
+
     # -- runtime ----------------------------------------------------------------------------
 
-    async def runtime(self, *, refresh: bool = False) -> RuntimeInfo:
-        """The trainer runtime as doctor describes it (cached per interpreter).
+    async def doctor(
+        self, *, refresh: bool = False, runtime: TrainerRuntime | None = None
+    ) -> DoctorReport:
+        """The trainer runtime as its doctor describes it (cached per interpreter).
 
         Raises:
             RuntimeNotReadyError: missing interpreter, no trainer, doctor not ok; with the
                 problems and what to do.
         """
+        trainer = runtime or self.trainer
         with _RUNTIME_CACHE_LOCK:
-            cached = None if refresh else _RUNTIME_CACHE.get(self.python)
+            cached = None if refresh else _RUNTIME_CACHE.get(trainer.python)
         if cached is not None:
             return cached
-        info = await asyncio.to_thread(_run_doctor, self.python, self.doctor_timeout_s)
+        report = await asyncio.to_thread(trainer.doctor, timeout_s=self.doctor_timeout_s)
+        if not report.ok:
+            problems = "; ".join(report.problems) or "doctor reports it not ready"
+            raise RuntimeNotReadyError(
+                f"trainer runtime {trainer.python} is not ready: {problems}; install what it "
+                f"lacks ({trainer.python} -m pip install 'finetune-desk[train]') or choose "
+                "another trainer Python in the settings"
+            )
         with _RUNTIME_CACHE_LOCK:
-            _RUNTIME_CACHE[self.python] = info
-        return info
+            _RUNTIME_CACHE[trainer.python] = report
+        return report
 
-    async def gpu_slots(self) -> tuple[int, ...]:
+    async def gpu_slots(self, *, runtime: TrainerRuntime | None = None) -> tuple[int, ...]:
         """The GPU indices the queue hands out."""
         if self.slots.gpus is not None:
             return tuple(self.slots.gpus)
-        info = await self.runtime()
-        return tuple(g.index for g in info.gpus)
+        report = await self.doctor(runtime=runtime)
+        return tuple(g.index for g in report.gpus)
+
+    async def aclose(self) -> None:
+        """Nothing to release: trainers and the scheduler run on without the app."""
+        return None
 
     # -- launch -----------------------------------------------------------------------------
 
@@ -331,8 +307,9 @@ class LocalProvider:
             ProviderError: the job dir has no config.json, the machine has fewer GPUs than the
                 job asks for, or the trainer could not be started.
         """
-        await self.runtime()
-        gpus = await self.gpu_slots()
+        trainer = self.trainer  # settings applied meanwhile are for the next launch
+        await self.doctor(runtime=trainer)
+        gpus = await self.gpu_slots(runtime=trainer)
         if job.gpus_requested > len(gpus):
             raise ProviderError(
                 f"job {job.id} asks for {job.gpus_requested} GPU(s) but this machine offers "
@@ -342,10 +319,10 @@ class LocalProvider:
         secrets: Mapping[str, str] = {}
         if self.env_provider is not None:
             secrets = await asyncio.to_thread(self.env_provider, job)
-        return await asyncio.to_thread(self._launch_sync, job, gpus, dict(secrets))
+        return await asyncio.to_thread(self._launch_sync, job, trainer, gpus, dict(secrets))
 
     def _launch_sync(
-        self, job: Job, gpus: tuple[int, ...], secrets: dict[str, str]
+        self, job: Job, trainer: TrainerRuntime, gpus: tuple[int, ...], secrets: dict[str, str]
     ) -> ProviderHandle:
         job_dir = Path(job.job_dir).resolve()
         if not (job_dir / "config.json").is_file():
@@ -356,9 +333,10 @@ class LocalProvider:
             job_id=job.id,
             job_dir=str(job_dir),
             gpus_requested=job.gpus_requested,
-            python=self.python,
+            python=trainer.python,
             resume=job.resume,
-            env=dict(OFFLINE_ENV) if self.offline else {},
+            # Recorded for the scheduler, which may start the job after this app has exited.
+            env=dict(OFFLINE_ENV) if trainer.offline else {},
             secret_env_names=sorted(secrets),
             enqueued_at=now_ns / 1e9,
             order=now_ns,
@@ -378,7 +356,7 @@ class LocalProvider:
                 except OSError as exc:
                     self.queue.remove(job.id)
                     raise ProviderError(
-                        f"job {job.id}: could not start the trainer with {self.python}: {exc}"
+                        f"job {job.id}: could not start the trainer with {trainer.python}: {exc}"
                     ) from None
                 with self._lock:
                     self._children[job.id] = (popen, record, job_dir)
@@ -412,7 +390,7 @@ class LocalProvider:
             popen, _identity = spawn_detached(
                 self.scheduler_argv,
                 log_path=self.queue.scheduler_log,
-                env=with_source_on_path(dict(os.environ)),
+                env=TrainerRuntime().child_env(),  # the app's Python, finding `desktop` too
                 cwd=self.home,
             )
         except OSError as exc:
@@ -666,26 +644,7 @@ class LocalProvider:
 
     async def logs(self, job: Job, since: int) -> LogChunk:
         """train.log from byte `since` (at most 1 MB per call); resume with `next_offset`."""
-        return await asyncio.to_thread(self._logs_sync, job, since)
-
-    @staticmethod
-    def _logs_sync(job: Job, since: int) -> LogChunk:
-        path = Path(job.job_dir) / TRAIN_LOG
-        since = max(0, since)
-        try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if since > size:  # the log was replaced: start over
-                    since = 0
-                fh.seek(since)
-                data = fh.read(MAX_LOG_BYTES)
-        except FileNotFoundError:
-            return LogChunk(text="", offset=since, next_offset=since)
-        at_eof = since + len(data) >= size
-        if not at_eof and b"\n" in data:
-            data = data[: data.rfind(b"\n") + 1]
-        text, used = _decode_log(data, at_eof=at_eof)
-        return LogChunk(text=text, offset=since, next_offset=since + used)
+        return await asyncio.to_thread(read_log, Path(job.job_dir) / TRAIN_LOG, since)
 
     async def fetch_artifacts(self, job: Job, dest: Path) -> None:
         """No-op: a local job's output already is on this machine (`<job-dir>/output/`)."""
@@ -697,3 +656,8 @@ class LocalProvider:
             if entry.job_id == job_id:
                 return index
         return None
+
+
+def build_local_provider(context: ProviderContext) -> LocalProvider:
+    """The factory registered as "local": a `LocalProvider` for the context's settings."""
+    return LocalProvider.from_context(context)

@@ -32,6 +32,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from desktop.core.runtime import TrainerRuntime
 from desktop.providers.local.process import (
     CREATE_TIME_TOLERANCE_S,
     FileLock,
@@ -59,10 +60,8 @@ __all__ = [
     "plan_starts",
     "read_exit",
     "read_launch",
-    "source_root",
     "start_entry",
     "trainer_command",
-    "with_source_on_path",
     "write_exit",
 ]
 
@@ -341,36 +340,9 @@ def plan_starts(
 
 
 def trainer_command(python: str, job_dir: Path, *, resume: bool) -> list[str]:
-    """`python -m trainer run --job-dir DIR [--resume]`."""
-    argv = [python, "-m", "trainer", "run", "--job-dir", str(job_dir)]
-    if resume:
-        argv.append("--resume")
-    return argv
-
-
-def source_root() -> Path | None:
-    """The folder holding the `trainer` package when it runs from a source checkout, else None.
-
-    The trainer ships with the app: a runtime needs only its requirements. From a checkout that
-    is not installed in the runtime, this folder goes on PYTHONPATH. An installed package (in
-    site-packages) is not added: another interpreter must not load this one's site-packages.
-    """
-    import trainer
-
-    root = Path(trainer.__file__).resolve().parent.parent
-    if root.name in ("site-packages", "dist-packages"):
-        return None
-    return root
-
-
-def with_source_on_path(env: dict[str, str]) -> dict[str, str]:
-    """`env` with `source_root()` first on PYTHONPATH (when running from a checkout)."""
-    root = source_root()
-    if root is not None:
-        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if str(root) not in parts:
-            env["PYTHONPATH"] = os.pathsep.join([str(root), *parts])
-    return env
+    """`python -m trainer run --job-dir DIR [--resume]` (the runtime's `argv`)."""
+    args = ["--job-dir", str(job_dir), *(["--resume"] if resume else [])]
+    return TrainerRuntime(python).argv("run", *args)
 
 
 def build_trainer_env(
@@ -381,6 +353,10 @@ def build_trainer_env(
 ) -> dict[str, str]:
     """The trainer's environment: `base` + `extra` + CUDA_VISIBLE_DEVICES + secrets.
 
+    Built by `TrainerRuntime.child_env` (the source checkout on PYTHONPATH, the secrets last),
+    the one recipe for every trainer child. The offline variables are in `extra`: they were
+    decided when the job was queued and recorded in its entry.
+
     Slot indices are the ones `trainer doctor` saw, i.e. positions within the app's own
     CUDA_VISIBLE_DEVICES when that is set (`2,3` → slot 0 is device 2).
     """
@@ -390,8 +366,7 @@ def build_trainer_env(
     devices = [inherited[g] if g < len(inherited) else str(g) for g in gpus]
     env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(secrets)
-    return with_source_on_path(env)
+    return TrainerRuntime().child_env(secrets, base=env)
 
 
 def start_entry(
