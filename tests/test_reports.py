@@ -88,3 +88,13 @@ def test_unknown_keys_from_a_newer_trainer_are_ignored() -> None:
         {"python": "3.12.1", "executable": "/x/python", "ok": True, "npu_available": True}
     )
     assert report.ok is True and "npu_available" not in report.to_json_dict()
+
+
+def test_importing_the_reports_never_imports_the_training_stack() -> None:
+    code = (
+        "import sys, trainer.reports; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') "
+        "if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
