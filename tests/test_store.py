@@ -289,7 +289,7 @@ def test_points_from_events_match_validated_points(tmp_path: Path) -> None:
 
 
 def test_fast_and_regular_point_construction_agree() -> None:
-    from desktop.core.store import _assemble_points, _construct_points
+    from desktop.core.metric_points import _assemble_points, _construct_points
 
     fields = [
         {"job_id": "j", "step": s, "name": n, "value": s / 3, "time": 7.0 + s}
@@ -386,6 +386,30 @@ def test_threads_share_one_store(store: JobStore, tmp_path: Path) -> None:
     assert errors == []
     assert [store.metric_count(f"t{i}") for i in range(4)] == [1000] * 4
     assert [store.get_job(f"t{i}").events_offset for i in range(4)] == [20] * 4
+
+
+def test_writes_in_worker_threads_while_the_loop_thread_reads(tmp_path: Path) -> None:
+    """The service's pattern: a store opened on the loop's thread, its writes handed to
+    worker threads (`asyncio.to_thread`), reads on the loop between them."""
+    import asyncio
+
+    async def go() -> tuple[list[int], Job]:
+        with JobStore(tmp_path / DB_FILENAME) as s:
+            job = make_job("w1", tmp_path)
+            await asyncio.to_thread(s.add_job, job)
+            seen = []
+            for b in range(5):
+                update = job.model_copy(update={"events_offset": b + 1})
+                job = await asyncio.to_thread(
+                    s.record_progress, update, points(job.id, range(b * 10, (b + 1) * 10))
+                )
+                seen.append(s.metric_count(job.id))
+            job = await asyncio.to_thread(s.transition, job, JobState.STARTING, "launched")
+            return seen, s.get_job("w1")
+
+    seen, stored = asyncio.run(go())
+    assert seen == [20, 40, 60, 80, 100]  # two series per step
+    assert stored.state is JobState.STARTING and stored.events_offset == 5
 
 
 # --- processes ---------------------------------------------------------------------------

@@ -66,3 +66,7 @@ class CapacityError(ProviderError):
 
 class RateLimitedError(ProviderError):
     """The provider asks us to slow down."""
+
+
+class StoreError(FtdeskError):
+    """The job database cannot be used (locked too long, corrupt, or from a newer app)."""

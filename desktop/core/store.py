@@ -21,37 +21,41 @@ Tables (schema version in `meta`, upgraded by `MIGRATIONS` when an older file is
 stored points are exactly those of the events before the stored offset, so a reader restarted
 from that offset loses nothing and doubles nothing.
 
-`points_from_events(job_id, events)` turns trainer events into MetricPoints without validating
-the already-validated values again; with block inserts it keeps the ingest (read + convert +
-store) near a bare json.loads + executemany loop (bench/ingest.py).
+`points_from_events(job_id, events)` (in `metric_points`, re-exported here) turns trainer
+events into MetricPoints without validating the already-validated values again; with block
+inserts it keeps the ingest (read + convert + store) near a bare json.loads + executemany loop
+(bench/ingest.py). The schema and its migrations live in `store_schema`.
 
-Threads: one connection, opened with `check_same_thread=False` and guarded by a lock, so the
-asyncio loop and a worker thread may share one `JobStore`. Qt-free and torch-free.
+Threads: a `JobStore` may be built on one thread and used from any other. It holds one
+connection, opened with `check_same_thread=False`, and every method takes the store's lock
+around its SQLite work, so an asyncio loop, its worker threads and the Qt thread can share
+one store without corrupting it or each other's transactions. The rule for callers: writes
+(`add_job`, `save_job`, `transition`, `record_progress`, `delete_job`) belong on a worker
+thread (`asyncio.to_thread`), never on the Qt thread or the event loop's thread: a write can
+wait up to `busy_timeout_s` for another process's transaction, and a big `record_progress`
+batch takes milliseconds. Reads are short and may run anywhere. Qt-free and torch-free.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import gc
-import json
 import logging
 import sqlite3
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain, islice, repeat
+from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from desktop.core.errors import FtdeskError, JobNotFoundError
+from desktop.core.errors import JobNotFoundError, StoreError
+from desktop.core.metric_points import insert_points, make_points, points_from_events
+from desktop.core.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 from desktop.models import Job, JobState, MetricPoint, StateTransition, can_transition, data_home
-from trainer.protocol import Event, MetricEvent
 
 __all__ = [
     "DB_FILENAME",
@@ -68,6 +72,8 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "ftdesk.sqlite3"
 
+_point_job = attrgetter("job_id")
+
 # Series that come first in a CSV export, in this order; any other series follow by name.
 _CSV_SERIES_ORDER = (
     "loss",
@@ -81,298 +87,15 @@ _CSV_SERIES_ORDER = (
 )
 
 
-class StoreError(FtdeskError):
-    """The job database cannot be used (locked too long, corrupt, or from a newer app)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Schema and migrations
-
-
-def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
-    """The first layout: meta, jobs (snapshot + state + created_at), transitions, metrics."""
-    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        "CREATE TABLE jobs ("
-        " id TEXT PRIMARY KEY,"
-        " snapshot TEXT NOT NULL,"
-        " state TEXT NOT NULL,"
-        " created_at REAL NOT NULL)"
-    )
-    conn.execute(
-        "CREATE TABLE transitions ("
-        " id INTEGER PRIMARY KEY,"
-        " job_id TEXT NOT NULL,"
-        " old TEXT,"
-        " new TEXT NOT NULL,"
-        " time REAL NOT NULL,"
-        " reason TEXT NOT NULL DEFAULT '')"
-    )
-    # value is nullable: SQLite stores a NaN as NULL, and a diverged run does log NaN losses.
-    conn.execute(
-        "CREATE TABLE metrics ("
-        " job_id TEXT NOT NULL,"
-        " step INTEGER NOT NULL,"
-        " name TEXT NOT NULL,"
-        " value REAL,"
-        " time REAL NOT NULL,"
-        " PRIMARY KEY (job_id, step, name)) WITHOUT ROWID"
-    )
-
-
-def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
-    """Provider and name become columns (for the job list's filters) and get indexes."""
-    conn.execute("ALTER TABLE jobs ADD COLUMN provider TEXT NOT NULL DEFAULT ''")
-    conn.execute("ALTER TABLE jobs ADD COLUMN name TEXT NOT NULL DEFAULT ''")
-    rows = conn.execute("SELECT id, snapshot FROM jobs").fetchall()
-    for job_id, snapshot in rows:
-        try:
-            data = json.loads(snapshot)
-        except ValueError:
-            data = {}
-        conn.execute(
-            "UPDATE jobs SET provider = ?, name = ? WHERE id = ?",
-            (str(data.get("provider", "")), str(data.get("name", "")), job_id),
-        )
-    conn.execute("CREATE INDEX jobs_state ON jobs (state)")
-    conn.execute("CREATE INDEX jobs_created_at ON jobs (created_at)")
-    conn.execute("CREATE INDEX jobs_provider ON jobs (provider)")
-    conn.execute("CREATE INDEX transitions_job ON transitions (job_id, id)")
-
-
-#: MIGRATIONS[n] upgrades a database at schema version n to n + 1 (0: an empty file).
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _migrate_0_to_1,
-    _migrate_1_to_2,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The schema version of an open database (0 for an empty one)."""
-    has_meta = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if not has_meta:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
-    """Upgrade the database to `target` (default: the newest), one step per transaction.
-
-    Each step re-reads the version inside its write transaction, so two processes opening the
-    same old file at once migrate it once. The connection must be in autocommit mode
-    (`isolation_level=None`).
-
-    Returns:
-        The version the database is at afterwards.
-
-    Raises:
-        StoreError: the database was written by a newer version of the app.
-    """
-    target = SCHEMA_VERSION if target is None else target
-    if schema_version(conn) == target:  # the usual case: no write lock needed
-        return target
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the job database has schema version {version}, newer than this app "
-                    f"knows ({SCHEMA_VERSION}): update Finetune Desk, or point FTDESK_HOME "
-                    "at another folder"
-                )
-            if version >= target:
-                conn.execute("COMMIT")
-                return version
-            MIGRATIONS[version](conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(version + 1),),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("job database migrated to schema version %d", version + 1)
-
-
-# --------------------------------------------------------------------------------------------
-# Metric points
-
-
-def _probe_series() -> tuple[str, ...] | None:
-    """The series MetricEvent.values() reports, in its order: probed, so it stays the one
-    source. None when the probe does not work (points then come from values() per event)."""
-    optional = {
-        name: 1
-        for name, field in MetricEvent.model_fields.items()
-        if name not in {"seq", "time", "kind", "step"} and not field.is_required()
-    }
-    try:
-        probe = MetricEvent.model_validate({"seq": 0, "time": 0.0, "step": 0, **optional})
-    except ValidationError:
-        return None
-    return tuple(probe.values())
-
-
-_SERIES = _probe_series()
-_point_row = attrgetter("job_id", "step", "name", "value", "time")
-_point_job = attrgetter("job_id")
-_consume = deque[object](maxlen=0).extend
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch of points is built.
-
-    Every new point is a tracked object, so building thousands of them sets off collections
-    that find nothing (points hold no cycles) yet cost ~40% of the building. Pausing for one
-    batch (milliseconds) only postpones collection; whatever was enabled is restored.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _construct_points(fields: list[dict[str, Any]]) -> list[MetricPoint]:
-    """MetricPoints from field dicts that are already checked, the way `model_construct` does.
-
-    The regular path: one `model_construct` per point.
-    """
-    construct = MetricPoint.model_construct
-    return [construct(**f) for f in fields]
-
-
-def _assemble_points(fields: list[dict[str, Any]]) -> list[MetricPoint]:
-    """The same as `_construct_points`, ~3x faster: the four slots `model_construct` fills are
-    filled here in C-level loops (map over builtins), not one Python call per point.
-
-    Validating five plain fields would cost more than anything else on the ingest path (reading,
-    storing), and the values come from validated events or our own database.
-    """
-    with _gc_paused():
-        points: list[MetricPoint] = list(map(_new, repeat(MetricPoint, len(fields))))
-        _consume(map(_setattr, points, repeat("__dict__"), fields))
-        _consume(map(_set_fields_set, points, repeat(_ALL_FIELDS)))
-        _consume(map(_set_extra, points, repeat(None)))
-        _consume(map(_set_private, points, repeat(None)))
-    return points
-
-
-def _pick_points_factory() -> Callable[[list[dict[str, Any]]], list[MetricPoint]]:
-    """`_assemble_points` while it makes exactly what `model_construct` makes, else the latter.
-
-    It relies on MetricPoint being five plain fields in pydantic's four instance slots; a
-    change to either (a new field with a default, a private attribute, another pydantic)
-    falls back to the regular path instead of making broken points.
-    """
-    sample = [{"job_id": "j", "step": 1, "name": "loss", "value": 0.5, "time": 2.0}]
-    try:
-        fast = _assemble_points(sample)[0]
-    except (AttributeError, TypeError):
-        return _construct_points
-    regular = MetricPoint(**sample[0])
-    plain = (
-        not MetricPoint.__pydantic_post_init__
-        and not MetricPoint.__private_attributes__
-        and fast == regular
-        and fast.model_dump() == regular.model_dump()
-        and fast.model_fields_set == regular.model_fields_set
-        and fast.model_dump_json() == regular.model_dump_json()
-    )
-    return _assemble_points if plain else _construct_points
-
-
-def _slot_setter(name: str) -> Callable[[Any, Any], None]:
-    descriptor = BaseModel.__dict__.get(name)
-    setter = getattr(descriptor, "__set__", None)
-    if setter is None:  # not a slot in this pydantic: the generic (slower) way
-
-        def set_attr(obj: Any, value: Any) -> None:
-            object.__setattr__(obj, name, value)
-
-        return set_attr
-    return cast(Callable[[Any, Any], None], setter)
-
-
-_new = object.__new__
-_setattr = object.__setattr__
-_set_fields_set = _slot_setter("__pydantic_fields_set__")
-_set_extra = _slot_setter("__pydantic_extra__")
-_set_private = _slot_setter("__pydantic_private__")
-# Shared by every point made here: all fields are always set (pydantic copies it on copy).
-_ALL_FIELDS = set(MetricPoint.model_fields)
-_make_points = _pick_points_factory()
-
-
-def points_from_events(job_id: str, events: Iterable[Event]) -> list[MetricPoint]:
-    """The metric points in `events`: one per series of each metric event (others ignored).
-
-    This is the ingest hot path (about six points per event): the values come from validated
-    events, so the points are assembled without validating them again.
-    """
-    fields: list[dict[str, Any]] = []
-    append = fields.append
-    series = _SERIES
-    for event in events:
-        if not isinstance(event, MetricEvent):
-            continue
-        if series is None:
-            fields += (
-                {"job_id": job_id, "step": event.step, "name": n, "value": v, "time": event.time}
-                for n, v in event.values().items()
-            )
-            continue
-        values = event.__dict__
-        step = values["step"]
-        t = values["time"]
-        for name in series:
-            value = values[name]
-            if value is not None:
-                append(
-                    {"job_id": job_id, "step": step, "name": name, "value": float(value), "time": t}
-                )
-    return _make_points(fields)
-
-
-_INSERT_POINT = (
-    "INSERT OR REPLACE INTO metrics (job_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)"
-)
-# Points go in blocks of this many rows per statement: binding and stepping one statement
-# per row costs more than the B-tree insert itself (a block makes the ingest ~40% faster).
-_BLOCK_ROWS = 200
-_INSERT_BLOCK = (
-    "INSERT OR REPLACE INTO metrics (job_id, step, name, value, time) VALUES "
-    + ", ".join(["(?, ?, ?, ?, ?)"] * _BLOCK_ROWS)
-)
-
-
-def _insert_points(conn: sqlite3.Connection, points: Sequence[MetricPoint]) -> None:
-    """Insert (or replace) points in order, so a later duplicate keeps the newest value."""
-    n = len(points)
-    full = n - n % _BLOCK_ROWS
-    if full:
-        # One flat stream of values, cut into tuples of a block's parameters each.
-        values = chain.from_iterable(map(_point_row, islice(points, full)))
-        conn.executemany(_INSERT_BLOCK, zip(*[values] * (5 * _BLOCK_ROWS), strict=False))
-    if n > full:
-        conn.executemany(_INSERT_POINT, map(_point_row, islice(points, full, None)))
-
-
 # --------------------------------------------------------------------------------------------
 # The store
 
 
 class JobStore:
     """Jobs, transitions and metrics in SQLite (see the module docstring).
+
+    Thread-safe: usable from any thread, whichever built it; call the writes from a worker
+    thread, never from the Qt or event-loop thread (they may wait `busy_timeout_s`).
 
     Args:
         path: the database file; default `data_home()/ftdesk.sqlite3`. Its folder is created.
@@ -675,7 +398,7 @@ class JobStore:
         if transition is not None:
             new = self._changed_state(job, transition[0], transition[1], {})
         with self._write("store metrics") as conn:
-            _insert_points(conn, points)
+            insert_points(conn, points)
             if transition is not None:
                 self._insert_transition(conn, job_id, job.state, transition[0], transition[1])
             self._save(conn, new)
@@ -741,7 +464,7 @@ class JobStore:
         with self._read("read metrics") as conn:
             rows = conn.execute(sql, params).fetchall()
         nan = float("nan")
-        return _make_points(
+        return make_points(
             [
                 {
                     "job_id": job_id,
