@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop.views import operations
 from desktop.views.operations import GPUS, ConfigError, FtdeskError
@@ -110,6 +110,25 @@ class ConfigActions(QObject):
     def _set_demo_pending(self, pending: bool) -> None:
         self.demo_pending = pending
         self.demo_pending_changed.emit(pending)
+
+    def update_memory_fit(self, retry: QTimer) -> None:
+        """Estimate the editor's config's memory in the background for the fit badge (one
+        estimate at a time: while one runs, `retry` is restarted to ask again later)."""
+        w = self.window
+        if not w.editor.is_valid:
+            w.fit_badge.set_estimate(None, "the config is not valid yet")
+            return
+        if w.ops.is_running("estimate memory"):
+            retry.start()
+            return
+        w.ops.run_in_thread(
+            "estimate memory",
+            operations.estimate_memory,
+            w.editor.config(),
+            on_done=lambda est: w.fit_badge.set_estimate(est),
+            on_error=lambda exc: w.fit_badge.set_estimate(None, str(exc)),
+            quiet=True,
+        )
 
     # -- the last config ------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ from PySide6.QtGui import (
     QPaintEvent,
 )
 from PySide6.QtWidgets import (
-    QLabel,
     QMainWindow,
     QPushButton,
     QSplitter,
@@ -41,6 +40,7 @@ from desktop.views import operations
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.job_actions import JobActions
 from desktop.views.operations import window_state_path
+from desktop.views.status_bar import WindowStatusBar
 from desktop.views.toolbar import MainToolBar
 from desktop.views.window_layout import LayoutMemory, Splitters
 
@@ -222,7 +222,11 @@ class MainWindow(QMainWindow):
         self.toolbar.settings_action.triggered.connect(self.open_settings)
         self.fit_badge.gpu_changed.connect(lambda *_: self._update_memory_fit())
         self.start_button.clicked.connect(self.start_job)
-        self._build_status_bar()
+        self.status_bar = WindowStatusBar(self)
+        self.setStatusBar(self.status_bar)
+        self.offline_label = self.status_bar.offline_label
+        self.runtime_label = self.status_bar.runtime_label
+        self._update_offline_label()
         self._fit_timer = QTimer(self)
         self._fit_timer.setSingleShot(True)
         self._fit_timer.setInterval(250)
@@ -366,25 +370,9 @@ class MainWindow(QMainWindow):
         self._on_editor_launch_target_changed(self.editor.launch_target())
         self.target_combo.currentIndexChanged.connect(self._on_target_combo_changed)
 
-    def _build_status_bar(self) -> None:
-        status = self.statusBar()
-        self.offline_label = QLabel()
-        self.offline_label.setObjectName("offline_status")
-        self.runtime_label = QLabel("runtime: checking …")
-        self.runtime_label.setObjectName("runtime_status")
-        status.addPermanentWidget(self.offline_label)
-        status.addPermanentWidget(self.runtime_label)
-        self._update_offline_label()
-
     def _update_offline_label(self) -> None:
-        if self.service is None:
-            return
-        if self.service.offline:
-            self.offline_label.setText("<span style='color:#e0a800'>●</span> offline")
-            self.offline_label.setToolTip("Offline mode: no network; local jobs only.")
-        else:
-            self.offline_label.setText("<span style='color:#2e9e44'>●</span> online")
-            self.offline_label.setToolTip("Online. Offline mode is in Settings (or --offline).")
+        if self.service is not None:
+            self.status_bar.show_offline(self.service.offline)
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -402,26 +390,15 @@ class MainWindow(QMainWindow):
             self.check_runtime()
         self.started.emit()
 
-    def trainer_python(self) -> str:
-        """The interpreter that runs the trainer runtime (the job service's)."""
-        return str(self.service.runtime.python)
-
     def check_runtime(self) -> None:
         """Run `trainer doctor --json` in the background; the status bar shows the result."""
 
-        from desktop.views.settings_dialog import describe_doctor
-
         def done(report: DoctorReport) -> None:
             self._doctor = report
-            text = describe_doctor(report).splitlines()[0]
-            self.runtime_label.setText(f"runtime: {text}")
-            notes = [*map(str, report.problems), *map(str, report.warnings)]
-            self.runtime_label.setToolTip("\n".join(notes))
-            self.runtime_checked.emit(text)
+            self.runtime_checked.emit(self.status_bar.show_runtime(report))
 
         def failed(exc: BaseException) -> None:
-            self.runtime_label.setText("runtime: <span style='color:#c9302c'>not usable</span>")
-            self.runtime_label.setToolTip(str(exc))
+            self.status_bar.show_runtime_error(str(exc))
             self.runtime_checked.emit(str(exc))
 
         self.ops.run_in_thread(
@@ -457,22 +434,8 @@ class MainWindow(QMainWindow):
         self._fit_timer.start()
 
     def _update_memory_fit(self) -> None:
-        if not self._is_ready:
-            return
-        if not self.editor.is_valid:
-            self.fit_badge.set_estimate(None, "the config is not valid yet")
-            return
-        if self.ops.is_running("estimate memory"):
-            self._fit_timer.start()
-            return
-        self.ops.run_in_thread(
-            "estimate memory",
-            operations.estimate_memory,
-            self.editor.config(),
-            on_done=lambda est: self.fit_badge.set_estimate(est),
-            on_error=lambda exc: self.fit_badge.set_estimate(None, str(exc)),
-            quiet=True,
-        )
+        if self._is_ready:
+            self.config_actions.update_memory_fit(self._fit_timer)
 
     def _on_target_combo_changed(self, _index: int) -> None:
         target = self.target_combo.currentData()
@@ -520,14 +483,6 @@ class MainWindow(QMainWindow):
         """Load a preset into the editor; the demo's folder is written first when missing."""
         self.config_actions.load_preset(name)
 
-    def ensure_demo(self) -> None:
-        """Write the demo folder in the background if it is missing (Start waits for it)."""
-        self.config_actions.ensure_demo()
-
-    def demo_folder(self) -> Path:
-        """Where the demo lives: `data_home()/demo`."""
-        return operations.demo_folder()
-
     def save_last_config(self) -> None:
         """Remember the editor's config for the next start (only a valid one)."""
         if self._is_ready:
@@ -549,14 +504,6 @@ class MainWindow(QMainWindow):
     def cancel_job(self, job_id: str) -> None:
         """Cancel a job (it checkpoints first)."""
         self.job_actions.cancel_job(job_id)
-
-    def resume_job(self, job_id: str) -> None:
-        """Resume a cancelled or failed job from its last checkpoint."""
-        self.job_actions.resume_job(job_id)
-
-    def delete_job(self, job_id: str) -> None:
-        """Delete a finished job's record, and its files when the person says so."""
-        self.job_actions.delete_job(job_id)
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -608,12 +555,10 @@ class MainWindow(QMainWindow):
     # -- messages -------------------------------------------------------------------------------
 
     def _on_bus_error_posted(self, message: str) -> None:
-        first = message.strip().splitlines()[0] if message.strip() else message
-        self.statusBar().showMessage(f"⚠ {first}", 15_000)
-        self.statusBar().setToolTip(message)
+        self.status_bar.show_error(message)
 
     def _on_bus_info_posted(self, message: str) -> None:
-        self.statusBar().showMessage(message, 8_000)
+        self.status_bar.show_info(message)
 
     def _on_bus_bug_reported(self, summary: str, text: str) -> None:
         self.statusBar().showMessage(f"unexpected error: {summary}", 15_000)
