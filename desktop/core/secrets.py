@@ -21,25 +21,40 @@ variable before the keychain; nothing ever writes it anywhere.
 Values stay :class:`pydantic.SecretStr` until :meth:`SecretStore.trainer_env` turns them into
 the environment of a trainer process. Every value read or written is registered with
 :mod:`desktop.core.redaction`, so it is masked in every log line.
+
+The names (`SecretName`, `SecretStatus`) live in :mod:`desktop.core.secret_names` and the
+descriptions of keychain backends in :mod:`desktop.core.keychain_backends`; both are
+re-exported here, the one module callers import.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import enum
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 
 from desktop.core.errors import FtdeskError, SecretStoreError
+from desktop.core.keychain_backends import (
+    describe_backend,
+    problem_from_exception,
+    secret_service_provider,
+    unusable_reason,
+    way_out,
+)
 from desktop.core.redaction import redact, register_secret
+from desktop.core.secret_names import (
+    InvalidSecretError,
+    SecretName,
+    SecretStatus,
+    parse_secret_name,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -55,17 +70,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "finetune-desk"
 DEFAULT_TIMEOUT_S = 5.0
-# The trainer reads these; FTDESK_<NAME> is the session-only override the app reads.
-_TRAINER_ENV = {
-    "runpod_api_key": "RUNPOD_API_KEY",
-    "hf_token": "HF_TOKEN",
-    "wandb_api_key": "WANDB_API_KEY",
-}
-_LABELS = {
-    "runpod_api_key": "RunPod API key",
-    "hf_token": "Hugging Face token",
-    "wandb_api_key": "Weights & Biases API key",
-}
 
 T = TypeVar("T")
 _DESCRIBE = "describe"
@@ -75,195 +79,6 @@ class _KeychainCall(concurrent.futures.Future[T]):
     """A future that remembers the thread running it, to tell a stuck call from a done one."""
 
     thread: threading.Thread | None = None
-
-
-class SecretName(enum.StrEnum):
-    """The secrets the app keeps. The value is the name used on the command line and in the
-    keychain."""
-
-    RUNPOD_API_KEY = "runpod_api_key"
-    HF_TOKEN = "hf_token"
-    WANDB_API_KEY = "wandb_api_key"
-
-    @property
-    def trainer_env_var(self) -> str:
-        """The environment variable a trainer process gets the value in (e.g. ``HF_TOKEN``)."""
-        return _TRAINER_ENV[self.value]
-
-    @property
-    def override_env_var(self) -> str:
-        """The session-only environment variable the app reads first (e.g. ``FTDESK_HF_TOKEN``)."""
-        return f"FTDESK_{self.value.upper()}"
-
-    @property
-    def label(self) -> str:
-        """A name for people (e.g. "Hugging Face token")."""
-        return _LABELS[self.value]
-
-
-class InvalidSecretError(FtdeskError, ValueError):
-    """An unknown secret name or an empty value; the message names it and lists what is valid."""
-
-    exit_code = 2
-
-
-def parse_secret_name(name: str | SecretName) -> SecretName:
-    """Return the :class:`SecretName` for ``name``.
-
-    Raises:
-        InvalidSecretError: ``name`` is not one of the known secrets (the message lists them).
-    """
-    if isinstance(name, SecretName):
-        return name
-    try:
-        return SecretName(str(name).strip().lower())
-    except ValueError:
-        valid = ", ".join(n.value for n in SecretName)
-        raise InvalidSecretError(
-            f"Unknown secret name {name!r}; valid names are: {valid}."
-        ) from None
-
-
-class SecretStatus(BaseModel):
-    """Where one secret comes from, or why the keychain cannot be used."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: SecretName
-    backend: str
-    """The keychain backend, for people (e.g. "Secret Service (gnome-keyring)")."""
-    in_keychain: bool | None
-    """Whether the keychain holds a value; None when the keychain could not be asked."""
-    in_environment: bool
-    """Whether ``FTDESK_<NAME>`` is set (it wins over the keychain, for this session only)."""
-    problem: str | None = None
-    """Why the keychain cannot be used (with the way out); None when it works."""
-
-    @property
-    def source(self) -> Literal["environment", "keychain", "missing", "unavailable"]:
-        """Where :meth:`SecretStore.get` takes the value from right now."""
-        if self.in_environment:
-            return "environment"
-        if self.in_keychain:
-            return "keychain"
-        return "unavailable" if self.problem else "missing"
-
-    def describe(self) -> str:
-        """One line for people; never contains the value."""
-        name = self.name.value
-        if self.in_environment:
-            where = f"{name}: set by {self.name.override_env_var} for this session (not stored)"
-            if self.in_keychain:
-                where += f"; a stored value in {self.backend} is shadowed"
-            return where
-        if self.in_keychain:
-            return f"{name}: stored in {self.backend}"
-        if self.problem:
-            return f"{name}: unavailable - {self.problem}"
-        return f"{name}: not set (keychain: {self.backend})"
-
-
-def _way_out(names: Iterable[SecretName]) -> str:
-    if sys.platform == "darwin":
-        keychain = "unlock the login keychain (Keychain Access)"
-    elif sys.platform == "win32":
-        keychain = "check that Windows Credential Manager works for your account"
-    else:
-        keychain = (
-            "unlock your keychain, or install one that provides the Secret Service "
-            "(gnome-keyring, or KWallet with its Secret Service enabled) running in your "
-            "D-Bus session"
-        )
-    variables = " / ".join(n.override_env_var for n in names)
-    return (
-        f"To fix: {keychain}; or set the environment variable {variables} for this session only "
-        "(it is read from the environment and never written anywhere)."
-    )
-
-
-def _describe_backend(backend: Any) -> str:
-    """A name for people, from the backend's class alone (no I/O)."""
-    module = type(backend).__module__
-    if module.startswith("keyring.backends.SecretService"):
-        return "Secret Service"
-    if module.startswith("keyring.backends.libsecret"):
-        return "Secret Service (libsecret)"
-    if module.startswith("keyring.backends.kwallet"):
-        return "KWallet"
-    if module.startswith("keyring.backends.macOS"):
-        return "macOS Keychain"
-    if module.startswith("keyring.backends.Windows"):
-        return "Windows Credential Locker"
-    if module.startswith("keyring.backends.chainer"):
-        parts = [_describe_backend(b) for b in getattr(backend, "backends", [])]
-        return " + ".join(parts) if parts else "no keychain (keyring found no usable backend)"
-    if module.startswith("keyring.backends.fail"):
-        return "no keychain (keyring found no usable backend)"
-    if module.startswith("keyring.backends.null"):
-        return "no keychain (keyring's null backend is configured)"
-    name = getattr(type(backend), "name", None)
-    return str(name) if isinstance(name, str) else f"{module}.{type(backend).__qualname__}"
-
-
-def _unusable_reason(backend: Any) -> str | None:
-    """Why a backend can never store anything, or None when it might."""
-    module = type(backend).__module__
-    if module.startswith("keyring.backends.fail") or (
-        module.startswith("keyring.backends.chainer") and not getattr(backend, "backends", [1])
-    ):
-        return (
-            "keyring found no usable backend (no Secret Service on the D-Bus session bus, "
-            "no KWallet, no OS keychain)"
-        )
-    if module.startswith("keyring.backends.null"):
-        return (
-            "keyring is configured to use its null backend, which stores nothing "
-            "(see keyringrc.cfg or PYTHON_KEYRING_BACKEND)"
-        )
-    return None
-
-
-_PROVIDER_NAMES = {
-    "gnome-keyring-d": "gnome-keyring",
-    "gnome-keyring-daemon": "gnome-keyring",
-    "kwalletd5": "KWallet",
-    "kwalletd6": "KWallet",
-    "keepassxc": "KeePassXC",
-}
-
-
-def _secret_service_provider() -> str | None:
-    """The program that owns ``org.freedesktop.secrets`` on the session bus (best effort, Linux).
-
-    Only ever called on a keychain worker thread: it talks to D-Bus.
-    """
-    try:
-        from jeepney.bus_messages import message_bus
-        from jeepney.io.blocking import open_dbus_connection
-
-        with open_dbus_connection(bus="SESSION") as conn:
-            msg = message_bus.GetConnectionUnixProcessID("org.freedesktop.secrets")
-            reply = conn.send_and_get_reply(msg, timeout=1.0)
-        pid = int(reply.body[0])
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
-            comm = f.read().strip()
-    except Exception:
-        return None
-    return _PROVIDER_NAMES.get(comm, comm or None)
-
-
-def _problem_from_exception(exc: BaseException) -> str:
-    """Turn a backend exception into the problem half of a message."""
-    from keyring import errors as kerrors
-
-    if isinstance(exc, kerrors.KeyringLocked):
-        return "the keychain is locked and was not unlocked"
-    if isinstance(exc, kerrors.NoKeyringError):
-        return "keyring found no usable backend"
-    if isinstance(exc, kerrors.InitError):
-        return f"it could not be opened ({exc})"
-    text = str(exc).strip()
-    return f"it failed with {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 class SecretStore:
@@ -319,9 +134,9 @@ class SecretStore:
         key = id(backend)
         description = self._descriptions.get(key)
         if description is None:
-            description = _describe_backend(backend)
+            description = describe_backend(backend)
             if description == "Secret Service":
-                provider = _secret_service_provider()
+                provider = secret_service_provider()
                 if provider:
                     description = f"Secret Service ({provider})"
             self._descriptions[key] = description
@@ -332,7 +147,7 @@ class SecretStore:
         if self._last_description is not None:
             return self._last_description
         if self._backend is not None:
-            return _describe_backend(self._backend)
+            return describe_backend(self._backend)
         return "the keychain"
 
     def _unavailable(self, problem: str, names: Iterable[SecretName]) -> SecretStoreError:
@@ -340,7 +155,7 @@ class SecretStore:
         # "no keychain (...)" already says what the problem says; don't repeat it.
         where = "" if description.startswith("no keychain") else f"{description}: "
         message = f"The keychain cannot be used: {where}{problem}. "
-        return SecretStoreError(redact(message + _way_out(names)))
+        return SecretStoreError(redact(message + way_out(names)))
 
     def _start(
         self, what: str, op: Callable[[Any], T], names: tuple[SecretName, ...]
@@ -364,7 +179,7 @@ class SecretStore:
                 return
             try:
                 backend = self._resolve_backend()
-                reason = _unusable_reason(backend)
+                reason = unusable_reason(backend)
                 # Describing a backend that stores nothing is fine; using it is not.
                 if reason is not None and what != _DESCRIBE:
                     raise self._unavailable(reason, names)
@@ -393,7 +208,7 @@ class SecretStore:
     def _translate(self, exc: Exception, names: tuple[SecretName, ...]) -> FtdeskError:
         if isinstance(exc, FtdeskError):
             return exc
-        return self._unavailable(_problem_from_exception(exc), names)
+        return self._unavailable(problem_from_exception(exc), names)
 
     def _run(self, what: str, op: Callable[[Any], T], names: tuple[SecretName, ...]) -> T:
         future = self._start(what, op, names)
