@@ -177,4 +177,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
