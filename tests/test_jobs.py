@@ -364,6 +364,7 @@ def test_resume_queues_a_cancelled_job_again_in_the_same_dir(
         resumed = await service.resume(job.id)
         assert resumed.state is JobState.QUEUED and resumed.resume
         assert resumed.job_dir == job.job_dir
+        assert service.queue_position(resumed) is None  # "dirs" has no Capability.QUEUE
         assert provider.launched == [job.id]
         polled = await service.poll_once(job.id)
         assert polled.state is JobState.QUEUED

@@ -13,6 +13,7 @@ from what the provider saw (a process that is gone, a `status.json`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import shutil
@@ -186,7 +187,7 @@ class JobService:
             try:
                 getattr(listener, method)(*args)
             except Exception as exc:
-                log.error("job listener %r failed in %s", listener, method, exc_info=exc)
+                # A bug, not an expected failure: the bug path shows and logs its traceback.
                 try:
                     self._on_bug(f"a job listener failed in {method}: {exc}", exc)
                 except Exception:
@@ -204,6 +205,14 @@ class JobService:
 
     async def _get(self, job_id: str) -> Job:
         return await asyncio.to_thread(self.store.get_job, job_id)
+
+    def queue_position(self, job: Job) -> int | None:
+        """0-based place of a waiting job in its provider's queue; None: not waiting, or its
+        provider has no queue (`Capability.QUEUE`)."""
+        backend = self.provider(job.provider)
+        if job.state is not JobState.QUEUED or Capability.QUEUE not in backend.capabilities:
+            return None
+        return backend.queue_position(job.id)
 
     def is_watching(self, job_id: str) -> bool:
         """Whether a polling task is running for the job."""
@@ -374,18 +383,10 @@ class JobService:
         backend = self.provider(job.provider)
         if self._offline:
             check_offline(job.config)
-        job = await asyncio.to_thread(
-            lambda: self.store.transition(
-                job,
-                JobState.QUEUED,
-                f"resume from {checkpoint}",
-                resume=True,
-                handle=None,
-                exit_code=None,
-                finished_at=None,
-                eta_seconds=None,
-            )
-        )
+        # A fresh attempt: nothing of the last one's handle, exit or end carries over.
+        fresh: dict[str, Any] = {"handle": None, "exit_code": None, "finished_at": None}
+        queue = functools.partial(self.store.transition, resume=True, eta_seconds=None, **fresh)
+        job = await asyncio.to_thread(queue, job, JobState.QUEUED, f"resume from {checkpoint}")
         self._changed(job)
         await self._hand_to_provider(job, backend, "resume")
         job = await self._get(job.id)

@@ -60,10 +60,14 @@ from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, Settings
 from desktop.providers.base import Capability, ProviderContext
 from desktop.providers.local.logs import read_log
+from desktop.providers.local.observe import (
+    EXITED_WITHOUT_STATUS,
+    observe_started,
+    only_if_changed,
+)
 from desktop.providers.local.process import (
     LockBusy,
     ProcessIdentity,
-    describe_exit,
     identity_alive,
     kill_group,
     spawn_detached,
@@ -84,11 +88,7 @@ from desktop.providers.local.queue import (
 )
 from desktop.providers.offline import OFFLINE_ENV
 from trainer.protocol import (
-    EVENTS_FILE,
     STATUS_FILE,
-    Event,
-    EventReader,
-    StatusEvent,
     read_status,
     write_json_atomic,
 )
@@ -104,8 +104,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXITED_WITHOUT_STATUS = "trainer exited without a final status"
-MAX_EVENT_BYTES_PER_POLL = 4 * 1024 * 1024
 TRAIN_LOG = "train.log"
 
 
@@ -157,10 +155,6 @@ def _identity_of(handle: ProviderHandle) -> ProcessIdentity:
     wall-clock start time (compared with a tolerance, plus the command-line check)."""
     assert handle.pid is not None
     return ProcessIdentity.from_extra(handle.pid, handle.pid_start_time or 0.0, handle.extra)
-
-
-def _only_if_changed(job: Job, state: JobState | None) -> JobState | None:
-    return None if state is None or state == job.state else state
 
 
 class LocalProvider:
@@ -467,7 +461,7 @@ class LocalProvider:
             if queued:
                 if not self._scheduler_running():
                     self._ensure_scheduler()  # it died or was never started: the queue must move
-                return JobUpdate(state=_only_if_changed(job, JobState.QUEUED))
+                return JobUpdate(state=only_if_changed(job, JobState.QUEUED))
             if record is None:
                 return self._never_started(job, job_dir)
         handle_update: ProviderHandle | None = None
@@ -493,18 +487,18 @@ class LocalProvider:
     def _never_started(self, job: Job, job_dir: Path) -> JobUpdate:
         if (job_dir / CANCELLED_FILE).exists():
             return JobUpdate(
-                state=_only_if_changed(job, JobState.CANCELLED), reason="cancelled while queued"
+                state=only_if_changed(job, JobState.CANCELLED), reason="cancelled while queued"
             )
         status = read_status(job_dir)
         if status is not None and status.state in ("failed", "cancelled", "completed"):
             # The scheduler could not start it and wrote why.
             return JobUpdate(
-                state=_only_if_changed(job, JobState(status.state)),
+                state=only_if_changed(job, JobState(status.state)),
                 reason=status.message,
                 exit_code=status.exit_code,
             )
         return JobUpdate(
-            state=_only_if_changed(job, JobState.FAILED),
+            state=only_if_changed(job, JobState.FAILED),
             reason="the job is neither queued nor started (its queue entry is gone)",
         )
 
@@ -515,77 +509,13 @@ class LocalProvider:
         identity: ProcessIdentity,
         handle_update: ProviderHandle | None,
     ) -> JobUpdate:
-        # Liveness first: events read after "gone" are then complete.
-        alive = identity_alive(identity, job_dir)
-        status = read_status(job_dir)
-        ended = not alive or (
-            status is not None and status.state in ("completed", "failed", "cancelled")
+        return observe_started(
+            job,
+            job_dir,
+            identity,
+            handle_update,
+            exit_code=lambda: self._exit_code(job.id, job_dir, identity),
         )
-        events_path = job_dir / EVENTS_FILE
-        reader = EventReader(events_path, job.events_offset, job.events_last_seq)
-        try:
-            backlog = events_path.stat().st_size - job.events_offset
-        except FileNotFoundError:
-            backlog = 0
-        complete = backlog <= MAX_EVENT_BYTES_PER_POLL
-        if complete:
-            events = reader.read_new(final=not alive)
-        else:
-            events = reader.read_new(max_bytes=MAX_EVENT_BYTES_PER_POLL)
-            if not events and reader.offset == job.events_offset:
-                events = reader.read_new(final=not alive)  # one line larger than the budget
-                complete = True
-        base = JobUpdate(
-            events=tuple(events),
-            events_offset=reader.offset,
-            events_last_seq=reader.last_seq,
-            handle=handle_update,
-        )
-        if not (ended and complete):
-            state = self._latest_running_state(events)
-            return base.model_copy(update={"state": _only_if_changed(job, state)})
-        # The trainer is gone (or said its last word): the final state.
-        if status is not None and status.state in ("completed", "failed", "cancelled"):
-            return base.model_copy(
-                update={
-                    "state": _only_if_changed(job, JobState(status.state)),
-                    "reason": status.message,
-                    "exit_code": status.exit_code,
-                }
-            )
-        code = self._exit_code(job.id, job_dir, identity)
-        cancel_mark = job_dir / CANCELLED_FILE
-        if cancel_mark.exists():
-            return base.model_copy(
-                update={
-                    "state": _only_if_changed(job, JobState.CANCELLED),
-                    "reason": "cancelled; the trainer did not stop in time and was killed "
-                    f"({describe_exit(code)})",
-                    "exit_code": code,
-                }
-            )
-        reason = EXITED_WITHOUT_STATUS
-        if code is not None:
-            reason += f" ({describe_exit(code)})"
-        return base.model_copy(
-            update={
-                "state": _only_if_changed(job, JobState.FAILED),
-                "reason": reason,
-                "exit_code": code,
-            }
-        )
-
-    @staticmethod
-    def _latest_running_state(events: Sequence[Event]) -> JobState | None:
-        """The newest non-final status among `events` (final ones wait for status.json)."""
-        for event in reversed(events):
-            if isinstance(event, StatusEvent) and event.state not in (
-                "completed",
-                "failed",
-                "cancelled",
-            ):
-                return JobState(event.state)
-        return None
 
     # -- cancel -----------------------------------------------------------------------------
 

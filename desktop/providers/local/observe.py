@@ -1,0 +1,115 @@
+"""What a poll of a started local job observes: new events, liveness and the final word.
+
+A final state is reported only once the trainer has written `status.json` or is gone; events
+are read before the state is judged, so a trainer that is gone has had all its events read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from desktop.models import Job, JobState, JobUpdate, ProviderHandle
+from desktop.providers.local.process import ProcessIdentity, describe_exit, identity_alive
+from desktop.providers.local.queue import CANCELLED_FILE
+from trainer.protocol import EVENTS_FILE, Event, EventReader, StatusEvent, read_status
+
+__all__ = [
+    "EXITED_WITHOUT_STATUS",
+    "MAX_EVENT_BYTES_PER_POLL",
+    "latest_running_state",
+    "observe_started",
+    "only_if_changed",
+]
+
+EXITED_WITHOUT_STATUS = "trainer exited without a final status"
+MAX_EVENT_BYTES_PER_POLL = 4 * 1024 * 1024
+_FINAL = ("completed", "failed", "cancelled")
+
+
+def only_if_changed(job: Job, state: JobState | None) -> JobState | None:
+    """`state` when it differs from the job's, else None (no change to report)."""
+    return None if state is None or state == job.state else state
+
+
+def latest_running_state(events: Sequence[Event]) -> JobState | None:
+    """The newest non-final status among `events` (final ones wait for status.json)."""
+    for event in reversed(events):
+        if isinstance(event, StatusEvent) and event.state not in _FINAL:
+            return JobState(event.state)
+    return None
+
+
+def observe_started(
+    job: Job,
+    job_dir: Path,
+    identity: ProcessIdentity,
+    handle_update: ProviderHandle | None,
+    *,
+    exit_code: Callable[[], int | None],
+) -> JobUpdate:
+    """One poll of a started trainer (blocking): at most 4 MB of new events and its state.
+
+    Args:
+        job: the stored snapshot (its event offsets say where to read on).
+        job_dir: the job's folder.
+        identity: the trainer process as launched.
+        handle_update: a new handle to report (the scheduler started the job), or None.
+        exit_code: the gone trainer's exit code when its reaper knows it (asked only then).
+    """
+    # Liveness first: events read after "gone" are then complete.
+    alive = identity_alive(identity, job_dir)
+    status = read_status(job_dir)
+    ended = not alive or (status is not None and status.state in _FINAL)
+    events_path = job_dir / EVENTS_FILE
+    reader = EventReader(events_path, job.events_offset, job.events_last_seq)
+    try:
+        backlog = events_path.stat().st_size - job.events_offset
+    except FileNotFoundError:
+        backlog = 0
+    complete = backlog <= MAX_EVENT_BYTES_PER_POLL
+    if complete:
+        events = reader.read_new(final=not alive)
+    else:
+        events = reader.read_new(max_bytes=MAX_EVENT_BYTES_PER_POLL)
+        if not events and reader.offset == job.events_offset:
+            events = reader.read_new(final=not alive)  # one line larger than the budget
+            complete = True
+    base = JobUpdate(
+        events=tuple(events),
+        events_offset=reader.offset,
+        events_last_seq=reader.last_seq,
+        handle=handle_update,
+    )
+    if not (ended and complete):
+        state = latest_running_state(events)
+        return base.model_copy(update={"state": only_if_changed(job, state)})
+    # The trainer is gone (or said its last word): the final state.
+    if status is not None and status.state in _FINAL:
+        return base.model_copy(
+            update={
+                "state": only_if_changed(job, JobState(status.state)),
+                "reason": status.message,
+                "exit_code": status.exit_code,
+            }
+        )
+    code = exit_code()
+    if (job_dir / CANCELLED_FILE).exists():
+        return base.model_copy(
+            update={
+                "state": only_if_changed(job, JobState.CANCELLED),
+                "reason": "cancelled; the trainer did not stop in time and was killed "
+                f"({describe_exit(code)})",
+                "exit_code": code,
+            }
+        )
+    reason = EXITED_WITHOUT_STATUS
+    if code is not None:
+        reason += f" ({describe_exit(code)})"
+    return base.model_copy(
+        update={
+            "state": only_if_changed(job, JobState.FAILED),
+            "reason": reason,
+            "exit_code": code,
+        }
+    )
