@@ -523,12 +523,17 @@ class MainWindow(QMainWindow):
         dialog.refresh_keys()
         return dialog
 
-    def open_settings(self) -> None:
-        """Show the Settings dialog; save what was changed."""
+    def open_settings(self) -> SettingsDialog:
+        """Show the Settings dialog (window-modal); OK applies and saves what was changed.
+
+        `open()`, not `exec()`: a nested event loop would run the asyncio tasks (the keychain
+        reads, the doctor) re-entrantly under qasync.
+        """
         dialog = self.settings_dialog()
-        if dialog.exec():
-            self.apply_settings(dialog.settings())
-        dialog.deleteLater()
+        dialog.accepted.connect(lambda: self.apply_settings(dialog.settings()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
 
     def apply_settings(self, settings: Settings) -> None:
         """Apply new settings to the job service (the next launch uses the offline mode, the
