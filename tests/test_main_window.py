@@ -149,11 +149,10 @@ def test_an_unexpected_error_in_an_operation_shows_the_traceback_and_the_app_run
 ) -> None:
     shown: list[tuple[str, str]] = []
 
-    def fake_exec(box: QMessageBox) -> int:
+    def fake_open(box: QMessageBox) -> None:
         shown.append((box.text(), box.detailedText()))
-        return 0
 
-    monkeypatch.setattr(QMessageBox, "exec", fake_exec)
+    monkeypatch.setattr(QMessageBox, "open", fake_open)
     window = make_window()
     qtbot.addWidget(window)
 
@@ -189,6 +188,7 @@ def test_an_expected_error_goes_to_the_status_bar_not_a_dialog(
 
     shown: list[str] = []
     monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.text()) or 0)
+    monkeypatch.setattr(QMessageBox, "open", lambda box: shown.append(box.text()))
     window = make_window()
     qtbot.addWidget(window)
 

@@ -137,7 +137,7 @@ def format_exception(exc: BaseException) -> str:
 
 
 def show_traceback_dialog(parent: QWidget | None, summary: str, text: str) -> None:
-    """A modal dialog with the summary and the full traceback under "Show Details".
+    """A window-modal dialog with the summary and the full traceback under "Show Details".
 
     The log file holds the same traceback; the app keeps running after the dialog closes.
     """
@@ -153,7 +153,9 @@ def show_traceback_dialog(parent: QWidget | None, summary: str, text: str) -> No
     box.setDetailedText(text)
     box.setStandardButtons(QMessageBox.StandardButton.Close)
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-    box.exec()
+    # open(), not exec(): this runs inside an operation's task, and a nested event loop there
+    # would step other asyncio tasks re-entrantly under qasync (and never return in a test).
+    box.open()
 
 
 class Operations(QObject):

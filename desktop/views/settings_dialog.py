@@ -9,8 +9,9 @@ by `settings()` when the dialog is accepted; the window saves them.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from trainer.reports import DoctorReport
 
 __all__ = ["SettingsDialog", "describe_doctor"]
+
+_T = TypeVar("_T")
 
 
 def describe_doctor(report: DoctorReport) -> str:
@@ -127,6 +130,11 @@ class SettingsDialog(QDialog):
         self._store = secret_store
         self._picker = interpreter_picker or self._pick_interpreter
         self.statuses: dict[SecretName, SecretStatus] = {}
+        # Outlives the C++ dialog, so late callbacks can tell it is gone (`_while_open`).
+        self._alive = threading.Event()
+        self._alive.set()
+        alive = self._alive
+        self.destroyed.connect(lambda *_: alive.clear())
 
         # Keys
         keys_box = QGroupBox("API keys")
@@ -224,6 +232,17 @@ class SettingsDialog(QDialog):
             update={"trainer_python": python, "offline": self.offline_check.isChecked()}
         )
 
+    def _while_open(self, callback: Callable[[_T], None]) -> Callable[[_T], None]:
+        """`callback`, skipped once the dialog is deleted: an operation it started (the
+        keychain, the doctor) can outlive it when OK is pressed before the answer came."""
+        alive = self._alive
+
+        def call(value: _T) -> None:
+            if alive.is_set():
+                callback(value)
+
+        return call
+
     # -- keys -------------------------------------------------------------------------------
 
     def refresh_keys(self) -> None:
@@ -233,7 +252,7 @@ class SettingsDialog(QDialog):
             backend = await self._store.abackend_description()
             return backend, [await self._store.astatus(n) for n in SecretName]
 
-        self._ops.run("read the keychain", work(), self._on_keys_read)
+        self._ops.run("read the keychain", work(), self._while_open(self._on_keys_read))
 
     def _on_keys_read(self, result: tuple[str, list[SecretStatus]]) -> None:
         backend, statuses = result
@@ -278,7 +297,12 @@ class SettingsDialog(QDialog):
             row.edit.clear()
             self._show_status(status)
 
-        self._ops.run(f"save {name.label}", work(), done, self._key_failed(name))
+        self._ops.run(
+            f"save {name.label}",
+            work(),
+            self._while_open(done),
+            self._while_open(self._key_failed(name)),
+        )
 
     def delete_key(self, name: SecretName) -> None:
         """Remove the key from the keychain, then show the new status."""
@@ -287,7 +311,12 @@ class SettingsDialog(QDialog):
             await self._store.adelete(name)
             return await self._store.astatus(name)
 
-        self._ops.run(f"delete {name.label}", work(), self._show_status, self._key_failed(name))
+        self._ops.run(
+            f"delete {name.label}",
+            work(),
+            self._while_open(self._show_status),
+            self._while_open(self._key_failed(name)),
+        )
 
     def _key_failed(self, name: SecretName) -> Callable[[BaseException], None]:
         def show(exc: BaseException) -> None:
@@ -325,8 +354,8 @@ class SettingsDialog(QDialog):
             operations.check_runtime,
             python,
             self.offline_check.isChecked(),
-            on_done=done,
-            on_error=failed,
+            on_done=self._while_open(done),
+            on_error=self._while_open(failed),
         )
 
     def show_doctor(self, report: DoctorReport) -> None:
