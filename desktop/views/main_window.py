@@ -3,7 +3,9 @@
 The window wires widgets to operations and does no work itself: every launch, cancel, dataset
 check, file read or keychain call goes through `Operations` (background task, then UI update or
 the error on the message bus). `AppState` is the one state the views read; the `JobService`
-feeds it.
+feeds it. The work behind the buttons is in helpers the window owns: `ConfigActions` (presets,
+files, the last config, the demo, the preflight) and `JobActions` (start, cancel, resume, ...);
+the frame is `MainToolBar`, `window_layout` (splitters, their memory) and `status_bar`.
 
 Layout:
 
@@ -16,6 +18,7 @@ Layout:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
@@ -99,8 +102,6 @@ HEAVY_MODULES = (
 
 def import_heavy_modules() -> None:
     """Import `HEAVY_MODULES` (safe in a worker thread: module code only, no widgets)."""
-    import importlib
-
     for name in HEAVY_MODULES:
         importlib.import_module(name)
 
