@@ -676,3 +676,49 @@ def test_ingest_writes_off_the_loop_thread_and_tells_listeners_on_it(
     # In store order: the intermediate state, the points as columns, the final snapshot.
     assert [what for what, _ in heard] == ["starting", "metrics:learning_rate,loss", "training"]
     assert all(thread == loop_thread for _, thread in heard)
+
+
+def test_a_cancelled_poll_keeps_the_ingest_lock_until_its_write_is_done(
+    home: Path, demo_template: Path
+) -> None:
+    import threading
+
+    from desktop.core.ingest import take_ingest_lock
+    from desktop.core.store import JobStore
+
+    inside, gate = threading.Event(), threading.Event()
+
+    class SlowStore(JobStore):
+        """The real store, whose progress write waits for the test's word."""
+
+        def record_progress(
+            self, job: Job, points: Any, transition: tuple[JobState, str] | None = None
+        ) -> Job:
+            inside.set()
+            assert gate.wait(30)
+            return super().record_progress(job, points, transition)
+
+    def lock_is_free(job_dir: Path) -> bool:
+        mine, lock = take_ingest_lock(job_dir)
+        if lock is not None:
+            lock.release()
+        return mine
+
+    async def go() -> None:
+        service = JobService(SlowStore(), providers={"dirs": DirProvider()})
+        job = _stored_job(service, demo_template / "config.json")
+        EventWriter(job.job_dir / "events.jsonl").emit("metric", step=1, loss=2.0)
+        polling = asyncio.ensure_future(service.poll_once(job.id))
+        assert await asyncio.to_thread(inside.wait, 30)
+        polling.cancel()
+        await asyncio.sleep(0)
+        assert not lock_is_free(job.job_dir)  # the write is still under way
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await polling
+        assert lock_is_free(job.job_dir)
+        assert service.store.metric_count(job.id) == 1  # written whole, once
+        await service.close()
+        service.store.close()
+
+    asyncio.run(go())

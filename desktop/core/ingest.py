@@ -1,9 +1,9 @@
 """Ingest: one poll's `JobUpdate` becomes stored metric points, snapshot fields and transitions.
 
-Everything here is blocking and runs in a worker thread (`asyncio.to_thread`), never on the
-event loop's (the window's Qt) thread: the parsing, the SQLite writes and the metric columns
-the listeners get. `ingest` returns what the listeners must hear; the job service tells them on
-the loop's thread, in order.
+`ingest` is blocking and runs in a worker thread (`ingest_in_worker`), never on the event
+loop's (the window's Qt) thread: the parsing, the SQLite writes and the metric columns the
+listeners get. It returns what the listeners must hear; the job service tells them on the
+loop's thread, in order.
 
 One ingester per job, even with a window and a CLI open at once: `take_ingest_lock` is a
 cross-process lock in the job's folder.
@@ -11,9 +11,11 @@ cross-process lock in the job's folder.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from trainer.protocol import (
 __all__ = [
     "Ingested",
     "ingest",
+    "ingest_in_worker",
     "mark_unreachable",
     "plan_transitions",
     "split_log_lines",
@@ -71,7 +74,7 @@ class Ingested:
 
 
 def take_ingest_lock(job_dir: Path) -> tuple[bool, FileLock | None]:
-    """Try to take the job's ingest lock without waiting (blocking I/O: call in a worker).
+    """Try to take the job's ingest lock without waiting (a non-blocking flock).
 
     Returns:
         (mine, lock): `mine` is whether this process may ingest; `lock` is the lock to release
@@ -88,6 +91,18 @@ def take_ingest_lock(job_dir: Path) -> tuple[bool, FileLock | None]:
     except OSError:
         return True, None  # an unlockable folder: ingest anyway, as a lone reader would
     return True, lock
+
+
+async def ingest_in_worker(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
+    """`ingest` in a worker thread. A caller cancelled meanwhile still waits for the worker,
+    which writes on regardless, so the ingest lock it holds outlasts the write."""
+    writing = asyncio.ensure_future(asyncio.to_thread(ingest, store, job, update))
+    try:
+        return await asyncio.shield(writing)
+    except asyncio.CancelledError:
+        with suppress(Exception):
+            await writing
+        raise
 
 
 def mark_unreachable(store: JobStore, job: Job, reason: str) -> Job:

@@ -39,7 +39,7 @@ from desktop.core.errors import (
 )
 from desktop.core.ingest import (
     Ingested,
-    ingest,
+    ingest_in_worker,
     mark_unreachable,
     split_log_lines,
     take_ingest_lock,
@@ -525,12 +525,14 @@ class JobService:
         """Poll the job's provider once and store what it saw; returns the new snapshot.
 
         When another process is ingesting this job right now, this one only reads the store.
-        The lock, the parsing and the store writes run in worker threads.
+        The parsing and the store writes run in a worker thread.
         """
         job = await self._get(job_id)
         if job.is_final:
             return job
-        mine, lock = await asyncio.to_thread(take_ingest_lock, job.job_dir)
+        # Taken here, not in a worker (a non-blocking flock: no wait): a cancelled worker call
+        # would take the lock with nobody left to release it.
+        mine, lock = take_ingest_lock(job.job_dir)
         try:
             job = await self._get(job_id)  # what another process may have stored meanwhile
             if not mine or job.is_final:
@@ -544,7 +546,7 @@ class JobService:
                 job = await asyncio.to_thread(mark_unreachable, self.store, job, reason)
                 self._changed(job)
                 return job
-            done = await asyncio.to_thread(ingest, self.store, job, update)
+            done = await ingest_in_worker(self.store, job, update)
             self._publish(done)
             job = done.job
         finally:
