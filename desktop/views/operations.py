@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QWidget
 
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
@@ -141,6 +141,8 @@ def show_traceback_dialog(parent: QWidget | None, summary: str, text: str) -> No
 
     The log file holds the same traceback; the app keeps running after the dialog closes.
     """
+    from PySide6.QtWidgets import QMessageBox  # its enums cost ~20 ms: not at the first frame
+
     box = QMessageBox(parent)
     box.setObjectName("traceback_dialog")
     box.setIcon(QMessageBox.Icon.Critical)
