@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -121,3 +122,37 @@ def every_events_file_parses(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         if problems:
             bad[str(path.relative_to(base))] = problems[:5]
     assert not bad, f"invalid events.jsonl files (of {checked} checked): {bad}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "expect_log(*patterns): log records of level WARNING or above whose message matches one "
+        "of these regular expressions are part of what the test shows, not a failure",
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_log_warnings(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Fail a test on any log record of level WARNING or above that it did not expect.
+
+    A warning nobody expected is a bug report nobody reads (qutebrowser's rule). A test that
+    shows a warning declares it with `@pytest.mark.expect_log(pattern, ...)`, or inspects
+    `caplog.records` itself and then calls `caplog.clear()`.
+    """
+    import re
+
+    yield
+    patterns = [
+        re.compile(p) for mark in request.node.iter_markers("expect_log") for p in mark.args
+    ]
+    unexpected = [
+        f"{r.levelname} {r.name}: {r.getMessage().splitlines()[0]}"
+        for when in ("setup", "call")
+        for r in caplog.get_records(when)
+        if r.levelno >= logging.WARNING and not any(p.search(r.getMessage()) for p in patterns)
+    ]
+    if unexpected:
+        pytest.fail("unexpected log records:\n" + "\n".join(unexpected[:10]), pytrace=False)

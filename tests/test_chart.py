@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from pytestqt.qtbot import QtBot
-from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
+from view_helpers import make_job
 
 from desktop.models.job import MetricPoint, metric_columns
 from desktop.views.chart.smoothing import EmaSmoother, debiased_ema
@@ -21,7 +21,6 @@ from desktop.views.state import AppState
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
     pytest.mark.qt_log_ignore("does not support propagateSizeHints"),  # offscreen plugin
-    pytest.mark.usefixtures("no_warning_logs"),
 ]
 
 

@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush, QIcon, QImage
 from pytestqt.qtbot import QtBot
-from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
+from view_helpers import make_job
 
 from desktop.models.job import ACTIVE_STATES, JobState, ProviderHandle
 from desktop.views.job_table import (
@@ -26,7 +26,6 @@ from desktop.views.state import AppState
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
     pytest.mark.qt_log_ignore("does not support propagateSizeHints"),  # offscreen plugin
-    pytest.mark.usefixtures("no_warning_logs"),
 ]
 
 NOW = 1_700_000_000.0

@@ -188,6 +188,7 @@ def test_a_repeated_job_id_still_gets_a_folder_of_its_own(tmp_path: Path) -> Non
         create_job_dir(root, lambda: "20260101-120000-abcd")
 
 
+@pytest.mark.expect_log("ignored an observed change")
 def test_transitions_follow_only_what_was_observed() -> None:
     q, s, t, sv, c, f = (
         JobState.QUEUED,
@@ -207,6 +208,7 @@ def test_transitions_follow_only_what_was_observed() -> None:
     assert plan_transitions(t, [(q, "?")]) == []
 
 
+@pytest.mark.expect_log("background task boom failed")
 def test_task_runner_names_cancels_and_reports_failures() -> None:
     failures: list[tuple[str, str]] = []
 

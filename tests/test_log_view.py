@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from pytestqt.qtbot import QtBot
-from view_helpers import no_warning_logs  # noqa: F401  (fixture)
 
 from desktop.views.log_view import LogView
 from desktop.views.state import AppState
@@ -12,7 +11,6 @@ from desktop.views.state import AppState
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
     pytest.mark.qt_log_ignore("does not support propagateSizeHints"),  # offscreen plugin
-    pytest.mark.usefixtures("no_warning_logs"),
 ]
 
 

@@ -144,6 +144,7 @@ def test_a_trainer_killed_outside_the_app_shows_failed(
     run(qloop, body())
 
 
+@pytest.mark.expect_log("a bug in an operation")
 def test_an_unexpected_error_in_an_operation_shows_the_traceback_and_the_app_runs_on(
     qtbot: Any, qloop: Any, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,6 +182,7 @@ def test_an_unexpected_error_in_an_operation_shows_the_traceback_and_the_app_run
     assert "ZeroDivisionError: a bug in an operation" in log_text
 
 
+@pytest.mark.expect_log("invalid JSON; fix that line")
 def test_an_expected_error_goes_to_the_status_bar_not_a_dialog(
     qtbot: Any, qloop: Any, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

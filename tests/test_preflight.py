@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from app_helpers import run, until
 
+from desktop.core.data_preview import read_record
 from desktop.models import Settings
-from desktop.views.operations import read_record
 from desktop.views.preflight import PreflightPanel, example_columns
 
 pytest_plugins = ["app_fixtures"]

@@ -73,6 +73,7 @@ def test_a_torn_last_line_waits_for_the_next_read(tmp_path: Path) -> None:
     assert reader.offset == len(line.encode())
 
 
+@pytest.mark.expect_log("skipped an unreadable event")
 def test_garbage_lines_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

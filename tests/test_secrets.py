@@ -236,6 +236,7 @@ def test_no_keychain_names_the_problem_and_the_way_out() -> None:
     assert store.backend_description() == "no keychain (keyring found no usable backend)"
 
 
+@pytest.mark.expect_log("Starting the trainer without")
 def test_environment_variable_path_without_keychain_writes_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -369,6 +370,7 @@ def _file_handler(path: Path, fmt: str = "%(levelname)s %(name)s %(message)s") -
     return handler
 
 
+@pytest.mark.expect_log("^inline ", "^request failed$")
 def test_logged_secret_appears_in_no_log_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,17 +117,16 @@ def test_offline_mode_and_trainer_python_reach_the_next_launch(
     asyncio.run(go())
 
 
-def test_assigning_offline_applies_it_like_apply_settings(home: Path) -> None:
-    """Views that still set `service.offline` get the same effect (the bug was that the
-    provider never heard of it)."""
+def test_apply_settings_tells_a_provider_built_before(home: Path) -> None:
+    """A provider built before the change hears of it (the bug was that it never did)."""
     service = JobService(JobStore(), settings=Settings())
     provider = service.provider("local")
     assert not service.runtime.offline
-    service.offline = True
+    service.apply_settings(service.settings, offline=True)
     assert service.runtime.offline
     from desktop.providers.local import LocalProvider
 
     assert isinstance(provider, LocalProvider) and provider.offline
-    service.settings = Settings(trainer_python="/opt/other/python3")
-    assert provider.python == "/opt/other/python3" and provider.offline  # mode kept
+    service.apply_settings(Settings(trainer_python="/opt/other/python3"), offline=True)
+    assert provider.python == "/opt/other/python3" and provider.offline
     asyncio.run(service.close())

@@ -77,6 +77,7 @@ class _BrokenBackend:
     delete_password = get_password
 
 
+@pytest.mark.expect_log("The keychain cannot be used")
 def test_a_key_that_cannot_be_stored_says_why(qtbot: Any, qloop: Any, home: Path) -> None:
     dialog, bus = make_dialog(SecretStore(_BrokenBackend(), timeout_s=5))
     qtbot.addWidget(dialog)
@@ -127,6 +128,7 @@ def test_the_runtime_check_shows_torch_and_gpus(qtbot: Any, qloop: Any, home: Pa
     assert text.startswith("torch 2.") and ("GPU" in text)
 
 
+@pytest.mark.expect_log("cannot start the trainer runtime")
 def test_a_runtime_that_cannot_start_says_so(qtbot: Any, qloop: Any, home: Path) -> None:
     dialog, _ = make_dialog(SecretStore(_BrokenBackend()))
     qtbot.addWidget(dialog)

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from view_helpers import make_job, no_warning_logs  # noqa: F401  (fixture)
+from view_helpers import make_job
 
 from desktop.models.job import JobState, MetricPoint, metric_columns
 from desktop.views.chart.smoothing import GrowableArray
@@ -15,7 +15,6 @@ from desktop.views.state import AppState, MetricSeries
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
     pytest.mark.qt_log_ignore("does not support propagateSizeHints"),  # offscreen plugin
-    pytest.mark.usefixtures("no_warning_logs"),
 ]
 
 

@@ -1,18 +1,13 @@
 """Helpers shared by the view tests (job table, chart, log view, AppState).
 
-`no_warning_logs` fails a test on any warning logged through Python's logging (Qt's own
-warnings are failed by pytest-qt's `qt_log_level_fail` mark, set in each module), as
-qutebrowser's test suite does.
+Warnings logged through Python's logging fail every test (tests/conftest.py); Qt's own warnings
+are failed by pytest-qt's `qt_log_level_fail` mark, set in each view test module.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from desktop.models.job import Job, JobState
 from trainer.config import TrainingConfig
@@ -35,12 +30,3 @@ def make_job(job_id: str, name: str | None = None, **fields: Any) -> Job:
     if "state" in values:
         values["state"] = JobState(values["state"])
     return Job(**values)
-
-
-@pytest.fixture
-def no_warning_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail the test if anything logged a warning or worse."""
-    caplog.set_level(logging.WARNING)
-    yield
-    bad = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
-    assert not bad, "unexpected warning logs: " + "; ".join(r.getMessage() for r in bad)

@@ -252,10 +252,9 @@ def cmd_logs(ctx: Context) -> int:
 
         try:
             job = service.get(ctx.ns.job)
-            provider = service.provider(job.provider)
             offset = 0
             while True:
-                chunk = await provider.logs(job, offset)
+                chunk = await service.logs(job.id, offset)
                 if chunk.text:
                     show(chunk.text)
                 moved = chunk.next_offset != offset

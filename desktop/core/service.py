@@ -55,6 +55,7 @@ from desktop.models import (
     JobListener,
     JobState,
     JobUpdate,
+    LogChunk,
     Settings,
     data_home,
     metric_columns,
@@ -127,21 +128,13 @@ class JobService:
 
     @property
     def settings(self) -> Settings:
-        """The settings in force; assigning applies them (`apply_settings`)."""
+        """The settings in force (change them with `apply_settings`)."""
         return self._settings
-
-    @settings.setter
-    def settings(self, settings: Settings) -> None:
-        self.apply_settings(settings, offline=self._offline)
 
     @property
     def offline(self) -> bool:
-        """Whether offline mode is on; assigning applies it (`apply_settings`)."""
+        """Whether offline mode is on (change it with `apply_settings`)."""
         return self._offline
-
-    @offline.setter
-    def offline(self, offline: bool) -> None:
-        self.apply_settings(self._settings, offline=offline)
 
     @property
     def runtime(self) -> TrainerRuntime:
@@ -412,6 +405,11 @@ class JobService:
         self._seen.pop(job.id, None)
         self._emit("job_removed", job.id)
 
+    async def logs(self, job_id: str, since: int = 0) -> LogChunk:
+        """The job's console output (`train.log`) from byte `since`, read by its provider."""
+        job = await self._get(job_id)
+        return await self.provider(job.provider).logs(job, since)
+
     def export_metrics_csv(self, job_id: str, out: TextIO) -> int:
         """Write the job's metrics as CSV (one row per step); returns the number of rows."""
         job = self.get(job_id)
@@ -571,10 +569,9 @@ class JobService:
     async def _emit_logs(self, job: Job, final: bool = False) -> None:
         if not self._listeners:
             return
+        since = self._log_offsets.get(job.id, 0)
         try:
-            backend = self.provider(job.provider)
-            since = self._log_offsets.get(job.id, 0)
-            chunk = await backend.logs(job, since)
+            chunk = await self.provider(job.provider).logs(job, since)
         except (FtdeskError, OSError) as exc:
             log.debug("no logs for job %s: %s", job.id, exc)
             return

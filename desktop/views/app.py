@@ -81,9 +81,9 @@ def _make_service(offline: bool | None, settings: Any, bus: Any) -> tuple[Any, A
             settings = load_settings()
         except ValueError as exc:
             settings, problem = Settings(), str(exc)
-    service = JobService(settings=settings, offline=offline or None, on_error=bus.error)
-    if offline:
-        service.offline = True
+    service = JobService(
+        settings=settings, offline=offline or None, on_error=bus.error, on_bug=bus.bug
+    )
     if problem:
         bus.error(f"{problem}; using the default settings")
     return service, settings

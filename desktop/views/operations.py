@@ -21,7 +21,6 @@ runner and the keychain are imported when first used (`HEAVY_MODULES` in main_wi
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from collections.abc import Callable, Coroutine
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QWidget
 
+from desktop.core.data_preview import read_record
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
 from desktop.core.paths import data_home
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from desktop.core.config_io import PresetInfo
     from desktop.core.notify import JobEndNotifier
     from desktop.core.secrets import SecretName, SecretStatus, SecretStore
+    from desktop.core.service import JobService
     from desktop.core.sleep_inhibit import LocalJobsInhibitor
     from desktop.core.tasks import TaskRunner
     from desktop.models import Job, Settings
@@ -379,18 +380,9 @@ def write_last_config(config: TrainingConfig) -> None:
         log.warning("cannot remember the last config: %s", exc)
 
 
-async def read_job_log(service: Any, job: Job) -> list[str]:
-    """The stored log of a finished job, as lines (its watcher, which streams logs, has ended).
-
-    Interim: the job service has no `logs(job_id)` use-case yet, so this asks the job's
-    provider through the service's public `provider(name)`; it moves to `service.logs(job.id)`
-    once that exists, and no view calls a provider itself.
-    """
-    logs = getattr(service, "logs", None)
-    if logs is not None:
-        chunk = await logs(job.id)
-    else:
-        chunk = await service.provider(job.provider).logs(job, 0)
+async def read_job_log(service: JobService, job: Job) -> list[str]:
+    """The stored log of a finished job, as lines (its watcher, which streams logs, has ended)."""
+    chunk = await service.logs(job.id)
     return list(chunk.text.splitlines())
 
 
@@ -439,36 +431,3 @@ def estimate_memory(config: TrainingConfig) -> MemoryEstimate:
     from desktop.core.memory_fit import estimate_for_config, read_model_config
 
     return estimate_for_config(config, read_model_config(config.model.name_or_path))
-
-
-def read_record(path: str | Path, line: int, location: str = "line", limit: int = 20_000) -> str:
-    """The text of record `line` (1-based) of a data file, pretty-printed when it is JSON.
-
-    A data-file helper that belongs beside the data check in the core; it stays here, as a
-    blocking helper for a worker thread, until the core has a home for it.
-
-    For `location == "line"` (JSON lines, CSV) it reads that physical line, streaming, so a
-    1 GB file costs no memory; for other locations (records of a JSON array) it says where to
-    look instead of loading the whole file.
-    """
-    p = Path(path).expanduser()
-    if location != "line":
-        return f"{location} {line} of {p.name}: open the file to see this {location}."
-    opener: Any = open
-    if p.name.endswith(".gz"):
-        import gzip
-
-        opener = gzip.open
-    try:
-        with opener(p, "rt", encoding="utf-8", errors="replace") as fh:
-            for number, text in enumerate(fh, start=1):
-                if number == line:
-                    text = text.rstrip("\r\n")
-                    try:
-                        pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-                    except ValueError:
-                        pretty = str(text)
-                    return pretty[:limit]
-    except OSError as exc:
-        return f"cannot read {p}: {exc.strerror or exc}"
-    return f"{p.name} has fewer than {line} lines"
