@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from desktop.core.errors import DatasetError, RuntimeNotReadyError
 from desktop.providers.offline import OFFLINE_ENV
-from trainer.reports import DataProblem, DataReport, DemoReport, DoctorReport
+from trainer.reports import DataReport, DemoReport, DoctorReport
 
 if TYPE_CHECKING:
     from desktop.models import Settings
@@ -257,18 +257,6 @@ class TrainerRuntime:
             ) from exc
 
 
-def _problem_lines(
-    path: str, problems: list[DataProblem], total: int, location: str, limit: int = 10
-) -> list[str]:
-    lines = []
-    for problem in problems[:limit]:
-        where = f"{path}: {location} {problem.line}" if problem.line is not None else path
-        lines.append(f"  {where}: {problem.message}")
-    if total > min(limit, len(problems)):
-        lines.append(f"  ... and {total - min(limit, len(problems))} more problems")
-    return lines
-
-
 def require_usable(report: DataReport) -> DataReport:
     """`report` itself when the dataset is usable.
 
@@ -278,10 +266,12 @@ def require_usable(report: DataReport) -> DataReport:
     """
     if report.usable:
         return report
-    path = report.path
-    problems = list(report.problems)
-    total = report.problem_count or len(problems)
-    location = report.location or "line"
-    lines = [f"{path}: the dataset is not usable:"]
-    lines += _problem_lines(path, problems, total, location) or ["  (no details given)"]
+    shown = report.problems[:10]
+    lines = [f"{report.path}: the dataset is not usable:"]
+    lines += [f"  {report.path}: {problem.render(report.location)}" for problem in shown]
+    hidden = max(report.problem_count, len(report.problems)) - len(shown)
+    if hidden > 0:
+        lines.append(f"  ... and {hidden} more problems")
+    elif not shown:
+        lines.append("  (no details given)")
     raise DatasetError("\n".join(lines))

@@ -6,7 +6,7 @@ frozen; a check fills a mutable `ReportDraft` and freezes it with `finish()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from trainer.reports import DataProblem, DataReport, RenderedExample, TokenStats
@@ -40,21 +40,8 @@ class ReportDraft:
             self.problems.append(DataProblem(line=line, message=message))
 
     def finish(self) -> DataReport:
-        """The report as it stands now."""
-        return DataReport(
-            path=self.path,
-            format=self.format,
-            records=self.records,
-            valid_records=self.valid_records,
-            usable=self.usable,
-            problems=list(self.problems),
-            problem_count=self.problem_count,
-            location=self.location,
-            examples=list(self.examples),
-            warnings=list(self.warnings),
-            token_stats=self.token_stats,
-            rendered_example=self.rendered_example,
-        )
+        """The report as it stands now (a frozen copy: later changes to the draft stay out)."""
+        return DataReport.model_validate({f.name: getattr(self, f.name) for f in fields(self)})
 
 
 class DataError(ValueError):
