@@ -34,8 +34,9 @@ __all__ = [
 
 
 class JobState(StrEnum):
-    """Where a job stands. See DESIGN.md: queued → provisioning → starting → training →
-    saving → completed, or failed / cancelled; unknown while a provider cannot be reached."""
+    """Where a job stands (docs/architecture.md, "Job states"): queued → provisioning →
+    starting → training → saving → completed, or failed / cancelled; unknown while a provider
+    cannot be reached."""
 
     QUEUED = "queued"
     PROVISIONING = "provisioning"
