@@ -61,10 +61,12 @@ def deepspeed_config(stage: int, *, gradient_clipping: bool = True) -> dict[str,
 
 
 def _fsdp_as_bool() -> bool:
-    """True where TrainingArguments takes `fsdp=True` (transformers 5); older ones want a string."""
+    """True where TrainingArguments takes `fsdp=True` (transformers 5, whose default is None or
+    False); transformers 4 wants a string (its default is "") and 5 warns that strings are
+    deprecated."""
     from transformers import TrainingArguments
 
-    return isinstance(TrainingArguments.__dataclass_fields__["fsdp"].default, bool)
+    return not isinstance(TrainingArguments.__dataclass_fields__["fsdp"].default, str)
 
 
 def strategy_training_args(config: TrainingConfig, device: str) -> dict[str, Any]:
