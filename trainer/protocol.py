@@ -340,11 +340,14 @@ class EventWriter:
 class EventReader:
     """Reads `events.jsonl` incrementally.
 
-    It keeps the byte offset of the first unread byte and the last `seq` seen. A last line with
-    no newline yet (the writer is mid-write) is left for the next read. A line that is not a
-    valid event is skipped with a warning, never a crash. An event whose `seq` is not above the
-    last one seen is dropped, so a reader restored from `(offset, last_seq)` never counts an
-    event twice.
+    It keeps the byte offset of the first unread byte and the `seq` of the last event read. A
+    last line with no newline yet (the writer is mid-write) is left for the next read. A line
+    that is not a valid event is skipped with a warning, never a crash.
+
+    The offset, not the `seq`, says what was read: a point is never dropped for its `seq`
+    alone (a foreign line with a huge `seq` must not hide every later one). Only a reader
+    restored at offset 0 with a known last `seq` (a stale offset) drops the leading events it
+    has seen. What the reader noticed is in `notices`, one sentence each, for the job's log.
     """
 
     def __init__(self, path: Path, offset: int = 0, last_seq: int = -1) -> None:
@@ -352,6 +355,8 @@ class EventReader:
         self.offset = offset
         self.last_seq = last_seq
         self.skipped_lines = 0
+        self.notices: list[str] = []
+        self._seq_went_back = False
 
     def read_new(self, *, final: bool = False, max_bytes: int | None = None) -> list[Event]:
         """Return the events appended since the last call.
@@ -372,6 +377,8 @@ class EventReader:
         if final and max_bytes is None:
             end = len(data)
         events: list[Event] = []
+        # A stale offset (0 with a known seq) replays what was read: drop that prefix only.
+        replay_below = self.last_seq if self.offset == 0 else -1
         line_start = self.offset
         for raw in data[:end].split(b"\n"):
             line_no_bytes = len(raw) + 1
@@ -388,12 +395,26 @@ class EventReader:
                         str(exc).splitlines()[0],
                     )
                 else:
-                    if event.seq > self.last_seq:
-                        self.last_seq = event.seq
+                    if event.seq > replay_below:
+                        replay_below = -1
+                        self._note_seq(event.seq, line_start)
                         events.append(event)
+                    self.last_seq = event.seq
             line_start += line_no_bytes
         self.offset += end
         return events
+
+    def _note_seq(self, seq: int, at: int) -> None:
+        if seq <= self.last_seq and not self._seq_went_back:
+            self._seq_went_back = True
+            self._notice(
+                f"{self.path.name}: seq went back from {self.last_seq} to {seq} at byte {at} "
+                "(a line not written in order, or a foreign one); every event is kept"
+            )
+
+    def _notice(self, message: str) -> None:
+        log.warning("%s", message)
+        self.notices.append(message)
 
 
 def read_all_events(path: Path) -> list[Event]:

@@ -6,12 +6,14 @@ a caller that resumes from `LogChunk.next_offset` sees every line once and whole
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 
 from desktop.models import LogChunk
 
-__all__ = ["MAX_LOG_BYTES", "decode_log", "read_log"]
+__all__ = ["MAX_LOG_BYTES", "append_log_line", "decode_log", "read_log"]
 
 MAX_LOG_BYTES = 1024 * 1024
 
@@ -51,3 +53,13 @@ def read_log(path: Path, since: int, max_bytes: int = MAX_LOG_BYTES) -> LogChunk
         data = data[: data.rfind(b"\n") + 1]
     text, used = decode_log(data, at_eof=at_eof)
     return LogChunk(text=text, offset=since, next_offset=since + used)
+
+
+def append_log_line(path: Path, message: str) -> None:
+    """Append one app-written line to a job's console log, where its user reads what happened.
+
+    Best effort: a log that cannot be written (its folder is gone) must not stop a poll.
+    """
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"[finetune-desk {stamp}] {message}\n")

@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from desktop.models import Job, JobState, JobUpdate, ProviderHandle
+from desktop.providers.local.logs import append_log_line
 from desktop.providers.local.process import ProcessIdentity, describe_exit, identity_alive
-from desktop.providers.local.queue import CANCELLED_FILE
+from desktop.providers.local.queue import CANCELLED_FILE, TRAIN_LOG
 from trainer.protocol import EVENTS_FILE, Event, EventReader, StatusEvent, read_status
 
 __all__ = [
@@ -75,6 +76,8 @@ def observe_started(
         if not events and reader.offset == job.events_offset:
             events = reader.read_new(final=not alive)  # one line larger than the budget
             complete = True
+    for notice in reader.notices:
+        append_log_line(job_dir / TRAIN_LOG, notice)
     base = JobUpdate(
         events=tuple(events),
         events_offset=reader.offset,

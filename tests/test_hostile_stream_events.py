@@ -1,0 +1,150 @@
+"""A hostile event stream and job folder under a real trainer: nothing lost, nothing misstated.
+
+Each test runs the real trainer on the demo through the local provider and ingests every poll
+into a real store, as the job service does. The trainer is paused (SIGSTOP) while the stream
+or the folder is damaged, so what the test does lands mid-run, with no timing luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from desktop.core.ingest import ingest
+from desktop.core.store import JobStore
+from desktop.models import Job, JobState
+from desktop.providers.local import LocalProvider
+from trainer.config import load_config
+from trainer.protocol import EVENTS_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def _make_job(job_dir: Path, job_id: str, *, max_steps: int) -> Job:
+    config_path = job_dir / "config.json"
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    data["training"]["max_steps"] = max_steps
+    data["training"]["save_steps"] = 1000
+    data["training"]["logging_steps"] = 1
+    config_path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return Job(id=job_id, name=job_id, config=load_config(config_path), job_dir=job_dir)
+
+
+class Run:
+    """One real trainer run watched as the job service watches it: poll, then ingest."""
+
+    def __init__(self, home: Path, store: JobStore, job: Job) -> None:
+        self.provider = LocalProvider(home, offline=True)
+        self.store = store
+        self.job = job
+        store.add_job(job)
+
+    @property
+    def pid(self) -> int:
+        assert self.job.handle is not None and self.job.handle.pid is not None
+        return self.job.handle.pid
+
+    async def launch(self) -> None:
+        await self.provider.launch(self.job)
+
+    async def poll(self) -> Job:
+        update = await self.provider.poll(self.job)
+        self.job = ingest(self.store, self.job, update).job
+        return self.job
+
+    async def poll_until(self, done: Callable[[Job], bool], timeout: float = 240.0) -> Job:
+        deadline = time.monotonic() + timeout
+        while not done(await self.poll()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out in {self.job.state} ({self.job.state_reason})")
+            await asyncio.sleep(0.2)
+        return self.job
+
+    async def first_point(self) -> None:
+        await self.poll_until(lambda job: self.store.metric_count(job.id) > 0)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The trainer stopped (SIGSTOP) for the duration; what happens meanwhile is mid-run."""
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+
+    def stored_steps(self) -> list[int]:
+        return sorted({p.step for p in self.store.metrics(self.job.id, names=["loss"])})
+
+    def log_text(self) -> str:
+        return (Path(self.job.job_dir) / "train.log").read_text(encoding="utf-8")
+
+
+def _metric_steps_in(path: Path) -> list[int]:
+    """The loss steps the trainer wrote (parsed here, not by the reader under test)."""
+    steps = set()
+    for raw in path.read_bytes().splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "metric" and "loss" in record:
+            steps.add(record["step"])
+    return sorted(steps)
+
+
+@pytest.fixture
+def run_env(tmp_path: Path, demo_dir: Path) -> Iterator[tuple[Path, JobStore, Path]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    store = JobStore(tmp_path / "db.sqlite3")
+    try:
+        yield home, store, demo_dir
+    finally:
+        store.close()
+        # This stream was damaged on purpose: keep it out of the session's events check.
+        events = demo_dir / EVENTS_FILE
+        if events.exists():
+            events.rename(demo_dir / "events.hostile.jsonl")
+
+
+@pytest.mark.expect_log(r"seq went back")
+def test_a_huge_seq_line_mid_run_loses_no_later_point(
+    run_env: tuple[Path, JobStore, Path],
+) -> None:
+    home, store, job_dir = run_env
+    run = Run(home, store, _make_job(job_dir, "j-huge-seq", max_steps=12))
+
+    async def scenario() -> None:
+        await run.launch()
+        await run.first_point()
+        with run.paused():
+            await run.poll()  # everything written so far is stored
+            with open(job_dir / EVENTS_FILE, "a", encoding="utf-8") as fh:
+                fh.write(
+                    json.dumps(
+                        {
+                            "seq": 1_000_000_000,
+                            "time": time.time(),
+                            "kind": "log",
+                            "message": "forged",
+                        }
+                    )
+                    + "\n"
+                )
+            await run.poll()
+        await run.poll_until(lambda job: job.is_final)
+
+    asyncio.run(scenario())
+    assert run.job.state is JobState.COMPLETED, run.job.state_reason
+    assert run.job.step == 12
+    assert run.stored_steps() == _metric_steps_in(job_dir / EVENTS_FILE) == list(range(1, 13))
+    # Said once, where the user reads the job's log.
+    assert run.log_text().count("seq went back") == 1
