@@ -398,6 +398,7 @@ class _Run:
             callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # EventsCallback prints a plainer line
+        self._check_trainable(config, len(data.train), trainer.train_dataset)
 
         resume_path = str(checkpoint[1]) if checkpoint else None
         if checkpoint is not None and self.main_process:
@@ -421,6 +422,26 @@ class _Run:
                     eval_loss=float(metrics["eval_loss"]),
                 )
         return self._save_output(config, trainer, tokenizer, precision)
+
+    def _check_trainable(self, config: TrainingConfig, records: int, prepared: Any) -> None:
+        """TRL drops the records cut at max_length with no trained token left; say so, and
+        refuse when none is left (the sampler would fail with `num_samples=0`)."""
+        from trainer.data.tokens import no_trainable_records
+
+        kept = len(prepared) if hasattr(prepared, "__len__") else None
+        if kept is None or config.dataset.packing or kept >= records:
+            return
+        max_length = config.dataset.max_length
+        if kept == 0:
+            raise TrainerInputError(
+                f"{config.dataset.path}: the dataset is not usable: "
+                + no_trainable_records(records, max_length)
+            )
+        self.note(
+            f"data: {records - kept} of {records} training records have no trained token "
+            f"within dataset.max_length {max_length} and were dropped",
+            level="warning",
+        )
 
     def _save_output(
         self, config: TrainingConfig, trainer: Any, tokenizer: Any, precision: Precision

@@ -135,13 +135,18 @@ def check_datasets(
 ) -> list[DataReport]:
     """Check the config's local data files with the trainer runtime (blocking: use a worker).
 
-    Hub datasets are checked by the trainer when it loads them.
+    Hub datasets are checked by the trainer when it loads them. When the model is a local
+    folder its tokenizer counts the tokens at the config's max_length, so data of which no
+    record keeps a trained token within it (training would have nothing) fails here too;
+    packing keeps every token, so it is counted without a max_length then.
 
     Raises:
         DatasetError: a file is unusable; the message lists the problems with line numbers.
         RuntimeNotReadyError: the runtime could not run the check (or did not finish in time).
     """
     data = config.dataset
+    model_path = config.model.name_or_path
+    model = model_path if is_local(model_path) and Path(model_path).expanduser().is_dir() else None
     reports = []
     for value, split in ((data.path, data.split), (data.eval_path, None)):
         if value and is_local(value):
@@ -150,6 +155,9 @@ def check_datasets(
                 fmt=data.format,
                 split=split,
                 field_map=data.field_map.model_dump(),
+                model=model,
+                max_length=None if model is None or data.packing else data.max_length,
+                all_tokens=not data.train_on_completions_only,
                 timeout_s=timeout_s,
             )
             reports.append(require_usable(report))

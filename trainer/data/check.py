@@ -16,9 +16,11 @@ from trainer.data.tokens import (
     DEFAULT_TOKEN_SAMPLE,
     has_template,
     load_tokenizer,
+    no_trainable_records,
     render_example,
     token_lengths,
     token_stats,
+    trained_starts,
 )
 from trainer.reports import DataReport
 
@@ -101,6 +103,19 @@ def check_dataset(
             f"{report.token_stats.share_cut:.1%} of the records are longer than max length "
             f"{max_length} and will be cut"
         )
+    if max_length is not None:
+        starts = trained_starts(tokenizer, sample, kind, completions_only)
+        dropped = sum(1 for start in starts if start >= max_length)
+        if dropped == len(starts):
+            report.add_problem(
+                None, no_trainable_records(dropped, max_length, sampled=seen > len(sample))
+            )
+            report.usable = False
+        elif dropped:
+            report.warnings.append(
+                f"{dropped} of {len(starts)} records counted have no trained token within max "
+                f"length {max_length} and will be dropped by the trainer"
+            )
     report.rendered_example = render_example(tokenizer, report.examples[0], kind, completions_only)
     return report.finish()
 

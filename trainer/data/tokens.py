@@ -29,9 +29,11 @@ __all__ = [
     "DEFAULT_TOKEN_SAMPLE",
     "has_template",
     "load_tokenizer",
+    "no_trainable_records",
     "render_example",
     "token_lengths",
     "token_stats",
+    "trained_starts",
 ]
 
 DEFAULT_TOKEN_SAMPLE = 5000
@@ -77,6 +79,51 @@ def token_lengths(
             ids = tokenizer([r["text"] for r in chunk])["input_ids"]
             out.extend(len(x) + eos for x in ids)
     return out
+
+
+def trained_starts(
+    tokenizer: Any, records: list[dict[str, Any]], kind: str, completions_only: bool
+) -> list[int]:
+    """Per record, the position of its first trained token (0 when every token is trained).
+
+    TRL cuts each record at max_length and then drops the ones left without a trained token, so
+    a record whose start is at or past max_length gives the run nothing. The prompt is counted
+    as the trainer renders it (chat template, generation prompt), to within a special token.
+    """
+    if not completions_only or kind == "text":
+        return [0] * len(records)
+    out: list[int] = []
+    for record in records:
+        if kind == "prompt_completion":
+            out.append(len(tokenizer(record["prompt"])["input_ids"]))
+            continue
+        messages = record["messages"]
+        first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+        if first is None:  # nothing of it is trained: it starts past its own end
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False)
+            out.append(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) + 1)
+        elif first == 0:
+            out.append(0)
+        else:
+            prompt = tokenizer.apply_chat_template(
+                messages[:first], tokenize=False, add_generation_prompt=True
+            )
+            out.append(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]))
+    return out
+
+
+def no_trainable_records(count: int, max_length: int, *, sampled: bool = False) -> str:
+    """The one sentence for data of which no record keeps a trained token within max_length.
+
+    `check-data --model`, `finetune-desk validate` and the trainer itself all say this.
+    """
+    which = f"all {count} records" + (" of the sample counted" if sampled else "")
+    return (
+        f"{which} are longer than dataset.max_length {max_length} before their first trained "
+        "token: each record is cut at max_length and one with nothing left to train on is "
+        "dropped, so training would have no data; raise dataset.max_length, or use shorter "
+        "records (a shorter prompt before the answer)"
+    )
 
 
 def _percentile(sorted_values: list[int], q: float) -> int:
