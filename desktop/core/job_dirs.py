@@ -7,14 +7,28 @@ Uniqueness does not rest on the random part: `create_job_dir` takes the folder w
 
 from __future__ import annotations
 
+import asyncio
 import secrets as _random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+from desktop.core.file_lock import FileLock, LockBusy
 from trainer.protocol import latest_complete_checkpoint
 
-__all__ = ["MAX_ID_DRAWS", "create_job_dir", "last_checkpoint", "new_job_id"]
+__all__ = [
+    "JOB_LOCK_FILE",
+    "MAX_ID_DRAWS",
+    "create_job_dir",
+    "hold_job_lock",
+    "job_lock",
+    "last_checkpoint",
+    "new_job_id",
+]
+
+# Held by whoever resumes or cancels the job (any process), so those never interleave.
+JOB_LOCK_FILE = ".job.lock"
 
 # Draws before giving up: with 65,536 ids per second a real clash repeats a handful of times at
 # most; only a broken id source (or a folder that refuses every mkdir) ever reaches this.
@@ -57,3 +71,39 @@ def last_checkpoint(job_dir: Path) -> str | None:
     """
     found = latest_complete_checkpoint(job_dir)
     return str(found) if found is not None else None
+
+
+def job_lock(job_dir: Path) -> FileLock:
+    """The job's own lock (`<job-dir>/.job.lock`), not yet taken.
+
+    A resume and a cancel hold it while they change the job, so two `run --resume` in two
+    processes never both hand the job to its provider, and a cancel never runs halfway
+    through a resume (it would stop the old run, or a queue entry, instead of the new trainer).
+    """
+    return FileLock(Path(job_dir) / JOB_LOCK_FILE)
+
+
+@asynccontextmanager
+async def hold_job_lock(job_dir: Path, wait_s: float) -> AsyncIterator[bool]:
+    """Hold the job's lock for the block (yields True), or yield False when another process
+    kept it for `wait_s` seconds (0: one try).
+
+    Non-blocking attempts on the loop's thread: a blocking flock in a worker thread that was
+    cancelled would take the lock with nobody left to release it.
+    """
+    lock = job_lock(job_dir)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            lock.acquire(blocking=False)
+            break
+        except LockBusy:
+            if loop.time() >= deadline:
+                yield False
+                return
+            await asyncio.sleep(0.1)
+    try:
+        yield True
+    finally:
+        lock.release()

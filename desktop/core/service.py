@@ -6,6 +6,9 @@ built from the registry (`desktop.providers.base`) and then watches it with one 
 task per active job; each poll's findings are stored by `ingest` in a worker thread, so a
 watcher that dies at any moment loses nothing and counts nothing twice when it comes back.
 
+This module is over 600 lines because it is the one object of the use-cases (launch, resume,
+cancel, delete, watch); its helpers already live in checks, ingest, job_dirs and runtime.
+
 It never reports a state it did not observe: states come from the trainer's status events and
 from what the provider saw (a process that is gone, a `status.json`).
 """
@@ -44,7 +47,7 @@ from desktop.core.ingest import (
     split_log_lines,
     take_ingest_lock,
 )
-from desktop.core.job_dirs import create_job_dir, last_checkpoint
+from desktop.core.job_dirs import create_job_dir, hold_job_lock, last_checkpoint
 from desktop.core.job_secrets import secrets_for_job
 from desktop.core.redaction import redact
 from desktop.core.runtime import TrainerRuntime
@@ -334,8 +337,16 @@ class JobService:
             ) from exc
 
         def save() -> Job:
-            stored = self.store.get_job(job.id).model_copy(update={"handle": handle})
-            self.store.save_job(stored)
+            # The save is compare-and-set on the state: a watcher in another process may move
+            # the job between the read and the write; read again rather than undo its change.
+            for attempt in range(5):
+                stored = self.store.get_job(job.id).model_copy(update={"handle": handle})
+                try:
+                    self.store.save_job(stored)
+                    break
+                except JobStateError:
+                    if attempt == 4:
+                        raise
             return self.store.get_job(job.id)
 
         self._changed(await asyncio.to_thread(save))
@@ -347,9 +358,18 @@ class JobService:
             JobStateError: the job has already ended.
         """
         job = await self._get(job_id)
-        if job.is_final:
-            raise JobStateError(f"job {job.id} has already ended ({job.state.value})")
-        await self.provider(job.provider).cancel(job)
+        # Under the job's lock, read again: a resume running in another process finishes
+        # first, and this cancel then reaches the trainer that resume started.
+        async with hold_job_lock(job.job_dir, wait_s=_CANCEL_LOCK_WAIT_S) as held:
+            if not held:
+                raise JobStateError(
+                    f"job {job.id}: another finetune-desk command has held it for over "
+                    f"{_CANCEL_LOCK_WAIT_S:g} s; try again, or see: finetune-desk show {job.id}"
+                )
+            job = await self._get(job.id)
+            if job.is_final:
+                raise JobStateError(f"job {job.id} has already ended ({job.state.value})")
+            await self.provider(job.provider).cancel(job)
         if not self.is_watching(job.id):
             self._watch(job)
         return await self._get(job.id)
@@ -357,12 +377,33 @@ class JobService:
     async def resume(self, job_id: str) -> Job:
         """Queue a cancelled or failed job again from its last checkpoint, in the same job dir.
 
-        Its metrics continue in the same series.
+        Its metrics continue in the same series. The job's lock (`job_dirs.job_lock`) is held
+        throughout, and the store's transition is compare-and-set: of several resumes at once
+        (any processes) exactly one hands the job to its provider.
 
         Raises:
-            JobStateError: the job is not cancelled/failed, or has no checkpoint.
+            JobStateError: the job is not cancelled/failed, has no checkpoint, or another
+                command is resuming it already ("already resuming").
         """
         job = await self._get(job_id)
+        # One resume at a time per job, across processes: the others are told at once.
+        async with hold_job_lock(job.job_dir, wait_s=0.0) as held:
+            if not held:
+                raise JobStateError(
+                    f"job {job.id}: already resuming (or being cancelled) in another "
+                    f"finetune-desk command; see: finetune-desk show {job.id}"
+                )
+            job = await self._resume_locked(job.id)
+        self._watch(job)
+        return job
+
+    async def _resume_locked(self, job_id: str) -> Job:
+        job = await self._get(job_id)  # what another process may have done before the lock
+        if not job.is_final:
+            raise JobStateError(
+                f"job {job.id}: already resuming ({job.state.value}); see: finetune-desk show "
+                f"{job.id}"
+            )
         if job.state not in (JobState.CANCELLED, JobState.FAILED):
             raise JobStateError(
                 f"job {job.id} is {job.state.value}; only a cancelled or failed job can be resumed"
@@ -379,12 +420,17 @@ class JobService:
         # A fresh attempt: nothing of the last one's handle, exit or end carries over.
         fresh: dict[str, Any] = {"handle": None, "exit_code": None, "finished_at": None}
         queue = functools.partial(self.store.transition, resume=True, eta_seconds=None, **fresh)
-        job = await asyncio.to_thread(queue, job, JobState.QUEUED, f"resume from {checkpoint}")
+        try:
+            job = await asyncio.to_thread(queue, job, JobState.QUEUED, f"resume from {checkpoint}")
+        except JobStateError:
+            # The store's compare-and-set: another process moved the job first.
+            raise JobStateError(
+                f"job {job.id}: already resuming in another finetune-desk command; see: "
+                f"finetune-desk show {job.id}"
+            ) from None
         self._changed(job)
         await self._hand_to_provider(job, backend, "resume")
-        job = await self._get(job.id)
-        self._watch(job)
-        return job
+        return await self._get(job.id)
 
     async def delete(self, job_id: str, delete_files: bool) -> None:
         """Forget a job that has ended; with `delete_files`, its job directory too.
@@ -593,3 +639,8 @@ class JobService:
 
 def _watch_name(job_id: str) -> str:
     return f"watch job {job_id}"
+
+
+# A cancel waits this long for a resume in another process (its trainer runtime check may
+# take a while on a cold machine) before it gives up.
+_CANCEL_LOCK_WAIT_S = 300.0

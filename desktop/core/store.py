@@ -21,6 +21,10 @@ Tables (schema version in `meta`, upgraded by `MIGRATIONS` when an older file is
 stored points are exactly those of the events before the stored offset, so a reader restarted
 from that offset loses nothing and doubles nothing.
 
+Every write of a job's snapshot is compare-and-set on its state (`UPDATE ... WHERE id = ? AND
+state = ?`): a transition names the state it expects, and when another process got there first
+(two `run --resume` at once) it writes nothing and raises `JobStateError`.
+
 `points_from_events(job_id, events)` (in `metric_points`, re-exported here) turns trainer
 events into MetricPoints without validating the already-validated values again; with block
 inserts it keeps the ingest (read + convert + store) near a bare json.loads + executemany loop
@@ -52,7 +56,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from desktop.core.errors import JobNotFoundError, StoreError
+from desktop.core.errors import JobNotFoundError, JobStateError, StoreError
 from desktop.core.metric_points import insert_points, make_points, points_from_events
 from desktop.core.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 from desktop.models import Job, JobState, MetricPoint, StateTransition, can_transition, data_home
@@ -215,10 +219,15 @@ class JobStore:
             ) from exc
 
     @staticmethod
-    def _save(conn: sqlite3.Connection, job: Job) -> None:
+    def _save(conn: sqlite3.Connection, job: Job, expected: JobState) -> None:
+        """Write the snapshot only while the stored state is still `expected` (compare-and-set).
+
+        Another process (a second `run --resume`, a window's watcher) may have changed the
+        state since `job` was read; overwriting its change would misstate the job.
+        """
         cur = conn.execute(
             "UPDATE jobs SET snapshot = ?, state = ?, created_at = ?, provider = ?, name = ?"
-            " WHERE id = ?",
+            " WHERE id = ? AND state = ?",
             (
                 job.model_dump_json(),
                 job.state.value,
@@ -226,10 +235,18 @@ class JobStore:
                 job.provider,
                 job.name,
                 job.id,
+                expected.value,
             ),
         )
-        if cur.rowcount == 0:
+        if cur.rowcount == 1:
+            return
+        row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if row is None:
             raise JobNotFoundError(f"no job '{job.id}' in the store (deleted?)")
+        raise JobStateError(
+            f"job {job.id}: another process changed it to '{row[0]}' first (this one expected "
+            f"'{expected.value}'); see: finetune-desk show {job.id}"
+        )
 
     @staticmethod
     def _changed_state(job: Job, new_state: JobState, reason: str, updates: dict[str, Any]) -> Job:
@@ -343,9 +360,10 @@ class JobStore:
 
         Raises:
             JobNotFoundError: the job is not in the store.
+            JobStateError: the stored state is no longer `job.state` (another process moved it).
         """
         with self._write("save a job") as conn:
-            self._save(conn, job)
+            self._save(conn, job, job.state)
 
     def transition(self, job: Job, new_state: JobState, reason: str, **updates: Any) -> Job:
         """Move `job` to `new_state`: store the transition and the new snapshot together.
@@ -363,11 +381,13 @@ class JobStore:
             ValueError: the transition is not allowed (the message names both states), or
                 `updates` names a field Job does not have or a value it rejects.
             JobNotFoundError: the job is not in the store.
+            JobStateError: the stored state is no longer `job.state`: another process got
+                there first (compare-and-set), and nothing was written.
         """
         new = self._changed_state(job, new_state, reason, updates)
         with self._write("record a state change") as conn:
+            self._save(conn, new, job.state)
             self._insert_transition(conn, job.id, job.state, new_state, reason)
-            self._save(conn, new)
         return new
 
     def record_progress(
@@ -387,6 +407,7 @@ class JobStore:
         Raises:
             ValueError: a point belongs to another job, or the transition is not allowed.
             JobNotFoundError: the job is not in the store.
+            JobStateError: the stored state is no longer `job.state` (nothing was written).
         """
         job_id = job.id
         others = set(map(_point_job, points)) - {job_id}
@@ -401,7 +422,7 @@ class JobStore:
             insert_points(conn, points)
             if transition is not None:
                 self._insert_transition(conn, job_id, job.state, transition[0], transition[1])
-            self._save(conn, new)
+            self._save(conn, new, job.state)
         return new
 
     def delete_job(self, job_id: str) -> None:

@@ -530,7 +530,10 @@ class LocalProvider:
                 write_json_atomic(
                     job_dir / CANCELLED_FILE, {"cancelled_at": time.time(), "while": "queued"}
                 )
-                return
+                record = read_launch(job_dir)
+                # A queue entry never hides a trainer that runs for this job: stop that too.
+                if record is None or not identity_alive(record.identity(), job_dir):
+                    return
         record = read_launch(job_dir)
         if record is not None:
             identity = record.identity()
