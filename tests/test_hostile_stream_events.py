@@ -148,3 +148,34 @@ def test_a_huge_seq_line_mid_run_loses_no_later_point(
     assert run.stored_steps() == _metric_steps_in(job_dir / EVENTS_FILE) == list(range(1, 13))
     # Said once, where the user reads the job's log.
     assert run.log_text().count("seq went back") == 1
+
+
+def _truncate_to_half_its_lines(path: Path) -> None:
+    """Cut the file in place at a line boundary near its middle (the writer keeps appending)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    keep = sum(len(line) for line in lines[: len(lines) // 2])
+    os.truncate(path, keep)
+
+
+@pytest.mark.expect_log(r"events.jsonl shrank to \d+ bytes")
+def test_events_truncated_mid_run_are_read_again_and_counted_once(
+    run_env: tuple[Path, JobStore, Path],
+) -> None:
+    home, store, job_dir = run_env
+    run = Run(home, store, _make_job(job_dir, "j-truncated", max_steps=12))
+
+    async def scenario() -> None:
+        await run.launch()
+        await run.first_point()
+        with run.paused():
+            await run.poll()  # everything written so far is stored
+            _truncate_to_half_its_lines(job_dir / EVENTS_FILE)
+            await run.poll()
+        await run.poll_until(lambda job: job.is_final)
+
+    asyncio.run(scenario())
+    assert run.job.state is JobState.COMPLETED, run.job.state_reason
+    # Every step once: the lines cut away were stored before, the rest is read again.
+    points = run.store.metrics(run.job.id, names=["loss"])
+    assert [p.step for p in points] == list(range(1, 13))
+    assert "events.jsonl shrank" in run.log_text()

@@ -179,3 +179,44 @@ def test_status_file_is_written_atomically_and_read_back(tmp_path: Path) -> None
     (tmp_path / "status.json").write_text("{not json", encoding="utf-8")
     assert read_status(tmp_path) is None
     assert os.path.exists(tmp_path / "status.json")
+
+
+@pytest.mark.expect_log(
+    r"events.jsonl was replaced \(the event before byte \d+ is seq \d+, not 4\)"
+)
+def test_a_replaced_stream_is_read_again_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    writer = EventWriter(path)
+    for step in range(5):
+        writer.emit("metric", step=step, loss=1.0)
+    writer.close()
+    reader = EventReader(path)
+    reader.read_new()
+    saved = (reader.offset, reader.last_seq)
+    # Another stream, at least as long, takes the file's place (a resumed trainer's).
+    path.unlink()
+    writer = EventWriter(path)
+    for step in range(20):
+        writer.emit("metric", step=100 + step, loss=0.5)
+    writer.close()
+    again = EventReader(path, *saved)
+    events = again.read_new()
+    assert [e.seq for e in events] == list(range(20))
+    assert again.restarted and len(again.notices) == 1
+
+
+@pytest.mark.expect_log(r"skipped an unreadable event")
+def test_an_unreadable_last_line_is_not_taken_for_another_stream(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.jsonl"
+    writer = EventWriter(path)
+    writer.emit("metric", step=1, loss=1.0)
+    writer.close()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"seq": 1, "kind": "no-such-kind"}\n')
+    reader = EventReader(path)
+    reader.read_new()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"seq": 2, "time": 1.0, "kind": "metric", "step": 2}) + "\n")
+    resumed = EventReader(path, reader.offset, reader.last_seq)
+    assert [e.seq for e in resumed.read_new()] == [2]
+    assert not resumed.restarted and not resumed.notices

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -345,9 +345,14 @@ class EventReader:
     that is not a valid event is skipped with a warning, never a crash.
 
     The offset, not the `seq`, says what was read: a point is never dropped for its `seq`
-    alone (a foreign line with a huge `seq` must not hide every later one). Only a reader
-    restored at offset 0 with a known last `seq` (a stale offset) drops the leading events it
-    has seen. What the reader noticed is in `notices`, one sentence each, for the job's log.
+    alone (a foreign line with a huge `seq` must not hide every later one). Before reading on,
+    the reader checks that the stream is still the one it read: the file must not be shorter
+    than the offset, and the last event before the offset must carry the stored `seq`. A file
+    that shrank or was replaced (truncated, deleted and written again by a resumed trainer) is
+    read again from the start; the store keeps one value per (job, step, series), so nothing is
+    counted twice. Only a reader restored at offset 0 with a known last `seq` (a stale offset)
+    drops the leading events it has seen. What the reader noticed is in `notices`, one
+    sentence each, for the job's log; `restarted` says it read the file again from its start.
     """
 
     def __init__(self, path: Path, offset: int = 0, last_seq: int = -1) -> None:
@@ -356,6 +361,7 @@ class EventReader:
         self.last_seq = last_seq
         self.skipped_lines = 0
         self.notices: list[str] = []
+        self.restarted = False
         self._seq_went_back = False
 
     def read_new(self, *, final: bool = False, max_bytes: int | None = None) -> list[Event]:
@@ -367,6 +373,7 @@ class EventReader:
         """
         try:
             with open(self.path, "rb") as fh:
+                self._check_same_stream(fh)
                 fh.seek(self.offset)
                 data = fh.read() if max_bytes is None else fh.read(max_bytes)
         except FileNotFoundError:
@@ -378,7 +385,7 @@ class EventReader:
             end = len(data)
         events: list[Event] = []
         # A stale offset (0 with a known seq) replays what was read: drop that prefix only.
-        replay_below = self.last_seq if self.offset == 0 else -1
+        replay_below = self.last_seq if self.offset == 0 and not self.restarted else -1
         line_start = self.offset
         for raw in data[:end].split(b"\n"):
             line_no_bytes = len(raw) + 1
@@ -415,6 +422,46 @@ class EventReader:
     def _notice(self, message: str) -> None:
         log.warning("%s", message)
         self.notices.append(message)
+
+    def _check_same_stream(self, fh: BinaryIO) -> None:
+        """Start over when the file shrank below the offset or the event before it changed."""
+        if self.offset <= 0:
+            return
+        size = os.fstat(fh.fileno()).st_size
+        if size < self.offset:
+            why = f"shrank to {size} bytes, below the {self.offset} already read"
+        else:
+            seq = _seq_before(fh, self.offset)
+            if seq is None or seq == self.last_seq:
+                return
+            why = f"was replaced (the event before byte {self.offset} is seq {seq}, not "
+            why += f"{self.last_seq})"
+        self._notice(
+            f"{self.path.name} {why}: it is read again from the start; "
+            "points already stored are kept once"
+        )
+        self.offset = 0
+        self.last_seq = -1
+        self.restarted = True
+
+
+def _seq_before(fh: BinaryIO, offset: int) -> int | None:
+    """The `seq` of the last valid event ending at or before `offset` (None: none readable)."""
+    for window in (4096, 65536):
+        start = max(0, offset - window)
+        fh.seek(start)
+        lines = fh.read(offset - start).split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # the first piece may be a line cut by the window
+        for raw in reversed(lines):
+            if raw.strip():
+                try:
+                    return _EVENT_ADAPTER.validate_json(raw.strip()).seq
+                except ValueError:
+                    continue
+        if start == 0:
+            return None
+    return None
 
 
 def read_all_events(path: Path) -> list[Event]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from desktop.models import Job, JobState, JobUpdate, ProviderHandle
+from desktop.models import Job, JobState, JobUpdate, ProviderHandle, can_transition
 from desktop.providers.local.logs import append_log_line
 from desktop.providers.local.process import ProcessIdentity, describe_exit, identity_alive
 from desktop.providers.local.queue import CANCELLED_FILE, TRAIN_LOG
@@ -39,6 +39,20 @@ def latest_running_state(events: Sequence[Event]) -> JobState | None:
         if isinstance(event, StatusEvent) and event.state not in _FINAL:
             return JobState(event.state)
     return None
+
+
+def _without_replayed_states(job: Job, events: list[Event]) -> list[Event]:
+    """A stream read again from its start replays states the job has left: drop those."""
+    state = job.state
+    kept: list[Event] = []
+    for event in events:
+        if isinstance(event, StatusEvent) and event.state not in _FINAL:
+            new = JobState(event.state)
+            if new is not state and not can_transition(state, new):
+                continue
+            state = new
+        kept.append(event)
+    return kept
 
 
 def observe_started(
@@ -78,6 +92,8 @@ def observe_started(
             complete = True
     for notice in reader.notices:
         append_log_line(job_dir / TRAIN_LOG, notice)
+    if reader.restarted:
+        events = _without_replayed_states(job, events)
     base = JobUpdate(
         events=tuple(events),
         events_offset=reader.offset,
