@@ -52,6 +52,20 @@ def test_wrapped_cause_is_explained() -> None:
     assert "not on disk" in message and "HF_HUB_OFFLINE" in message
 
 
+class SafetensorError(Exception):
+    """Named like safetensors' error for a file whose header cannot be read."""
+
+
+def test_a_file_failing_to_load_while_resuming_names_the_checkpoint_not_the_model() -> None:
+    checkpoint = Path("/jobs/j/checkpoints/checkpoint-40")
+    error = SafetensorError("Error while deserializing header: header too large")
+    message = explain_exception(error, checkpoint=checkpoint)
+    assert "checkpoint 40" in message and str(checkpoint) in message
+    assert "the model" not in message and "download" not in message
+    # Without a checkpoint being loaded it is a weights file of the model.
+    assert "download the model again" in explain_exception(error)
+
+
 def test_disk_full_and_unknown_errors() -> None:
     assert "disk is full" in explain_exception(OSError(errno.ENOSPC, "No space left on device"))
     message = explain_exception(ZeroDivisionError("division by zero"))

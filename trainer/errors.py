@@ -13,8 +13,9 @@ module can be imported (and tested) without loading torch.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
-from trainer.protocol import EXIT_BAD_INPUT, EXIT_FAILED
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_FAILED, checkpoint_step
 
 __all__ = [
     "JobDirError",
@@ -58,8 +59,38 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def explain_exception(exc: BaseException) -> str:
-    """One or two sentences that say what went wrong and what to do about it."""
+# Exceptions a damaged or torn file raises while it is loaded (by class name: torch-free).
+_UNREADABLE_FILE = {"SafetensorError", "UnpicklingError", "BadZipFile", "JSONDecodeError"}
+
+
+def _unreadable_file(exc: BaseException) -> bool:
+    names = _type_names(exc)
+    lower = str(exc).lower()
+    return (
+        bool(_UNREADABLE_FILE & names)
+        or "pytorchstreamreader" in lower
+        or (isinstance(exc, EOFError) and "ran out of input" in lower)
+    )
+
+
+def explain_exception(exc: BaseException, checkpoint: Path | None = None) -> str:
+    """One or two sentences that say what went wrong and what to do about it.
+
+    Args:
+        exc: what was raised.
+        checkpoint: the checkpoint folder being resumed from, while it may still be loading: a
+            file that cannot be read is then that checkpoint's (named "checkpoint N"), not the
+            model's.
+    """
+    if checkpoint is not None:
+        for item in _chain(exc):
+            if _unreadable_file(item):
+                step = checkpoint_step(checkpoint)
+                return (
+                    f"checkpoint {step} ({checkpoint}) cannot be loaded ({_first_line(item)}); "
+                    "it is damaged or was saved incompletely. Delete that checkpoint folder and "
+                    "run --resume again to continue from the checkpoint before it."
+                )
     for item in _chain(exc):
         sentence = _explain_one(item)
         if sentence:

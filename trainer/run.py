@@ -156,6 +156,7 @@ class _Run:
         self.callback: EventsCallback | None = None
         self.config: TrainingConfig | None = None
         self.resumed_from: int | None = None
+        self.resume_checkpoint: Path | None = None
         self._finished = threading.Lock()
         self._final_written = False
 
@@ -204,7 +205,10 @@ class _Run:
     def fail(self, exc: BaseException) -> int:
         """Report an exception (error event + failed status); returns its exit code."""
         code = exit_code_for(exc)
-        message = explain_exception(exc)
+        cb = self.callback
+        # Until a step past it is trained, a failure may be the checkpoint failing to load.
+        loading = cb is None or self.resumed_from is None or cb.last_step <= self.resumed_from
+        message = explain_exception(exc, checkpoint=self.resume_checkpoint if loading else None)
         tb = "".join(traceback.format_exception(exc))
         last_lines = self.tee.last_lines(50)  # what led here, before the traceback is printed
         if code == EXIT_FAILED:
@@ -310,10 +314,35 @@ class _Run:
         if self._cancelled_before_training():
             return self.finish("cancelled", EXIT_OK, "cancelled before training started")
 
-        checkpoint = checkpoints[-1] if self.resume else None
+        checkpoint = self._loadable_checkpoint(checkpoints) if self.resume else None
         if checkpoint is not None:
             self.resumed_from = checkpoint[0]
+            self.resume_checkpoint = checkpoint[1]
         return self._train(config, data, checkpoint)
+
+    def _loadable_checkpoint(self, checkpoints: list[tuple[int, Path]]) -> tuple[int, Path]:
+        """The newest checkpoint whose files load; each newer one is skipped, saying why.
+
+        Raises:
+            JobDirError: no checkpoint loads; the message names each one and what is wrong.
+        """
+        from trainer.checkpoint_check import checkpoint_problem
+
+        skipped: list[str] = []
+        for step, path in reversed(checkpoints):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return step, path
+            skipped.append(f"checkpoint {step} ({path}): {problem}")
+            self.note(
+                f"resume: skipped checkpoint {step} ({path.name}): {problem}; trying the one "
+                "before it",
+                level="warning",
+            )
+        raise JobDirError(
+            "--resume: no checkpoint can be loaded: " + "; ".join(skipped) + ". Start over in "
+            "a new job folder, or put back an intact checkpoint folder."
+        )
 
     def _train(self, config: TrainingConfig, data: Any, checkpoint: tuple[int, Path] | None) -> int:
         import torch

@@ -1,0 +1,97 @@
+"""Whether a checkpoint's files can be loaded, checked before the Trainer loads them.
+
+A checkpoint is "complete" once its `trainer_state.json` is written (`trainer.protocol`), but a
+file in it can still be torn (a crash or a full disk mid-write) or damaged later. Loading such
+a file fails deep inside the Trainer with an error about "a weights file", after the model is
+already half restored. Checking the files first lets `--resume` walk back to the newest
+checkpoint that loads and say which one it skipped and why.
+
+The checks read what loading reads without building tensors: a safetensors file's header and
+its length, a torch file's zip directory and the CRC of every member, JSON files whole.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+__all__ = ["checkpoint_problem"]
+
+# torch.save writes a zip archive; a file from before torch 1.6 is a bare pickle.
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_PICKLE_PROTOCOL = b"\x80"
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"is torn ({size} bytes, shorter than a safetensors header)"
+        header_len = int.from_bytes(head, "little")
+        if header_len > size - 8:
+            return f"is damaged or torn (its header claims {header_len} bytes; the file has {size})"
+        try:
+            header = json.loads(fh.read(header_len))
+        except ValueError:
+            return "is damaged (its safetensors header is not valid JSON)"
+    if not isinstance(header, dict):
+        return "is damaged (its safetensors header is not a table of tensors)"
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    expected = 8 + header_len + max(ends, default=0)
+    if expected != size:
+        return f"is torn (its header describes {expected} bytes; the file has {size})"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            if fh.read(1) == _PICKLE_PROTOCOL:
+                return None  # the legacy format: no directory or checksum to check
+        return "is damaged or torn (not a readable torch file)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as exc:
+        return f"is damaged or torn ({exc})"
+    return f"is damaged (a checksum mismatch in {bad})" if bad else None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return "is damaged or torn (not valid JSON)"
+    if path.name == "trainer_state.json" and not (
+        isinstance(data, dict) and isinstance(data.get("global_step"), int)
+    ):
+        return "is damaged (no global_step in it)"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why the checkpoint in `folder` cannot be loaded (its first bad file and what is wrong
+    with it, e.g. "adapter_model.safetensors is torn (...)"), or None when every file checks."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".safetensors":
+                why = _safetensors_problem(path)
+            elif suffix in _TORCH_SUFFIXES:
+                why = _torch_file_problem(path)
+            elif suffix == ".json":
+                why = _json_problem(path)
+            else:
+                continue
+        except OSError as exc:
+            why = f"cannot be read ({exc.strerror or exc})"
+        if why:
+            return f"{path.relative_to(folder)} {why}"
+    return None
