@@ -179,3 +179,44 @@ def test_events_truncated_mid_run_are_read_again_and_counted_once(
     points = run.store.metrics(run.job.id, names=["loss"])
     assert [p.step for p in points] == list(range(1, 13))
     assert "events.jsonl shrank" in run.log_text()
+
+
+@pytest.mark.expect_log(r"events.jsonl (shrank to \d+ bytes|was replaced)")
+def test_a_resume_after_events_jsonl_is_gone_stores_every_later_point(
+    run_env: tuple[Path, JobStore, Path],
+) -> None:
+    home, store, job_dir = run_env
+    job = _make_job(job_dir, "j-resume-gone", max_steps=12)
+    run = Run(home, store, job)
+
+    async def scenario() -> None:
+        await run.launch()
+        await run.poll_until(lambda job: (job.step or 0) >= 3)
+        await run.provider.cancel(run.job)
+        await run.poll_until(lambda job: job.is_final)
+        assert run.job.state is JobState.CANCELLED, run.job.state_reason
+        assert run.job.events_last_seq > 0
+        (job_dir / EVENTS_FILE).unlink()
+        # What `JobService.resume` stores before it hands the job to the provider.
+        run.job = store.transition(
+            run.job,
+            JobState.QUEUED,
+            "resume",
+            resume=True,
+            handle=None,
+            exit_code=None,
+            finished_at=None,
+            eta_seconds=None,
+        )
+        last_seq = run.job.events_last_seq
+        await run.launch()
+        await run.poll_until(lambda job: job.is_final)
+        # The resumed trainer's stream numbers its events above the deleted one's.
+        first = json.loads((job_dir / EVENTS_FILE).read_bytes().splitlines()[0])
+        assert first["seq"] > last_seq
+
+    asyncio.run(scenario())
+    assert run.job.state is JobState.COMPLETED, run.job.state_reason
+    # The resumed attempt's steps are stored too, each step once.
+    points = store.metrics(run.job.id, names=["loss"])
+    assert [p.step for p in points] == list(range(1, 13))

@@ -152,7 +152,11 @@ class _Record(BaseModel):
 
 
 class _EventBase(_Record):
-    seq: int = Field(ge=0, description="Strictly increasing per job, from 0.")
+    seq: int = Field(
+        ge=0,
+        description="Strictly increasing per events file, from 0 (a resume whose file was "
+        "deleted starts higher; see EventWriter).",
+    )
     time: float = Field(description="Unix time the event was written.")
 
 
@@ -293,7 +297,11 @@ def read_status(job_dir: Path) -> StatusFile | None:
 class EventWriter:
     """Appends events to `events.jsonl`, one `write()` per line so lines never interleave.
 
-    Resuming a run continues the numbering after the last `seq` already in the file.
+    Resuming a run continues the numbering after the last `seq` already in the file. A run
+    resumed (its folder has checkpoints) after its events file was deleted cannot know the last
+    `seq`: it starts a new stream whose numbering begins above any a previous attempt wrote (the
+    microseconds since the Unix epoch), so a reader that stored the old stream's position sees
+    the new one for what it is and reads it all.
 
     Args:
         path: the events file.
@@ -309,6 +317,10 @@ class EventWriter:
         if path.exists():
             for event in read_all_events(path):
                 last = max(last, event.seq)
+        elif (path.parent / CHECKPOINTS_DIR).is_dir():
+            # One event per microsecond on average is more than any trainer writes, so this is
+            # above the last seq of every earlier attempt, itself started like this or at 0.
+            last = time.time_ns() // 1000
         self._next_seq = last + 1
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
