@@ -3,7 +3,10 @@
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
 metrics, validate, check-data, keys, doctor. `--json` prints machine-readable output. Expected
 errors print one sentence naming the field, line or value and exit with the error's code (2 for
-bad input); `finetune-desk` alone opens the window.
+bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
+(`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
+two commands that change one job at once (`run --resume`, `cancel`), the second exits 2 with
+"already resuming" or waits for the first (a cancel).
 
 This module holds the parser and `main`; `commands` holds one function per command and
 `output` what they print. The trainer runtime's checks (`doctor`, `check-data`) go through
@@ -13,7 +16,9 @@ This module holds the parser and `main`; `commands` holds one function per comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -30,8 +35,8 @@ from desktop.cli.commands import (
     cmd_show,
     cmd_validate,
 )
-from desktop.cli.output import EXIT_INTERRUPTED
-from desktop.core.errors import FtdeskError
+from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]
 
@@ -146,6 +151,18 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _check_job_ids(ns: argparse.Namespace) -> None:
+    """An empty JOB would match every id as a prefix (the oldest job): refuse it."""
+    for option, value in (
+        ("JOB", getattr(ns, "job", None)),
+        ("--resume", getattr(ns, "resume", None)),
+    ):
+        if value is not None and not value.strip():
+            raise ConfigError(
+                f"{ns.command}: {option} is empty; give a job id (finetune-desk jobs lists them)"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `finetune-desk` with `argv` (default: the process's arguments); returns the exit
     code."""
@@ -160,9 +177,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         return _open_window(args)
     try:
+        _check_job_ids(ns)
         ctx = Context(ns)
         code: int = ns.func(ctx)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
         return code
+    except BrokenPipeError:
+        # `finetune-desk metrics JOB | head`: the reader has all it wants. End quietly, and
+        # point stdout at /dev/null so the interpreter's last flush does not complain either.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except FtdeskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -25,12 +25,14 @@ from desktop.cli.output import (
 from desktop.core.errors import ConfigError
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, MetricPoint, data_home, load_settings
+from trainer.config import TrainingConfig
 
 if TYPE_CHECKING:
     from desktop.core.service import JobService
 
 __all__ = [
     "Context",
+    "check_name",
     "cmd_cancel",
     "cmd_check_data",
     "cmd_doctor",
@@ -70,6 +72,30 @@ class Context:
     def _on_error(self, message: str) -> None:
         self.errors.append(message)
         print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _name_limit() -> int:
+    """The config's own bound on a run name (TrainingConfig.name's max_length)."""
+    for rule in TrainingConfig.model_fields["name"].metadata:
+        limit = getattr(rule, "max_length", None)
+        if isinstance(limit, int):
+            return limit
+    return 120
+
+
+def check_name(name: str) -> None:
+    """Refuse a `--name` that would break a table or drive the terminal (a newline, an ANSI
+    escape) or that the config would reject (empty, too long).
+
+    Raises:
+        ConfigError: naming `--name` and the rule; the value itself is never echoed raw.
+    """
+    limit = _name_limit()
+    if not name.strip() or len(name) > limit or not name.isprintable():
+        raise ConfigError(
+            f"--name must be one line of 1 to {limit} printable characters (no newline or "
+            f"control character); got {len(name)} character(s): {name[:40]!a}"
+        )
 
 
 def _arun(factory: Callable[[], Any]) -> Any:
@@ -115,6 +141,8 @@ def cmd_run(ctx: Context) -> int:
         raise ConfigError("run: give either CONFIG or --resume JOB, not both")
     if not ns.resume and not ns.config:
         raise ConfigError("run: give a CONFIG file, or --resume JOB to continue a job")
+    if ns.name is not None:
+        check_name(ns.name)
 
     async def go() -> int:
         service = ctx.service()

@@ -11,6 +11,8 @@ from typing import Any
 from desktop.models import Job, JobState, SeriesColumns
 
 EXIT_INTERRUPTED = 130
+# 128 + SIGPIPE: what a shell reports for a tool whose reader went away (`... | head`).
+EXIT_BROKEN_PIPE = 141
 FOLLOW_EXIT = {JobState.COMPLETED: 0, JobState.FAILED: 1, JobState.CANCELLED: EXIT_INTERRUPTED}
 SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "tokens_seen")
 

@@ -302,16 +302,21 @@ class JobService:
 
         def create() -> Job:
             job_id, job_dir = create_job_dir(data_home() / "jobs")
-            (job_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
-            job = Job(
-                id=job_id,
-                name=name or cfg.name,
-                provider=provider,
-                config=cfg,
-                job_dir=job_dir,
-                gpus_requested=gpus,
-            )
-            self.store.add_job(job, "created")
+            try:
+                (job_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+                job = Job(
+                    id=job_id,
+                    name=name or cfg.name,
+                    provider=provider,
+                    config=cfg,
+                    job_dir=job_dir,
+                    gpus_requested=gpus,
+                )
+                self.store.add_job(job, "created")
+            except BaseException:
+                # A folder the store never heard of would be an orphan (a read-only database).
+                shutil.rmtree(job_dir, ignore_errors=True)
+                raise
             return self.store.get_job(job_id)
 
         job = await asyncio.to_thread(create)
@@ -500,7 +505,10 @@ class JobService:
 
     async def refresh(self, job_id: str | None = None) -> list[Job]:
         """Poll active jobs once (all, or one) and store what they did. For the CLI's reads."""
-        targets = [await self._get(job_id)] if job_id else await asyncio.to_thread(self.jobs)
+        if job_id is not None:
+            targets = [await self._get(job_id)]  # "" is refused there, never "every job"
+        else:
+            targets = await asyncio.to_thread(self.jobs)
         out = []
         for job in targets:
             if not job.is_final and not self.is_watching(job.id):

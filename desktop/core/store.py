@@ -172,6 +172,11 @@ class JobStore:
                 f"{self.path}: this file is not a Finetune Desk job database ({text}); move it "
                 "away or point FTDESK_HOME at another folder"
             )
+        if "readonly" in text or "read-only" in text:
+            return StoreError(
+                f"{self.path}: the job database is read-only, so this app cannot {what}; make "
+                "the file and its folder writable, or point FTDESK_HOME at another folder"
+            )
         return StoreError(f"{self.path}: cannot {what}: {text}")
 
     def _db(self) -> sqlite3.Connection:
