@@ -220,3 +220,26 @@ def test_a_resume_after_events_jsonl_is_gone_stores_every_later_point(
     # The resumed attempt's steps are stored too, each step once.
     points = store.metrics(run.job.id, names=["loss"])
     assert [p.step for p in points] == list(range(1, 13))
+
+
+def test_a_forged_status_json_is_not_believed_while_the_trainer_lives(
+    run_env: tuple[Path, JobStore, Path],
+) -> None:
+    home, store, job_dir = run_env
+    run = Run(home, store, _make_job(job_dir, "j-forged", max_steps=12))
+
+    async def scenario() -> None:
+        await run.launch()
+        await run.first_point()
+        with run.paused():
+            forged = {"state": "failed", "exit_code": 1, "message": "forged"}
+            (job_dir / "status.json").write_text(json.dumps(forged), encoding="utf-8")
+            for _ in range(3):
+                job = await run.poll()
+                assert not job.is_final, f"{job.state}: {job.state_reason}"
+        await run.poll_until(lambda job: job.is_final)
+
+    asyncio.run(scenario())
+    assert run.job.state is JobState.COMPLETED, run.job.state_reason
+    assert "forged" not in [t.reason for t in store.transitions(run.job.id)]
+    assert run.stored_steps() == list(range(1, 13))

@@ -268,6 +268,29 @@ class StatusFile(_Record):
     output_dir: str | None = None
     message: str = ""
     finished_at: float = Field(default_factory=time.time)
+    writer_pid: int | None = Field(
+        default=None, description="The process that wrote the file (`write_status` sets it)."
+    )
+    writer_start_ticks: int | None = Field(
+        default=None,
+        description="When that process started, in clock ticks since boot (Linux; else None).",
+    )
+
+
+def _own_start_ticks() -> int | None:
+    """This process's start in clock ticks since boot (Linux /proc); None elsewhere."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # "pid (comm) state ...": comm may hold ')' so split after the last one; starttime is
+    # field 22 and the fields after ')' start at field 3.
+    fields = raw[raw.rfind(b")") + 1 :].split()
+    try:
+        return int(fields[22 - 3])
+    except (IndexError, ValueError):
+        return None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -282,7 +305,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_status(job_dir: Path, status: StatusFile) -> None:
-    """Write `status.json` atomically."""
+    """Write `status.json` atomically, signed with the writing process's pid and start.
+
+    The app believes a final status from a trainer that still runs only when that trainer
+    signed it; anything else waits until the process is gone.
+    """
+    if status.writer_pid is None:
+        signed = {"writer_pid": os.getpid(), "writer_start_ticks": _own_start_ticks()}
+        status = status.model_copy(update=signed)
     write_json_atomic(job_dir / STATUS_FILE, status.model_dump(mode="json"))
 
 

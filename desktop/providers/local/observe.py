@@ -2,6 +2,8 @@
 
 A final state is reported only once the trainer has written `status.json` or is gone; events
 are read before the state is judged, so a trainer that is gone has had all its events read.
+While the trainer lives, `status.json` counts only when it carries that process's pid and start
+(`write_status` signs it): a file anyone else wrote waits until the trainer is gone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from desktop.models import Job, JobState, JobUpdate, ProviderHandle, can_transit
 from desktop.providers.local.logs import append_log_line
 from desktop.providers.local.process import ProcessIdentity, describe_exit, identity_alive
 from desktop.providers.local.queue import CANCELLED_FILE, TRAIN_LOG
-from trainer.protocol import EVENTS_FILE, Event, EventReader, StatusEvent, read_status
+from trainer.protocol import (
+    EVENTS_FILE,
+    Event,
+    EventReader,
+    StatusEvent,
+    StatusFile,
+    read_status,
+)
 
 __all__ = [
     "EXITED_WITHOUT_STATUS",
@@ -21,6 +30,7 @@ __all__ = [
     "latest_running_state",
     "observe_started",
     "only_if_changed",
+    "written_by",
 ]
 
 EXITED_WITHOUT_STATUS = "trainer exited without a final status"
@@ -39,6 +49,15 @@ def latest_running_state(events: Sequence[Event]) -> JobState | None:
         if isinstance(event, StatusEvent) and event.state not in _FINAL:
             return JobState(event.state)
     return None
+
+
+def written_by(status: StatusFile, identity: ProcessIdentity) -> bool:
+    """Whether `status.json` was written by the trainer process `identity` (pid and start)."""
+    return (
+        status.writer_pid == identity.pid
+        and status.writer_start_ticks is not None
+        and status.writer_start_ticks == identity.start_ticks
+    )
 
 
 def _without_replayed_states(job: Job, events: list[Event]) -> list[Event]:
@@ -75,6 +94,8 @@ def observe_started(
     # Liveness first: events read after "gone" are then complete.
     alive = identity_alive(identity, job_dir)
     status = read_status(job_dir)
+    if status is not None and alive and not written_by(status, identity):
+        status = None  # anyone may write a file: a live trainer's word counts only if signed
     ended = not alive or (status is not None and status.state in _FINAL)
     events_path = job_dir / EVENTS_FILE
     reader = EventReader(events_path, job.events_offset, job.events_last_seq)
