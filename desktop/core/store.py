@@ -91,6 +91,16 @@ _CSV_SERIES_ORDER = (
 )
 
 
+def _quick_check(conn: sqlite3.Connection) -> str | None:
+    """SQLite's `PRAGMA quick_check`: None when the file is sound, else its first finding."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    findings = [line for row in rows for line in str(row[0]).splitlines() if line.strip()]
+    if findings == ["ok"]:
+        return None
+    first = next((f for f in findings if not f.startswith("***")), findings[0])
+    return first.strip()
+
+
 # --------------------------------------------------------------------------------------------
 # The store
 
@@ -106,7 +116,9 @@ class JobStore:
         busy_timeout_s: how long a write waits for another process's transaction to finish.
 
     Raises:
-        StoreError: the file is not a database, or comes from a newer app.
+        StoreError: the file is not a database, comes from a newer app, or is damaged
+            (`PRAGMA quick_check` runs on every open, and again after any SQLite error that
+            is not a lock or a constraint: the message names the file and the way out).
     """
 
     def __init__(self, path: Path | None = None, *, busy_timeout_s: float = 10.0) -> None:
@@ -129,12 +141,16 @@ class JobStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA temp_store = MEMORY")
             migrate(conn)
+            finding = _quick_check(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise self._error(exc, "open") from exc
+            raise self._error(exc, "open", conn) from exc
         except BaseException:
             conn.close()
             raise
+        if finding is not None:
+            conn.close()
+            raise self._damaged(finding)
         self._conn = conn
 
     # -- plumbing --------------------------------------------------------------------------
@@ -159,8 +175,32 @@ class JobStore:
                 self._conn.close()
                 self._conn = None
 
-    def _error(self, exc: sqlite3.Error, what: str) -> StoreError:
+    def _damaged(self, finding: str) -> StoreError:
+        return StoreError(
+            f"{self.path}: the job database is damaged (SQLite's check says: {finding}), so "
+            "nothing was read from it; move it aside (for example to "
+            f"{self.path.name}.damaged) and run the command again with a new, empty one; every "
+            f"job's files stay in {self.path.parent / 'jobs'}"
+        )
+
+    def _error(
+        self, exc: sqlite3.Error, what: str, conn: sqlite3.Connection | None = None
+    ) -> StoreError:
         text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError | sqlite3.IntegrityError
+        ):
+            # A damaged page shows first as some query's error: check the whole file, so the
+            # person hears "damaged" and the way out, not a query's words.
+            checked = conn if conn is not None else self._conn
+            finding: str | None = None
+            if checked is not None:
+                try:
+                    finding = _quick_check(checked)
+                except sqlite3.DatabaseError as again:
+                    finding = str(again)
+            if finding is not None and "not a database" not in text:
+                return self._damaged(finding)
         if "locked" in text or "busy" in text:
             return StoreError(
                 f"{self.path}: the job database stayed locked by another process for over "
@@ -191,7 +231,7 @@ class JobStore:
             try:
                 yield conn
             except sqlite3.Error as exc:
-                raise self._error(exc, what) from exc
+                raise self._error(exc, what, conn) from exc
 
     @contextlib.contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -210,7 +250,7 @@ class JobStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc, what) from exc
+                    raise self._error(exc, what, conn) from exc
                 raise
 
     @staticmethod
