@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,3 +92,25 @@ def test_resume_fails_naming_each_checkpoint_when_none_loads(
         assert f"checkpoint {step}" in status.message, status.message
     assert "the model" not in status.message and "download" not in status.message
     assert not (job / "output").exists()
+
+
+def test_a_damage_only_loading_finds_names_the_checkpoint_and_its_step(
+    stopped_job: Path, run_trainer: RunTrainer
+) -> None:
+    """A torch file whose zip is intact but whose pickle is not passes the file checks and
+    fails inside the Trainer: the sentence still names the checkpoint, not the model, and the
+    final status keeps the step the run stood at."""
+    job = stopped_job
+    optimizer = job / "checkpoints" / "checkpoint-40" / "optimizer.pt"
+    optimizer.unlink()
+    with zipfile.ZipFile(optimizer, "w") as archive:
+        archive.writestr("optimizer/data.pkl", b"not a pickle")
+        archive.writestr("optimizer/version", b"3\n")
+    result = run_trainer(job, "--resume")
+    log = _log(job)
+    assert result.returncode != 0, log[-3000:]
+    status = read_status(job)
+    assert status is not None and status.state == "failed", status
+    assert "checkpoint 40" in status.message, status.message
+    assert "the model" not in status.message and "download" not in status.message
+    assert status.last_step == 40, status

@@ -175,8 +175,12 @@ class _Run:
     def _progress(self) -> dict[str, Any]:
         cb = self.callback
         checkpoints = find_checkpoints(self.job_dir)
+        last_step = cb.last_step if cb else None
+        if self.resumed_from and (last_step or 0) < self.resumed_from:
+            # A resume that failed while loading trained nothing: it stands at its checkpoint.
+            last_step = self.resumed_from
         return {
-            "last_step": cb.last_step if cb else (self.resumed_from or None),
+            "last_step": last_step,
             "total_steps": cb.total_steps if cb else None,
             "last_checkpoint": str(checkpoints[-1][1]) if checkpoints else None,
             "final_loss": cb.last_loss if cb else None,
@@ -457,20 +461,17 @@ class _Run:
         refuse when none is left (the sampler would fail with `num_samples=0`)."""
         from trainer.data.tokens import no_trainable_records
 
-        kept = len(prepared) if hasattr(prepared, "__len__") else None
-        if kept is None or config.dataset.packing or kept >= records:
-            return
-        max_length = config.dataset.max_length
-        if kept == 0:
-            raise TrainerInputError(
-                f"{config.dataset.path}: the dataset is not usable: "
-                + no_trainable_records(records, max_length)
+        kept = len(prepared) if hasattr(prepared, "__len__") else records  # streamed: unknown
+        ds = config.dataset
+        if kept == 0 and not ds.packing:
+            why = no_trainable_records(records, ds.max_length)
+            raise TrainerInputError(f"{ds.path}: the dataset is not usable: {why}")
+        if kept < records and not ds.packing:
+            self.note(
+                f"data: {records - kept} of {records} training records have no trained token "
+                f"within dataset.max_length {ds.max_length} and were dropped",
+                level="warning",
             )
-        self.note(
-            f"data: {records - kept} of {records} training records have no trained token "
-            f"within dataset.max_length {max_length} and were dropped",
-            level="warning",
-        )
 
     def _save_output(
         self, config: TrainingConfig, trainer: Any, tokenizer: Any, precision: Precision
