@@ -7,8 +7,12 @@ never print a partial table with exit 0.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import cli
@@ -17,6 +21,7 @@ from view_helpers import make_job
 from desktop.core.errors import StoreError
 from desktop.core.store import DB_FILENAME, JobStore
 from desktop.models import JobState, MetricPoint
+from trainer.protocol import read_all_events
 
 JOB_ID = "20260101-000000-dddd"
 STEPS = 601
@@ -68,3 +73,29 @@ def test_the_store_checks_itself_when_it_opens(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="damaged") as caught:
         JobStore(db)
     assert str(db) in str(caught.value)
+
+
+def test_repair_rebuilds_the_store_from_the_job_folders(
+    tmp_path: Path, demo_template: Path, run_trainer: Callable[..., Any]
+) -> None:
+    home = tmp_path / "home"
+    db = _write_store(home)  # a job whose folder holds no config: not a job folder
+    job_dir = home / "jobs" / "20260101-000001-eeee"
+    shutil.copytree(demo_template, job_dir)
+    done = run_trainer(job_dir)
+    assert done.returncode == 0, done.stderr
+    _damage_middle_pages(db)
+
+    repaired = cli(home, "repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "rebuilt 1 job(s)" in repaired.stdout
+    assert list(home.glob(f"{DB_FILENAME}.damaged-*")), "the damaged file is kept"
+    shown = cli(home, "show", "20260101-000001-eeee", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["state"] == "completed"
+    stored = json.loads(cli(home, "metrics", "20260101-000001-eeee", "--json").stdout)
+    logged = {e.step for e in read_all_events(job_dir / "events.jsonl") if e.kind == "metric"}
+    assert {row["step"] for row in stored} == logged
+    again = cli(home, "repair")
+    assert again.returncode == 0 and "nothing to repair" in again.stdout

@@ -1,9 +1,9 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor. `--json` prints machine-readable output. Expected
-errors print one sentence naming the field, line or value and exit with the error's code (2 for
-bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
+metrics, validate, check-data, keys, doctor, repair. `--json` prints machine-readable output.
+Expected errors print one sentence naming the field, line or value and exit with the error's
+code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
 (`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
 two commands that change one job at once (`run --resume`, `cancel`), the second exits 2 with
 "already resuming" or waits for the first (a cancel).
@@ -31,6 +31,7 @@ from desktop.cli.commands import (
     cmd_keys,
     cmd_logs,
     cmd_metrics,
+    cmd_repair,
     cmd_run,
     cmd_show,
     cmd_validate,
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "name", nargs="?", metavar="NAME", help="runpod_api_key, hf_token or wandb_api_key"
     )
+
+    add("repair", cmd_repair, "rebuild a damaged job database from the job folders")
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

@@ -40,6 +40,7 @@ __all__ = [
     "cmd_keys",
     "cmd_logs",
     "cmd_metrics",
+    "cmd_repair",
     "cmd_run",
     "cmd_show",
     "cmd_validate",
@@ -465,3 +466,19 @@ def cmd_doctor(ctx: Context) -> int:
     else:
         print(report.to_text())
     return 0 if report.ok else 1
+
+
+def cmd_repair(ctx: Context) -> int:
+    """`repair`: rebuild a damaged job database from the job folders (the damaged file is
+    moved aside, never deleted); a sound database is left alone."""
+    from desktop.cli.repair import rebuild_store
+
+    home = data_home()
+    aside, count, skipped = rebuild_store(home)
+    if aside is None:
+        print(f"{home}: the job database is sound; nothing to repair")
+        return 0
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"rebuilt {count} job(s) from {home / 'jobs'}; the damaged file is kept as {aside}")
+    return 0

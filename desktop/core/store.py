@@ -179,8 +179,8 @@ class JobStore:
         return StoreError(
             f"{self.path}: the job database is damaged (SQLite's check says: {finding}), so "
             "nothing was read from it; move it aside (for example to "
-            f"{self.path.name}.damaged) and run the command again with a new, empty one; every "
-            f"job's files stay in {self.path.parent / 'jobs'}"
+            f"{self.path.name}.damaged) and run the command again with a new, empty one, or "
+            "rebuild it from the job folders with: finetune-desk repair"
         )
 
     def _error(
