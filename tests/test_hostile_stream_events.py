@@ -8,14 +8,17 @@ or the folder is damaged, so what the test does lands mid-run, with no timing lu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from desktop.core.ingest import ingest
@@ -243,3 +246,39 @@ def test_a_forged_status_json_is_not_believed_while_the_trainer_lives(
     assert run.job.state is JobState.COMPLETED, run.job.state_reason
     assert "forged" not in [t.reason for t in store.transitions(run.job.id)]
     assert run.stored_steps() == list(range(1, 13))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_live_jobs_folder_deleted_fails_the_job_and_stops_its_trainer(
+    run_env: tuple[Path, JobStore, Path],
+) -> None:
+    home, store, job_dir = run_env
+    run = Run(home, store, _make_job(job_dir, "j-deleted", max_steps=12))
+
+    async def scenario() -> None:
+        await run.launch()
+        await run.first_point()
+        pid = run.pid
+        os.kill(pid, signal.SIGSTOP)  # the folder goes while the trainer is mid-run
+        try:
+            shutil.rmtree(job_dir)
+            job = await run.poll()
+            assert job.state is JobState.FAILED, f"{job.state}: {job.state_reason}"
+            deadline = time.monotonic() + 30
+            while not _gone(pid):
+                assert time.monotonic() < deadline, "the trainer still runs"
+                await asyncio.sleep(0.1)
+            assert (await run.poll()).state is JobState.FAILED
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    asyncio.run(scenario())
+    assert run.job.state_reason == f"its folder {job_dir.resolve()} was deleted"
+    assert JobState.COMPLETED not in [t.new for t in store.transitions(run.job.id)]

@@ -3,7 +3,8 @@
 A final state is reported only once the trainer has written `status.json` or is gone; events
 are read before the state is judged, so a trainer that is gone has had all its events read.
 While the trainer lives, `status.json` counts only when it carries that process's pid and start
-(`write_status` signs it): a file anyone else wrote waits until the trainer is gone.
+(`write_status` signs it): a file anyone else wrote waits until the trainer is gone. A job
+whose folder was deleted is failed with that reason and its trainer killed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from pathlib import Path
 
 from desktop.models import Job, JobState, JobUpdate, ProviderHandle, can_transition
 from desktop.providers.local.logs import append_log_line
-from desktop.providers.local.process import ProcessIdentity, describe_exit, identity_alive
+from desktop.providers.local.process import (
+    ProcessIdentity,
+    describe_exit,
+    identity_alive,
+    kill_group,
+)
 from desktop.providers.local.queue import CANCELLED_FILE, TRAIN_LOG
 from trainer.protocol import (
     EVENTS_FILE,
@@ -91,6 +97,15 @@ def observe_started(
         handle_update: a new handle to report (the scheduler started the job), or None.
         exit_code: the gone trainer's exit code when its reaper knows it (asked only then).
     """
+    if not (job_dir / "config.json").is_file():
+        # The folder is the job's truth: with it gone (or only recreated by a trainer writing
+        # on) nothing the trainer does can be kept, and its end must not read as "completed".
+        kill_group(identity, job_dir)
+        return JobUpdate(
+            state=only_if_changed(job, JobState.FAILED),
+            reason=f"its folder {job_dir} was deleted",
+            handle=handle_update,
+        )
     # Liveness first: events read after "gone" are then complete.
     alive = identity_alive(identity, job_dir)
     status = read_status(job_dir)
