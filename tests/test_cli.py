@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,9 +228,12 @@ def test_run_follow_exits_1_with_the_reason_when_training_fails(
     tmp_path: Path, demo_template: Path
 ) -> None:
     home = tmp_path / "home"
+    # The demo model without its weights: the checks before launch (which load the tokenizer
+    # to count trainable tokens) pass, and the trainer fails when it loads the model.
     broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text("{}", encoding="utf-8")  # no weights, no tokenizer
+    shutil.copytree(demo_template / "model", broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.unlink()
     config = write_config(tmp_path / "cfg", demo_template, max_steps=3)
     data = json.loads(config.read_text(encoding="utf-8"))
     data["model"]["name_or_path"] = str(broken)
