@@ -59,7 +59,7 @@ from desktop.core.errors import ProviderError, RuntimeNotReadyError
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, Settings
 from desktop.providers.base import Capability, ProviderContext
-from desktop.providers.local.logs import read_log
+from desktop.providers.local.logs import append_log_line, read_log
 from desktop.providers.local.observe import (
     EXITED_WITHOUT_STATUS,
     observe_started,
@@ -549,11 +549,11 @@ class LocalProvider:
             write_json_atomic(
                 job_dir / CANCELLED_FILE, {"cancelled_at": time.time(), "while": "running"}
             )
-        self._log_line(job_dir, f"cancel requested: SIGTERM to process group {pid}")
+        append_log_line(job_dir / TRAIN_LOG, f"cancel requested: SIGTERM to process group {pid}")
         terminate_group(identity, job_dir)
         if self._wait_gone(identity, job_dir, self.cancel_grace_s):
             return
-        self._log_line(job_dir, f"no exit within {self.cancel_grace_s:.0f} s: SIGKILL")
+        append_log_line(job_dir / TRAIN_LOG, f"no exit within {self.cancel_grace_s:.0f} s: SIGKILL")
         kill_group(identity, job_dir)
         self._wait_gone(identity, job_dir, 10.0)
 
@@ -566,12 +566,6 @@ class LocalProvider:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.1)
-
-    @staticmethod
-    def _log_line(job_dir: Path, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with contextlib.suppress(OSError), open(job_dir / TRAIN_LOG, "a", encoding="utf-8") as fh:
-            fh.write(f"[finetune-desk {stamp}] {message}\n")
 
     # -- logs, artifacts --------------------------------------------------------------------
 
