@@ -47,6 +47,7 @@ __all__ = [
     "latest_complete_checkpoint",
     "mask_secrets",
     "parse_event",
+    "process_start_ticks",
     "read_all_events",
     "read_status",
     "secrets_from_env",
@@ -277,15 +278,16 @@ class StatusFile(_Record):
     )
 
 
-def _own_start_ticks() -> int | None:
-    """This process's start in clock ticks since boot (Linux /proc); None elsewhere."""
+def process_start_ticks(pid: int | None = None) -> int | None:
+    """When process `pid` (default: this one) started, in clock ticks since boot (Linux /proc);
+    None elsewhere or when there is no such process. The app's process identity uses it too."""
     try:
-        with open("/proc/self/stat", "rb") as fh:
+        with open(f"/proc/{'self' if pid is None else pid}/stat", "rb") as fh:
             raw = fh.read()
     except OSError:
         return None
-    # "pid (comm) state ...": comm may hold ')' so split after the last one; starttime is
-    # field 22 and the fields after ')' start at field 3.
+    # "pid (comm) state ...": comm may hold spaces and ')' so split after the last one; the
+    # fields after it start at field 3 (state); starttime is field 22.
     fields = raw[raw.rfind(b")") + 1 :].split()
     try:
         return int(fields[22 - 3])
@@ -311,7 +313,7 @@ def write_status(job_dir: Path, status: StatusFile) -> None:
     signed it; anything else waits until the process is gone.
     """
     if status.writer_pid is None:
-        signed = {"writer_pid": os.getpid(), "writer_start_ticks": _own_start_ticks()}
+        signed = {"writer_pid": os.getpid(), "writer_start_ticks": process_start_ticks()}
         status = status.model_copy(update=signed)
     write_json_atomic(job_dir / STATUS_FILE, status.model_dump(mode="json"))
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import psutil
 
 from desktop.core.file_lock import FileLock, LockBusy
+from trainer.protocol import process_start_ticks
 
 __all__ = [
     "CREATE_TIME_TOLERANCE_S",
@@ -144,17 +145,7 @@ def current_boot_id() -> str | None:
 
 def start_ticks(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot (Linux); None when unknown."""
-    try:
-        raw = (_PROC / str(pid) / "stat").read_bytes()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the
-    # last ')'. The fields after it start at field 3 (state); starttime is field 22.
-    fields = raw[raw.rfind(b")") + 1 :].split()
-    try:
-        return int(fields[22 - 3])
-    except (IndexError, ValueError):
-        return None
+    return process_start_ticks(pid)
 
 
 def process_create_time(pid: int) -> float | None:
