@@ -31,6 +31,12 @@ from trainer.protocol import EVENTS_FILE
 pytestmark = pytest.mark.slow
 
 
+# Every run is long enough that what a test does after its first stored point (pause, damage,
+# cancel) lands mid-run, whatever the load: with 12 steps a busy machine saw the trainer finish
+# before the pause (a forged status then met a completed job) or a cancel land on the last step.
+STEPS = 100
+
+
 def _make_job(job_dir: Path, job_id: str, *, max_steps: int) -> Job:
     config_path = job_dir / "config.json"
     data = json.loads(config_path.read_text(encoding="utf-8"))
@@ -123,7 +129,7 @@ def test_a_huge_seq_line_mid_run_loses_no_later_point(
     run_env: tuple[Path, JobStore, Path],
 ) -> None:
     home, store, job_dir = run_env
-    run = Run(home, store, _make_job(job_dir, "j-huge-seq", max_steps=12))
+    run = Run(home, store, _make_job(job_dir, "j-huge-seq", max_steps=STEPS))
 
     async def scenario() -> None:
         await run.launch()
@@ -147,8 +153,9 @@ def test_a_huge_seq_line_mid_run_loses_no_later_point(
 
     asyncio.run(scenario())
     assert run.job.state is JobState.COMPLETED, run.job.state_reason
-    assert run.job.step == 12
-    assert run.stored_steps() == _metric_steps_in(job_dir / EVENTS_FILE) == list(range(1, 13))
+    assert run.job.step == STEPS
+    every_step = list(range(1, STEPS + 1))
+    assert run.stored_steps() == _metric_steps_in(job_dir / EVENTS_FILE) == every_step
     # Said once, where the user reads the job's log.
     assert run.log_text().count("seq went back") == 1
 
@@ -165,7 +172,7 @@ def test_events_truncated_mid_run_are_read_again_and_counted_once(
     run_env: tuple[Path, JobStore, Path],
 ) -> None:
     home, store, job_dir = run_env
-    run = Run(home, store, _make_job(job_dir, "j-truncated", max_steps=12))
+    run = Run(home, store, _make_job(job_dir, "j-truncated", max_steps=STEPS))
 
     async def scenario() -> None:
         await run.launch()
@@ -180,7 +187,7 @@ def test_events_truncated_mid_run_are_read_again_and_counted_once(
     assert run.job.state is JobState.COMPLETED, run.job.state_reason
     # Every step once: the lines cut away were stored before, the rest is read again.
     points = run.store.metrics(run.job.id, names=["loss"])
-    assert [p.step for p in points] == list(range(1, 13))
+    assert [p.step for p in points] == list(range(1, STEPS + 1))
     assert "events.jsonl shrank" in run.log_text()
 
 
@@ -189,9 +196,7 @@ def test_a_resume_after_events_jsonl_is_gone_stores_every_later_point(
     run_env: tuple[Path, JobStore, Path],
 ) -> None:
     home, store, job_dir = run_env
-    # Long enough that the cancel always lands mid-run, never on the last step (a cancel that
-    # lands there was seen once to leave a step 13 of 12 after the resume: left for later).
-    job = _make_job(job_dir, "j-resume-gone", max_steps=100)
+    job = _make_job(job_dir, "j-resume-gone", max_steps=STEPS)
     run = Run(home, store, job)
 
     async def scenario() -> None:
@@ -224,14 +229,14 @@ def test_a_resume_after_events_jsonl_is_gone_stores_every_later_point(
     assert run.job.state is JobState.COMPLETED, run.job.state_reason
     # The resumed attempt's steps are stored too, each step once.
     points = store.metrics(run.job.id, names=["loss"])
-    assert [p.step for p in points] == list(range(1, 101))
+    assert [p.step for p in points] == list(range(1, STEPS + 1))
 
 
 def test_a_forged_status_json_is_not_believed_while_the_trainer_lives(
     run_env: tuple[Path, JobStore, Path],
 ) -> None:
     home, store, job_dir = run_env
-    run = Run(home, store, _make_job(job_dir, "j-forged", max_steps=12))
+    run = Run(home, store, _make_job(job_dir, "j-forged", max_steps=STEPS))
 
     async def scenario() -> None:
         await run.launch()
@@ -247,7 +252,7 @@ def test_a_forged_status_json_is_not_believed_while_the_trainer_lives(
     asyncio.run(scenario())
     assert run.job.state is JobState.COMPLETED, run.job.state_reason
     assert "forged" not in [t.reason for t in store.transitions(run.job.id)]
-    assert run.stored_steps() == list(range(1, 13))
+    assert run.stored_steps() == list(range(1, STEPS + 1))
 
 
 def _gone(pid: int) -> bool:
@@ -261,7 +266,7 @@ def test_a_live_jobs_folder_deleted_fails_the_job_and_stops_its_trainer(
     run_env: tuple[Path, JobStore, Path],
 ) -> None:
     home, store, job_dir = run_env
-    run = Run(home, store, _make_job(job_dir, "j-deleted", max_steps=12))
+    run = Run(home, store, _make_job(job_dir, "j-deleted", max_steps=STEPS))
 
     async def scenario() -> None:
         await run.launch()
