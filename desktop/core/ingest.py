@@ -46,6 +46,7 @@ __all__ = [
     "ingest",
     "ingest_in_worker",
     "mark_unreachable",
+    "plan_timed_transitions",
     "plan_transitions",
     "split_log_lines",
     "take_ingest_lock",
@@ -121,7 +122,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     """
     points: list[MetricPoint] = points_from_events(job.id, update.events)
     fields: dict[str, Any] = {}
-    observed: list[tuple[JobState, str]] = []
+    observed: list[tuple[JobState, str, float | None]] = []  # (state, reason, when it happened)
     error_message = ""
     best = job.best_eval_loss
     for event in update.events:
@@ -153,7 +154,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
             resumed = f"resumed from step {event.resumed_from_step}"
             if event.resumed_from_step is not None and resumed not in reason:
                 reason = f"{reason} ({resumed})"
-            observed.append((JobState(event.state), reason))
+            observed.append((JobState(event.state), reason, event.time))
         elif isinstance(event, ArtifactEvent):
             if event.artifact == "checkpoint":
                 fields["last_checkpoint"] = event.path
@@ -162,39 +163,40 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
         elif isinstance(event, ErrorEvent):
             error_message = event.message
     if update.state is not None:
-        observed.append((update.state, update.reason))
+        observed.append((update.state, update.reason, update.state_time))
     # What the provider observed itself carries over to the snapshot as it is.
     for name in ("events_offset", "events_last_seq", "exit_code", "cost_usd", "handle"):
         value = getattr(update, name)
         if value is not None:
             fields[name] = value
 
-    transitions = plan_transitions(job.state, observed)
+    transitions = plan_timed_transitions(job.state, observed)
     final = transitions[-1][0] if transitions else None
-    for state, _ in transitions:
+    for state, _, at in transitions:
         if state in RUNNING_STATES and job.started_at is None and "started_at" not in fields:
-            fields["started_at"] = time.time()
+            fields["started_at"] = time.time() if at is None else at
     if final is not None and final.is_final:
-        fields["finished_at"] = time.time()
+        at = transitions[-1][2]
+        fields["finished_at"] = time.time() if at is None else at
         fields.update(_from_status_file(job, fields))
         fields["eta_seconds"] = None
     if final is JobState.FAILED and error_message:
-        state, reason = transitions[-1]
+        state, reason, at = transitions[-1]
         if not reason or reason.startswith("trainer:"):
-            transitions[-1] = (state, error_message)
+            transitions[-1] = (state, error_message, at)
     # Reasons are stored and shown: a secret a trainer printed must not reach either.
-    transitions = [(state, redact(reason)) for state, reason in transitions]
+    transitions = [(state, redact(reason), at) for state, reason, at in transitions]
 
     changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
     if not points and not changed and not transitions:
         return Ingested(job)
     steps = []
-    for state, reason in transitions[:-1]:
-        job = store.transition(job, state, reason)
+    for state, reason, at in transitions[:-1]:
+        job = store.transition(job, state, reason, at=at)
         steps.append(job)
     snapshot = job.model_copy(update=changed)
     last = transitions[-1] if transitions else None
-    job = store.record_progress(snapshot, points, transition=last)
+    job = store.record_progress(snapshot, points, last)
     return Ingested(job, tuple(steps), metric_columns(points) if points else {})
 
 
@@ -207,21 +209,32 @@ def plan_transitions(
     two polls (queued → completed) passes through `starting`, which it did go through; any other
     jump that is not allowed is dropped with a warning rather than stored.
     """
-    out: list[tuple[JobState, str]] = []
+    timed = plan_timed_transitions(current, [(new, reason, None) for new, reason in observed])
+    return [(new, reason) for new, reason, _ in timed]
+
+
+def plan_timed_transitions(
+    current: JobState, observed: list[tuple[JobState, str, float | None]]
+) -> list[tuple[JobState, str, float | None]]:
+    """`plan_transitions` for (state, reason, when it happened) triples.
+
+    A `starting` passed through is given the time of the state that proves it (no later).
+    """
+    out: list[tuple[JobState, str, float | None]] = []
     state = current
-    for new, reason in observed:
+    for new, reason, at in observed:
         if new is state:
             continue
         if can_transition(state, new):
-            out.append((new, reason))
+            out.append((new, reason, at))
             state = new
         elif (
             new is not JobState.QUEUED
             and can_transition(state, JobState.STARTING)
             and can_transition(JobState.STARTING, new)
         ):
-            out.append((JobState.STARTING, "trainer started"))
-            out.append((new, reason))
+            out.append((JobState.STARTING, "trainer started", at))
+            out.append((new, reason, at))
             state = new
         else:
             log.warning("ignored an observed change %s → %s (not allowed)", state, new)

@@ -56,6 +56,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from desktop.core import store_schema
 from desktop.core.errors import JobNotFoundError, JobStateError, StoreError
 from desktop.core.metric_points import insert_points, make_points, points_from_events
 from desktop.core.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
@@ -89,16 +90,6 @@ _CSV_SERIES_ORDER = (
     "samples_per_second",
     "eta_seconds",
 )
-
-
-def _quick_check(conn: sqlite3.Connection) -> str | None:
-    """SQLite's `PRAGMA quick_check`: None when the file is sound, else its first finding."""
-    rows = conn.execute("PRAGMA quick_check").fetchall()
-    findings = [line for row in rows for line in str(row[0]).splitlines() if line.strip()]
-    if findings == ["ok"]:
-        return None
-    first = next((f for f in findings if not f.startswith("***")), findings[0])
-    return first.strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,7 +132,7 @@ class JobStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA temp_store = MEMORY")
             migrate(conn)
-            finding = _quick_check(conn)
+            finding = store_schema.quick_check(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise self._error(exc, "open", conn) from exc
@@ -196,7 +187,7 @@ class JobStore:
             finding: str | None = None
             if checked is not None:
                 try:
-                    finding = _quick_check(checked)
+                    finding = store_schema.quick_check(checked)
                 except sqlite3.DatabaseError as again:
                     finding = str(again)
             if finding is not None and "not a database" not in text:
@@ -313,11 +304,18 @@ class JobStore:
 
     @staticmethod
     def _insert_transition(
-        conn: sqlite3.Connection, job_id: str, old: JobState | None, new: JobState, reason: str
+        conn: sqlite3.Connection,
+        job_id: str,
+        old: JobState | None,
+        new: JobState,
+        reason: str,
+        at: float | None = None,
     ) -> None:
+        # `at`: when the change happened (a poll may read it long after); None: now.
+        stamp = time.time() if at is None else at
         conn.execute(
             "INSERT INTO transitions (job_id, old, new, time, reason) VALUES (?, ?, ?, ?, ?)",
-            (job_id, old.value if old is not None else None, new.value, time.time(), reason),
+            (job_id, old.value if old is not None else None, new.value, stamp, reason),
         )
 
     # -- jobs ------------------------------------------------------------------------------
@@ -410,13 +408,16 @@ class JobStore:
         with self._write("save a job") as conn:
             self._save(conn, job, job.state)
 
-    def transition(self, job: Job, new_state: JobState, reason: str, **updates: Any) -> Job:
+    def transition(
+        self, job: Job, new_state: JobState, reason: str, *, at: float | None = None, **updates: Any
+    ) -> Job:
         """Move `job` to `new_state`: store the transition and the new snapshot together.
 
         Args:
             job: the current snapshot; its state is the transition's old state.
             new_state: the state to move to (checked with `can_transition`).
             reason: why, in words a person understands (stored, shown in the job list).
+            at: when the change happened (Unix time); default: now.
             **updates: other Job fields to change in the same snapshot (exit_code=...).
 
         Returns:
@@ -432,19 +433,20 @@ class JobStore:
         new = self._changed_state(job, new_state, reason, updates)
         with self._write("record a state change") as conn:
             self._save(conn, new, job.state)
-            self._insert_transition(conn, job.id, job.state, new_state, reason)
+            self._insert_transition(conn, job.id, job.state, new_state, reason, at)
         return new
 
     def record_progress(
         self,
         job: Job,
         points: Sequence[MetricPoint],
-        transition: tuple[JobState, str] | None = None,
+        transition: tuple[JobState, str] | tuple[JobState, str, float | None] | None = None,
     ) -> Job:
         """Store metric points, the job snapshot and an optional transition in ONE transaction.
 
         `job` is the snapshot to save; it carries `events_offset` / `events_last_seq`, so the
-        stored points always match the stored offset, even after a kill -9.
+        stored points always match the stored offset, even after a kill -9. A transition's
+        optional third item is when it happened (default: now).
 
         Returns:
             The saved snapshot (`job`, moved to the transition's state when one is given).
@@ -466,7 +468,7 @@ class JobStore:
         with self._write("store metrics") as conn:
             insert_points(conn, points)
             if transition is not None:
-                self._insert_transition(conn, job_id, job.state, transition[0], transition[1])
+                self._insert_transition(conn, job_id, job.state, *transition)
             self._save(conn, new, job.state)
         return new
 

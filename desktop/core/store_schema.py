@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from desktop.core.errors import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "quick_check", "schema_version"]
 
 log = logging.getLogger("desktop.core.store")
 
@@ -128,3 +128,13 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
             conn.execute("ROLLBACK")
             raise
         log.info("job database migrated to schema version %d", version + 1)
+
+
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """SQLite's `PRAGMA quick_check`: None when the file is sound, else its first finding."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    findings = [line for row in rows for line in str(row[0]).splitlines() if line.strip()]
+    if findings == ["ok"]:
+        return None
+    first = next((f for f in findings if not f.startswith("***")), findings[0])
+    return first.strip()

@@ -207,6 +207,11 @@ class JobUpdate(_Frozen):
     events: tuple[Event, ...] = ()
     state: JobState | None = None
     reason: str = ""
+    state_time: float | None = Field(
+        default=None,
+        description="When the observed state happened (Unix time) by the best evidence "
+        "(status.json, the recorded exit); None: nothing better than the time it is stored.",
+    )
     exit_code: int | None = None
     events_offset: int | None = None
     events_last_seq: int | None = None

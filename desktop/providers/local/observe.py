@@ -20,9 +20,10 @@ from desktop.providers.local.process import (
     identity_alive,
     kill_group,
 )
-from desktop.providers.local.queue import CANCELLED_FILE, TRAIN_LOG
+from desktop.providers.local.queue import CANCELLED_FILE, TRAIN_LOG, read_exit
 from trainer.protocol import (
     EVENTS_FILE,
+    STATUS_FILE,
     Event,
     EventReader,
     StatusEvent,
@@ -146,9 +147,13 @@ def observe_started(
                 "state": only_if_changed(job, JobState(status.state)),
                 "reason": status.message,
                 "exit_code": status.exit_code,
+                "state_time": _written_at(job_dir, status),
             }
         )
     code = exit_code()
+    exit_record = read_exit(job_dir)
+    # When the process ended, as its reaper recorded; else unknown (stored as "now").
+    ended_at = exit_record.exited_at if exit_record and exit_record.is_of(identity) else None
     if (job_dir / CANCELLED_FILE).exists():
         return base.model_copy(
             update={
@@ -156,6 +161,7 @@ def observe_started(
                 "reason": "cancelled; the trainer did not stop in time and was killed "
                 f"({describe_exit(code)})",
                 "exit_code": code,
+                "state_time": ended_at,
             }
         )
     reason = EXITED_WITHOUT_STATUS
@@ -166,5 +172,16 @@ def observe_started(
             "state": only_if_changed(job, JobState.FAILED),
             "reason": reason,
             "exit_code": code,
+            "state_time": ended_at,
         }
     )
+
+
+def _written_at(job_dir: Path, status: StatusFile) -> float | None:
+    """When the trainer wrote `status.json`: its own stamp, else the file's mtime."""
+    if "finished_at" in status.model_fields_set:
+        return status.finished_at
+    try:
+        return (job_dir / STATUS_FILE).stat().st_mtime
+    except OSError:
+        return None
