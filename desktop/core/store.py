@@ -136,6 +136,9 @@ class JobStore:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise self._error(exc, "open", conn) from exc
+        except StoreError as exc:  # a newer schema: name the file, so the person knows which
+            conn.close()
+            raise StoreError(f"{self.path}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
