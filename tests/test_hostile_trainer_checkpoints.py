@@ -41,7 +41,7 @@ def stopped_job(tmp_path: Path, trained_lora_job: Path) -> Path:
     return job
 
 
-def _damage(checkpoint: Path) -> None:
+def damage_checkpoint(checkpoint: Path) -> None:
     """Tear the adapter weights as a crash mid-write or a bad disk would."""
     weights = checkpoint / "adapter_model.safetensors"
     data = weights.read_bytes()
@@ -56,7 +56,7 @@ def test_resume_walks_back_past_a_damaged_newest_checkpoint(
     stopped_job: Path, run_trainer: RunTrainer
 ) -> None:
     job = stopped_job
-    _damage(job / "checkpoints" / "checkpoint-40")
+    damage_checkpoint(job / "checkpoints" / "checkpoint-40")
     before = len(read_all_events(job / "events.jsonl"))
     result = run_trainer(job, "--resume")
     log = _log(job)
@@ -82,7 +82,7 @@ def test_resume_fails_naming_each_checkpoint_when_none_loads(
 ) -> None:
     job = stopped_job
     for step in (20, 30, 40):
-        _damage(job / "checkpoints" / f"checkpoint-{step}")
+        damage_checkpoint(job / "checkpoints" / f"checkpoint-{step}")
     result = run_trainer(job, "--resume")
     log = _log(job)
     assert result.returncode == EXIT_BAD_INPUT, log[-3000:]

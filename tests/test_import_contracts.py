@@ -110,6 +110,19 @@ PLANTS = [
         id="trainer-contract-modules-may-import-each-other",
     ),
     pytest.param(
+        {"trainer/checkpoint_check.py": "import httpx  # planted"},
+        {"trainer-contract"},
+        "trainer.checkpoint_check is not allowed to import httpx",
+        id="trainer-contract-direct-checkpoint-check",
+    ),
+    pytest.param(
+        # The resume point's one rule: the core and the CLI may use it.
+        {"desktop/core/planted.py": "from trainer import checkpoint_check  # planted"},
+        set(),
+        "",
+        id="trainer-contract-checkpoint-check-is-for-the-app",
+    ),
+    pytest.param(
         {"desktop/core/planted.py": "import PySide6  # planted"},
         {"core-qt-free"},
         "desktop.core.planted is not allowed to import PySide6",

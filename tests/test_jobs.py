@@ -354,7 +354,7 @@ def test_resume_queues_a_cancelled_job_again_in_the_same_dir(
         job = _stored_job(service, demo_template / "config.json")
         ckpt = job.job_dir / "checkpoints" / "checkpoint-10"
         ckpt.mkdir(parents=True)
-        (ckpt / "trainer_state.json").write_text("{}", encoding="utf-8")
+        (ckpt / "trainer_state.json").write_text('{"global_step": 10}', encoding="utf-8")
         writer = EventWriter(job.job_dir / "events.jsonl")
         writer.emit("status", state="starting")
         writer.emit("metric", step=10, loss=1.0)
@@ -385,7 +385,7 @@ def test_resume_names_the_newest_complete_checkpoint(home: Path, demo_template: 
         job = _stored_job(service, demo_template / "config.json")
         complete = job.job_dir / "checkpoints" / "checkpoint-10"
         complete.mkdir(parents=True)
-        (complete / "trainer_state.json").write_text("{}", encoding="utf-8")
+        (complete / "trainer_state.json").write_text('{"global_step": 10}', encoding="utf-8")
         torn = job.job_dir / "checkpoints" / "checkpoint-20"
         torn.mkdir()
         (torn / "adapter_model.safetensors").write_bytes(b"partial")

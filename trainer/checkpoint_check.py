@@ -6,9 +6,14 @@ a file fails deep inside the Trainer with an error about "a weights file", after
 already half restored. Checking the files first lets `--resume` walk back to the newest
 checkpoint that loads and say which one it skipped and why.
 
+`latest_loadable_checkpoint` is the one rule for where a resume starts: the trainer's
+`--resume` follows it, and the app (`desktop.core.job_dirs`) shows and records the same point,
+so the two never disagree about a damaged checkpoint.
+
 The checks read what loading reads without building tensors: a safetensors file's header and
 its length, a torch file's zip directory and the CRC of every member, JSON files whole.
-Torch-free.
+Torch-free, and part of the trainer contract the app imports (standard library and
+`trainer.protocol` only).
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["checkpoint_problem"]
+from trainer.protocol import checkpoint_step, find_checkpoints
+
+__all__ = ["ResumePoint", "SkippedCheckpoint", "checkpoint_problem", "latest_loadable_checkpoint"]
 
 # torch.save writes a zip archive; a file from before torch 1.6 is a bare pickle.
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -95,3 +103,49 @@ def checkpoint_problem(folder: Path) -> str | None:
         if why:
             return f"{path.relative_to(folder)} {why}"
     return None
+
+
+class SkippedCheckpoint(NamedTuple):
+    """A complete checkpoint a resume passes over because a file in it does not load."""
+
+    step: int
+    path: Path
+    problem: str
+
+    def describe(self) -> str:
+        """One phrase for the logs and the app: "checkpoint 20 (checkpoint-20): <problem>"."""
+        return f"checkpoint {self.step} ({self.path.name}): {self.problem}"
+
+
+class ResumePoint(NamedTuple):
+    """Where `--resume` continues: `step` and `path` of the newest checkpoint that loads (both
+    None when none does), and each newer complete checkpoint skipped, newest first."""
+
+    step: int | None
+    path: Path | None
+    skipped: tuple[SkippedCheckpoint, ...]
+
+    def describe(self) -> str:
+        """What a person reads: "<path>; skipped checkpoint 20 (checkpoint-20): why" or, when
+        none loads, "no checkpoint loads: ..." ("no complete checkpoint" when none is there)."""
+        skipped = "; ".join(f"skipped {s.describe()}" for s in self.skipped)
+        if self.path is None:
+            return f"no checkpoint loads: {skipped}" if skipped else "no complete checkpoint"
+        return str(self.path) + (f"; {skipped}" if skipped else "")
+
+
+def latest_loadable_checkpoint(job_dir: Path) -> ResumePoint:
+    """The checkpoint `trainer run --resume` continues from: the newest complete one (see
+    `trainer.protocol.find_checkpoints`) whose files all check (`checkpoint_problem`).
+
+    Each newer complete checkpoint is checked and named in `skipped` with what is wrong; older
+    ones are not read (a checkpoint's files can be gigabytes). Unpacks as (step, path, skipped).
+    """
+    skipped: list[SkippedCheckpoint] = []
+    for path in reversed(find_checkpoints(job_dir)):
+        step = checkpoint_step(path) or 0
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return ResumePoint(step, path, tuple(skipped))
+        skipped.append(SkippedCheckpoint(step, path, problem))
+    return ResumePoint(None, None, tuple(skipped))

@@ -114,7 +114,8 @@ def _mask_value(value: Any, redact: Callable[[str], str]) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints: the one definition of "a checkpoint a run can resume from"
+# Checkpoints: the one definition of "a complete checkpoint" (the resume point among them is
+# trainer.checkpoint_check.latest_loadable_checkpoint: the newest whose files load)
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -143,7 +144,8 @@ def find_checkpoints(job_dir: Path) -> list[Path]:
 
 
 def latest_complete_checkpoint(job_dir: Path) -> Path | None:
-    """The checkpoint `trainer run --resume` continues from; None when there is none."""
+    """The newest complete checkpoint; None when there is none. Its files may still not load:
+    where `--resume` continues is `trainer.checkpoint_check.latest_loadable_checkpoint`."""
     found = find_checkpoints(job_dir)
     return found[-1] if found else None
 

@@ -318,35 +318,33 @@ class _Run:
         if self._cancelled_before_training():
             return self.finish("cancelled", EXIT_OK, "cancelled before training started")
 
-        checkpoint = self._loadable_checkpoint(checkpoints) if self.resume else None
+        checkpoint = self._loadable_checkpoint() if self.resume else None
         if checkpoint is not None:
             self.resumed_from = checkpoint[0]
             self.resume_checkpoint = checkpoint[1]
         return self._train(config, data, checkpoint)
 
-    def _loadable_checkpoint(self, checkpoints: list[tuple[int, Path]]) -> tuple[int, Path]:
+    def _loadable_checkpoint(self) -> tuple[int, Path]:
         """The newest checkpoint whose files load; each newer one is skipped, saying why.
+
+        The rule is `trainer.checkpoint_check.latest_loadable_checkpoint`, the one the app
+        shows and records as the resume point, so the two always name the same checkpoint.
 
         Raises:
             JobDirError: no checkpoint loads; the message names each one and what is wrong.
         """
-        from trainer.checkpoint_check import checkpoint_problem
+        from trainer.checkpoint_check import latest_loadable_checkpoint
 
-        skipped: list[str] = []
-        for step, path in reversed(checkpoints):
-            problem = checkpoint_problem(path)
-            if problem is None:
-                return step, path
-            skipped.append(f"checkpoint {step} ({path}): {problem}")
-            self.note(
-                f"resume: skipped checkpoint {step} ({path.name}): {problem}; trying the one "
-                "before it",
-                level="warning",
+        point = latest_loadable_checkpoint(self.job_dir)
+        for skipped in point.skipped:
+            self.note(f"resume: skipped {skipped.describe()}; trying the one before it", "warning")
+        if point.step is None or point.path is None:
+            raise JobDirError(
+                f"--resume: no checkpoint in {self.job_dir / CHECKPOINTS_DIR} can be loaded: "
+                + "; ".join(s.describe() for s in point.skipped)
+                + ". Start over in a new job folder, or put back an intact checkpoint folder."
             )
-        raise JobDirError(
-            "--resume: no checkpoint can be loaded: " + "; ".join(skipped) + ". Start over in "
-            "a new job folder, or put back an intact checkpoint folder."
-        )
+        return point.step, point.path
 
     def _train(self, config: TrainingConfig, data: Any, checkpoint: tuple[int, Path] | None) -> int:
         import torch

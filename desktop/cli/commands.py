@@ -155,6 +155,10 @@ def cmd_run(ctx: Context) -> int:
             progress = sys.stderr if ns.json else sys.stdout
             verb = "resumed" if ns.resume else "launched"
             print(f"{job.id}: {verb} ({job.state.value}); job folder {job.job_dir}", file=progress)
+            if ns.resume:  # where it continues, as the job's history records it
+                queued = [t for t in service.store.transitions(job.id) if t.new is JobState.QUEUED]
+                if queued:
+                    print(f"{job.id}: {queued[-1].reason}", file=progress)
             code = 0
             if ns.follow:
                 code = await _follow(ctx, service, job, progress)
@@ -212,19 +216,31 @@ def cmd_jobs(ctx: Context) -> int:
 def cmd_show(ctx: Context) -> int:
     """`show JOB [--json]`: one job in full: state, progress, final loss, output path."""
 
-    async def go() -> tuple[Job, list[Any], int]:
+    async def go() -> tuple[Job, list[Any], int, Any]:
         service = ctx.service()
         try:
             job = (await service.refresh(ctx.ns.job))[0]
-            return job, service.store.transitions(job.id), service.store.metric_count(job.id)
+            point = await service.resume_point(job.id)
+            transitions = service.store.transitions(job.id)
+            return job, transitions, service.store.metric_count(job.id), point
         finally:
             await service.close()
 
-    job, transitions, count = _arun(go)
+    job, transitions, count, point = _arun(go)
     if ctx.ns.json:
         data = job_json(job)
         data["transitions"] = [t.model_dump(mode="json") for t in transitions]
         data["metric_points"] = count
+        data["resume_point"] = None
+        if point is not None:
+            data["resume_point"] = {
+                "step": point.step,
+                "checkpoint": None if point.path is None else str(point.path),
+                "skipped": [
+                    {"step": s.step, "checkpoint": str(s.path), "problem": s.problem}
+                    for s in point.skipped
+                ],
+            }
         print_json(data)
         return 0
     loss_label = "final loss" if job.state is JobState.COMPLETED else "last loss"
@@ -238,6 +254,7 @@ def cmd_show(ctx: Context) -> int:
         ("best eval loss", fmt_float(job.best_eval_loss)),
         ("output", str(job.output_dir) if job.output_dir else "-"),
         ("last checkpoint", job.last_checkpoint or "-"),
+        *([("resumable from", point.describe())] if point is not None else []),
         ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
         ("model", job.config.model.name_or_path),
         ("dataset", job.config.dataset.path),

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from desktop.core.file_lock import FileLock, LockBusy
-from trainer.protocol import latest_complete_checkpoint
+from trainer.checkpoint_check import ResumePoint, latest_loadable_checkpoint
 
 __all__ = [
     "JOB_LOCK_FILE",
@@ -23,8 +23,8 @@ __all__ = [
     "create_job_dir",
     "hold_job_lock",
     "job_lock",
-    "last_checkpoint",
     "new_job_id",
+    "resume_point",
 ]
 
 # Held by whoever resumes or cancels the job (any process), so those never interleave.
@@ -63,14 +63,16 @@ def create_job_dir(root: Path, id_source: Callable[[], str] = new_job_id) -> tup
     raise FileExistsError(f"{root}: {MAX_ID_DRAWS} job ids in a row were already taken")
 
 
-def last_checkpoint(job_dir: Path) -> str | None:
-    """The checkpoint `trainer run --resume` continues from: the newest complete one on disk.
+def resume_point(job_dir: Path) -> ResumePoint:
+    """Where `trainer run --resume` would continue: the newest checkpoint that loads, and each
+    newer one it would skip, with why (unpacks as step, path, skipped).
 
-    The trainer's own rule (`trainer.protocol.latest_complete_checkpoint`), so the app never
-    promises a resume the trainer would refuse (a save interrupted mid-way is not one).
+    The trainer's own rule (`trainer.checkpoint_check.latest_loadable_checkpoint`), so the app
+    never promises or records a resume point the trainer would pass over (a save interrupted
+    mid-way, or a checkpoint whose files are damaged). It reads the checked files: call it in a
+    worker thread.
     """
-    found = latest_complete_checkpoint(job_dir)
-    return str(found) if found is not None else None
+    return latest_loadable_checkpoint(job_dir)
 
 
 def job_lock(job_dir: Path) -> FileLock:

@@ -47,7 +47,7 @@ from desktop.core.ingest import (
     split_log_lines,
     take_ingest_lock,
 )
-from desktop.core.job_dirs import create_job_dir, hold_job_lock, last_checkpoint
+from desktop.core.job_dirs import create_job_dir, hold_job_lock, resume_point
 from desktop.core.job_secrets import secrets_for_job
 from desktop.core.redaction import redact
 from desktop.core.runtime import TrainerRuntime
@@ -64,6 +64,7 @@ from desktop.models import (
     metric_columns,
 )
 from desktop.providers.base import Capability, Provider, ProviderContext, get_provider_factory
+from trainer.checkpoint_check import ResumePoint
 from trainer.config import TrainingConfig
 from trainer.reports import DataReport
 
@@ -413,10 +414,11 @@ class JobService:
             raise JobStateError(
                 f"job {job.id} is {job.state.value}; only a cancelled or failed job can be resumed"
             )
-        checkpoint = await asyncio.to_thread(last_checkpoint, job.job_dir)
-        if checkpoint is None:
+        point = await asyncio.to_thread(resume_point, job.job_dir)
+        if point.path is None:
+            damaged = f" ({point.describe()})" if point.skipped else ""
             raise JobStateError(
-                f"job {job.id} has no checkpoint to resume from; start it again with "
+                f"job {job.id} has no checkpoint to resume from{damaged}; start it again with "
                 "finetune-desk run CONFIG"
             )
         backend = self.provider(job.provider)
@@ -426,7 +428,8 @@ class JobService:
         fresh: dict[str, Any] = {"handle": None, "exit_code": None, "finished_at": None}
         queue = functools.partial(self.store.transition, resume=True, eta_seconds=None, **fresh)
         try:
-            job = await asyncio.to_thread(queue, job, JobState.QUEUED, f"resume from {checkpoint}")
+            reason = f"resume from {point.describe()}"
+            job = await asyncio.to_thread(queue, job, JobState.QUEUED, reason)
         except JobStateError:
             # The store's compare-and-set: another process moved the job first.
             raise JobStateError(
@@ -436,6 +439,15 @@ class JobService:
         self._changed(job)
         await self._hand_to_provider(job, backend, "resume")
         return await self._get(job.id)
+
+    async def resume_point(self, job_id: str) -> ResumePoint | None:
+        """Where `resume(job_id)` would continue and which newer checkpoints it would skip
+        (see `job_dirs.resume_point`); None for a job that cannot be resumed (not cancelled or
+        failed). Reads the checkpoint's files, in a worker thread."""
+        job = await self._get(job_id)
+        if job.state not in (JobState.CANCELLED, JobState.FAILED):
+            return None
+        return await asyncio.to_thread(resume_point, job.job_dir)
 
     async def delete(self, job_id: str, delete_files: bool) -> None:
         """Forget a job that has ended; with `delete_files`, its job directory too.

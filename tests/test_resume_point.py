@@ -1,0 +1,124 @@
+"""Where a resume starts: one rule for the app and the trainer (issue 8, case 6's loose ends).
+
+A real job is cancelled with two checkpoints and its newest one is damaged. `show`, `run
+--resume` (its output and the job's history) and the trainer itself must all name the same
+checkpoint, the newest one that loads, and say which one was skipped and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from test_cli import cli, job_id_from, wait_for, write_config
+from test_hostile_trainer_checkpoints import damage_checkpoint
+
+from desktop.cli import main
+from trainer.protocol import (
+    ArtifactEvent,
+    LogEvent,
+    MetricEvent,
+    StatusEvent,
+    find_checkpoints,
+    read_all_events,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _checkpoint_steps(job_dir: Path) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in find_checkpoints(job_dir)]
+
+
+def _saved(events: Path, step: int) -> bool:
+    if not events.exists():
+        return False
+    return any(
+        isinstance(e, ArtifactEvent) and e.artifact == "checkpoint" and e.step >= step
+        for e in read_all_events(events)
+    )
+
+
+def _resumed_from(events: Path) -> list[int]:
+    return [
+        e.resumed_from_step
+        for e in read_all_events(events)
+        if isinstance(e, StatusEvent) and e.resumed_from_step is not None
+    ]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """The app's data folder; every process that names it is gone after the test."""
+    folder = tmp_path / "home"
+    yield folder
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in part for part in proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_alike_by_show_resume_and_the_trainer(
+    home: Path,
+    tmp_path: Path,
+    demo_template: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A run that cannot end by itself during the test: only the cancels stop it.
+    config = write_config(tmp_path / "cfg", demo_template, max_steps=100000, save_steps=10)
+    started = cli(home, "run", str(config))
+    assert started.returncode == 0, started.stderr
+    job_id = job_id_from(started.stdout)
+    job_dir = (home / "jobs" / job_id).resolve()
+    events = job_dir / "events.jsonl"
+    wait_for(lambda: _saved(events, 10), 240, "checkpoint 10")
+    monkeypatch.setenv("FTDESK_HOME", str(home))
+    assert main(["cancel", job_id]) == 0  # the cancel saves one more checkpoint, past step 10
+    capsys.readouterr()
+    steps = _checkpoint_steps(job_dir)
+    assert len(steps) >= 2, steps
+    newest, loadable = steps[-1], steps[-2]
+    loadable_dir = job_dir / "checkpoints" / f"checkpoint-{loadable}"
+    damage_checkpoint(job_dir / "checkpoints" / f"checkpoint-{newest}")
+
+    # `show` says where a resume would start, and what it passes over.
+    shown = cli(home, "show", job_id)
+    assert shown.returncode == 0, shown.stderr
+    [line] = [x for x in shown.stdout.splitlines() if x.startswith("resumable from:")]
+    assert line.split()[2] == f"{loadable_dir};", line
+    assert f"skipped checkpoint {newest}" in line and "adapter_model.safetensors" in line, line
+    data = json.loads(cli(home, "show", job_id, "--json").stdout)
+    point = data["resume_point"]
+    assert point["step"] == loadable and point["checkpoint"] == str(loadable_dir)
+    [skipped] = point["skipped"]
+    assert skipped["step"] == newest and "adapter_model.safetensors" in skipped["problem"]
+
+    # `run --resume` says the same, and the job's history keeps it.
+    resumed = cli(home, "run", "--resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resume from {loadable_dir}" in resumed.stdout, resumed.stdout
+    assert f"skipped checkpoint {newest}" in resumed.stdout, resumed.stdout
+    history = json.loads(cli(home, "show", job_id, "--json").stdout)["transitions"]
+    [resume] = [t for t in history if t["old"] == "cancelled" and t["new"] == "queued"]
+    assert resume["reason"].startswith(f"resume from {loadable_dir}; skipped"), resume
+    assert f"skipped checkpoint {newest}" in resume["reason"], resume
+    assert "adapter_model.safetensors" in resume["reason"], resume
+
+    # The trainer agrees: it started from the same checkpoint and said what it skipped.
+    wait_for(lambda: _resumed_from(events) != [], 240, "the resumed trainer to start")
+    assert _resumed_from(events) == [loadable]
+    assert main(["cancel", job_id]) == 0
+    capsys.readouterr()
+    after = read_all_events(events)
+    start = next(i for i, e in enumerate(after) if getattr(e, "resumed_from_step", None))
+    warned = [
+        e for e in after if isinstance(e, LogEvent) and f"skipped checkpoint {newest}" in e.message
+    ]
+    assert warned and warned[0].level == "warning", after[-20:]
+    trained = [e.step for e in after[start:] if isinstance(e, MetricEvent)]
+    assert trained and trained[0] == loadable + 1, trained[:5]
