@@ -49,6 +49,7 @@ from desktop.core.ingest import (
 )
 from desktop.core.job_dirs import create_job_dir, hold_job_lock, last_checkpoint
 from desktop.core.job_secrets import secrets_for_job
+from desktop.core.provenance_check import check_resume
 from desktop.core.redaction import redact
 from desktop.core.runtime import TrainerRuntime
 from desktop.core.store import JobStore
@@ -379,16 +380,20 @@ class JobService:
             self._watch(job)
         return await self._get(job.id)
 
-    async def resume(self, job_id: str) -> Job:
+    async def resume(self, job_id: str, *, force: bool = False) -> Job:
         """Queue a cancelled or failed job again from its last checkpoint, in the same job dir.
 
         Its metrics continue in the same series. The job's lock (`job_dirs.job_lock`) is held
         throughout, and the store's transition is compare-and-set: of several resumes at once
-        (any processes) exactly one hands the job to its provider.
+        (any processes) exactly one hands the job to its provider. A job whose data, model or
+        trainer packages changed since its last attempt is refused unless `force`
+        (`provenance_check`); the history's reason says what a forced resume continued over.
 
         Raises:
             JobStateError: the job is not cancelled/failed, has no checkpoint, or another
                 command is resuming it already ("already resuming").
+            ProvenanceChangedError: what the job trained on changed, and not `force`.
+            DatasetError: the job's dataset is gone.
         """
         job = await self._get(job_id)
         # One resume at a time per job, across processes: the others are told at once.
@@ -398,11 +403,11 @@ class JobService:
                     f"job {job.id}: already resuming (or being cancelled) in another "
                     f"finetune-desk command; see: finetune-desk show {job.id}"
                 )
-            job = await self._resume_locked(job.id)
+            job = await self._resume_locked(job.id, force)
         self._watch(job)
         return job
 
-    async def _resume_locked(self, job_id: str) -> Job:
+    async def _resume_locked(self, job_id: str, force: bool = False) -> Job:
         job = await self._get(job_id)  # what another process may have done before the lock
         if not job.is_final:
             raise JobStateError(
@@ -422,11 +427,13 @@ class JobService:
         backend = self.provider(job.provider)
         if self._offline:
             check_offline(job.config)
+        said = await asyncio.to_thread(check_resume, job, self._runtime, force=force)
+        reason = f"resume from {checkpoint}" + (f"; {said}" if said else "")
         # A fresh attempt: nothing of the last one's handle, exit or end carries over.
         fresh: dict[str, Any] = {"handle": None, "exit_code": None, "finished_at": None}
         queue = functools.partial(self.store.transition, resume=True, eta_seconds=None, **fresh)
         try:
-            job = await asyncio.to_thread(queue, job, JobState.QUEUED, f"resume from {checkpoint}")
+            job = await asyncio.to_thread(queue, job, JobState.QUEUED, reason)
         except JobStateError:
             # The store's compare-and-set: another process moved the job first.
             raise JobStateError(
