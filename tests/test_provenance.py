@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,13 @@ import pytest
 from test_cli import cli, job_id_from, max_metric_step, show_json, wait_for, write_config
 
 from desktop.cli import main
+from desktop.core.errors import DatasetError
+from desktop.core.provenance_check import ProvenanceChangedError, check_resume
+from desktop.core.runtime import TrainerRuntime
+from desktop.models import Job, JobState
+from trainer.config import TrainingConfig
+from trainer.provenance import record_attempt
+from trainer.reports import model_revision
 
 pytestmark = pytest.mark.slow
 
@@ -169,3 +177,86 @@ def test_a_job_without_provenance_shows_so_and_resumes(
     assert show_json(home, job_id)["state"] == "completed"
     attempts = json.loads((job_dir / "provenance.json").read_text(encoding="utf-8"))["attempts"]
     assert len(attempts) == 1 and attempts[0]["resumed"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# The resume check on its own: real files, the real trainer runtime's doctor
+
+
+def _recorded_job(tmp_path: Path, demo_template: Path) -> Job:
+    """A cancelled job whose first attempt was recorded by the trainer's own code, on copies
+    of the demo's data and model."""
+    data = tmp_path / "train.jsonl"
+    shutil.copy(demo_template / "train.jsonl", data)
+    model = tmp_path / "model"
+    shutil.copytree(demo_template / "model", model)
+    raw = json.loads((demo_template / "config.json").read_text(encoding="utf-8"))
+    raw["dataset"]["path"], raw["model"]["name_or_path"] = str(data), str(model)
+    config = TrainingConfig.model_validate(raw)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    record_attempt(job_dir, config, records=_records(data), eval_records=None, resumed=False)
+    return Job(
+        id="20261202-120000-abcd",
+        name="demo",
+        state=JobState.CANCELLED,
+        config=config,
+        job_dir=job_dir,
+    )
+
+
+def test_a_missing_dataset_is_its_own_error_even_forced(
+    tmp_path: Path, demo_template: Path
+) -> None:
+    job = _recorded_job(tmp_path, demo_template)
+    Path(job.config.dataset.path).unlink()
+    runtime = TrainerRuntime(sys.executable)
+    for force in (False, True):
+        with pytest.raises(DatasetError, match="is not there any more") as caught:
+            check_resume(job, runtime, force=force)
+        assert job.config.dataset.path in str(caught.value)
+        assert "put it back" in str(caught.value)
+
+
+def test_a_changed_model_folder_needs_force_and_is_recorded_when_forced(
+    tmp_path: Path, demo_template: Path
+) -> None:
+    job = _recorded_job(tmp_path, demo_template)
+    runtime = TrainerRuntime(sys.executable)
+    assert check_resume(job, runtime, force=False) == (None, None)  # nothing changed yet
+
+    config_file = Path(job.config.model.name_or_path) / "config.json"
+    config_file.write_text(config_file.read_text(encoding="utf-8") + " ", encoding="utf-8")
+    with pytest.raises(ProvenanceChangedError) as caught:
+        check_resume(job, runtime, force=False)
+    assert len(caught.value.changes) == 1  # same data, same packages: only the model
+    message = str(caught.value)
+    assert message.startswith(f"job {job.id}: the model changed since this job started: ")
+    assert "fingerprint" in message and "--force" in message
+    assert caught.value.exit_code == 2
+
+    verdict = check_resume(job, runtime, force=True)
+    assert verdict.history is not None and "the model changed" in verdict.history
+
+
+def test_an_unreadable_record_refuses_unless_forced(tmp_path: Path, demo_template: Path) -> None:
+    job = _recorded_job(tmp_path, demo_template)
+    (job.job_dir / "provenance.json").write_text('{"attempts": [{"seed": "x"', encoding="utf-8")
+    runtime = TrainerRuntime(sys.executable)
+    with pytest.raises(ProvenanceChangedError, match=r"provenance\.json: cannot be read"):
+        check_resume(job, runtime, force=False)
+    verdict = check_resume(job, runtime, force=True)
+    assert verdict.history is not None and "unreadable provenance record" in verdict.history
+
+
+def test_a_hub_model_revision_is_the_cached_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    refs = tmp_path / "hub" / "models--someone--tiny" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(commit, encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert model_revision("someone/tiny") == (commit, "hub-commit")
+    assert model_revision("someone/tiny", "v2") == ("v2", "requested")  # not in the cache
+    assert model_revision("someone/other") == ("main", "requested")

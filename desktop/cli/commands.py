@@ -151,17 +151,16 @@ def cmd_run(ctx: Context) -> int:
     async def go() -> int:
         service = ctx.service()
         try:
+            notes: list[str] = []
             if ns.resume:
-                job = await service.resume(ns.resume, force=ns.force)
+                job = await service.resume(ns.resume, force=ns.force, on_note=notes.append)
             else:
                 job = await service.launch(Path(ns.config), provider=ns.provider, name=ns.name)
             progress = sys.stderr if ns.json else sys.stdout
             verb = "resumed" if ns.resume else "launched"
             print(f"{job.id}: {verb} ({job.state.value}); job folder {job.job_dir}", file=progress)
-            if ns.resume:  # what the resume's history says: a missing or forced provenance
-                queued = [t for t in service.store.transitions(job.id) if t.new is JobState.QUEUED]
-                if queued and queued[-1].reason:
-                    print(f"{job.id}: {queued[-1].reason}", file=progress)
+            for note in notes:  # no provenance recorded, or the changes a --force went over
+                print(f"{job.id}: {note}", file=progress)
             code = 0
             if ns.follow:
                 code = await _follow(ctx, service, job, progress)

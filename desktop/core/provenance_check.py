@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from desktop.core.errors import ConfigError, DatasetError, FtdeskError
 from trainer.reports import (
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from desktop.core.runtime import TrainerRuntime
     from desktop.models import Job
 
-__all__ = ["NO_PROVENANCE", "ProvenanceChangedError", "check_resume"]
+__all__ = ["NO_PROVENANCE", "ProvenanceChangedError", "ResumeVerdict", "check_resume"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,20 @@ _CONTINUE_WITH = {
     "the model": "with the new model",
     "the trainer's packages": "with the packages installed now",
 }
+
+
+class ResumeVerdict(NamedTuple):
+    """What `check_resume` found, when it lets the resume go on.
+
+    Attributes:
+        said: a sentence for the person (`NO_PROVENANCE`, or the changes forced over); None
+            when nothing changed.
+        history: what the job's history adds to the resume's reason (the changes a forced
+            resume continues over); None when there is nothing to record.
+    """
+
+    said: str | None = None
+    history: str | None = None
 
 
 class ProvenanceChangedError(ConfigError):
@@ -87,7 +101,7 @@ def _packages_now(runtime: TrainerRuntime) -> dict[str, str | None]:
     return {name: getattr(report, name) for name in names}
 
 
-def check_resume(job: Job, runtime: TrainerRuntime, *, force: bool) -> str | None:
+def check_resume(job: Job, runtime: TrainerRuntime, *, force: bool) -> ResumeVerdict:
     """Compare the job's last recorded attempt with what a resume would train on now.
 
     Args:
@@ -96,8 +110,7 @@ def check_resume(job: Job, runtime: TrainerRuntime, *, force: bool) -> str | Non
         force: continue over changes instead of refusing.
 
     Returns:
-        What the job's history should say about it: `NO_PROVENANCE`, the changes a forced
-        resume continues over, or None when nothing changed.
+        What to tell the person and what to add to the history (see `ResumeVerdict`).
 
     Raises:
         ProvenanceChangedError: something changed and `force` is off (exit code 2).
@@ -110,10 +123,11 @@ def check_resume(job: Job, runtime: TrainerRuntime, *, force: bool) -> str | Non
             raise ProvenanceChangedError(
                 job.id, [f"its provenance record cannot be compared ({exc})"]
             ) from None
-        return f"forced over an unreadable provenance record ({exc})"
+        said = f"forced over an unreadable provenance record ({exc})"
+        return ResumeVerdict(said, said)
     then = record.latest if record is not None else None
     if then is None:
-        return NO_PROVENANCE
+        return ResumeVerdict(NO_PROVENANCE)
     config = job.config
     data_path = _local(config.dataset.path, job.job_dir)
     if then.dataset.kind != "hub" and not data_path.exists():
@@ -153,7 +167,8 @@ def check_resume(job: Job, runtime: TrainerRuntime, *, force: bool) -> str | Non
     )
     changes = now.changes_since(then)
     if not changes:
-        return None
+        return ResumeVerdict()
     if not force:
         raise ProvenanceChangedError(job.id, changes)
-    return "forced over: " + "; ".join(changes)
+    said = "forced over: " + "; ".join(changes)
+    return ResumeVerdict(said, said)
