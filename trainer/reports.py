@@ -3,7 +3,14 @@
 `python -m trainer check-data PATH --json` prints a `DataReport`, `python -m trainer doctor
 --json` a `DoctorReport` and `python -m trainer make-demo FOLDER --json` a `DemoReport`. The
 trainer builds these models and prints them; the app parses the same models with `parse`, so
-the two processes cannot drift apart.
+the two processes cannot drift apart. A job's `provenance.json` (`ProvenanceRecord`: what each
+attempt trained on) is written by the trainer and read by the app; the digests both sides
+compare (`dataset_digest`, `model_revision`, standard library only) live here for the same
+reason.
+
+This module is over 600 lines because it is the one contract module for everything the
+trainer reports (checks, doctor, demo, provenance); splitting it would give the contract two
+homes.
 
 Like `trainer.config` and `trainer.protocol`, this module is part of the contract between the
 two processes: pydantic only, importing it never imports torch. The reports come from another
@@ -13,25 +20,38 @@ layers, so they are frozen.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "FORMAT_LABELS",
+    "PROVENANCE_FILE",
     "TRAIN_MARK_CLOSE",
     "TRAIN_MARK_OPEN",
     "DataProblem",
     "DataReport",
+    "DatasetProvenance",
     "DemoReport",
     "DoctorReport",
     "GpuInfo",
+    "ModelProvenance",
+    "Provenance",
+    "ProvenanceRecord",
     "RenderedExample",
     "RenderedSegment",
     "TokenBin",
     "TokenStats",
+    "dataset_digest",
+    "file_sha256",
+    "fmt_size",
+    "model_revision",
+    "read_provenance",
 ]
 
 # How `RenderedExample.text` marks the tokens the loss is computed on.
@@ -346,3 +366,267 @@ class DemoReport(_Report):
     config: Path
     model: Path
     train_data: Path
+
+
+# --------------------------------------------------------------------------------------------
+# provenance.json: what each attempt of a job trained on
+
+PROVENANCE_FILE = "provenance.json"
+_CHUNK = 1 << 20  # hash in 1 MB pieces: a dataset of any size costs no memory
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """Every file under `folder`, in a stable order (sorted relative paths)."""
+    found = [Path(root, name) for root, _, names in os.walk(folder) for name in names]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+DatasetKind = Literal["file", "folder", "hub"]
+
+
+def dataset_digest(path: str | Path) -> tuple[DatasetKind, int | None, str | None]:
+    """What a dataset is, its size in bytes and its sha256.
+
+    A file: the sha256 of its bytes. A folder (a saved dataset): the sha256 over each file's
+    relative name, size and sha256. Anything else is a Hub id: no size, no digest.
+
+    Raises:
+        OSError: a file cannot be read.
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        return "file", p.stat().st_size, file_sha256(p)
+    if p.is_dir():
+        digest, total = hashlib.sha256(), 0
+        for f in _walk_files(p):
+            size = f.stat().st_size
+            total += size
+            name = f.relative_to(p).as_posix()
+            digest.update(f"{name}\0{size}\0{file_sha256(f)}\n".encode())
+        return "folder", total, digest.hexdigest()
+    return "hub", None, None
+
+
+def _hub_cache() -> Path:
+    """The Hugging Face Hub cache folder, as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+RevisionKind = Literal["fingerprint", "hub-commit", "requested"]
+
+
+def model_revision(
+    name_or_path: str, revision: str | None = None
+) -> tuple[str | None, RevisionKind]:
+    """The model's revision and what kind of revision it is.
+
+    A local folder: ("<sha256>", "fingerprint"), the sha256 over its files' relative names and
+    sizes and the sha256 of its config.json (weights are not read: cheap for any size). A Hub
+    id: ("<commit sha>", "hub-commit") when the revision is a commit or the Hub cache knows
+    which commit it stands for; else (`revision`, "requested"), the name asked for.
+    """
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        digest = hashlib.sha256()
+        for f in _walk_files(p):
+            digest.update(f"{f.relative_to(p).as_posix()}\0{f.stat().st_size}\n".encode())
+        config = p / "config.json"
+        digest.update(file_sha256(config).encode() if config.is_file() else b"no config.json")
+        return digest.hexdigest(), "fingerprint"
+    wanted = revision or "main"
+    if _COMMIT.fullmatch(wanted):
+        return wanted, "hub-commit"
+    ref = _hub_cache() / f"models--{name_or_path.replace('/', '--')}" / "refs" / wanted
+    try:
+        commit = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        commit = ""
+    if _COMMIT.fullmatch(commit):
+        return commit, "hub-commit"
+    return wanted, "requested"
+
+
+def fmt_size(size: int | None) -> str:
+    """`1.2 MB`-style size for a sentence (`unknown` for None)."""
+    if size is None:
+        return "unknown size"
+    if size < 1000:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+class DatasetProvenance(_Report):
+    """The training data of one attempt.
+
+    Attributes:
+        path: the file, folder or Hub dataset id.
+        kind: "file", "folder" or "hub" (a Hub id has no size or digest).
+        size_bytes: the file's (or the folder's files') size.
+        sha256: see `dataset_digest`.
+        records: training records loaded (valid records, before the cut at max_length).
+        eval_records: evaluation records, None without evaluation.
+        trainable_records: training records left with a trained token after the cut (None
+            until the trainer has counted them, or when streamed).
+    """
+
+    path: str
+    kind: DatasetKind
+    size_bytes: int | None = None
+    sha256: str | None = None
+    records: int | None = None
+    eval_records: int | None = None
+    trainable_records: int | None = None
+
+
+class ModelProvenance(_Report):
+    """The base model of one attempt: its path or Hub id, and its revision (`model_revision`)."""
+
+    name_or_path: str
+    revision: str | None = None
+    revision_kind: RevisionKind = "requested"
+
+
+class Provenance(_Report):
+    """What one attempt of a job trained on, recorded by the trainer before it trains.
+
+    Attributes:
+        attempt: 1 for the first run of the job, +1 for each resume.
+        recorded_at: when (ISO 8601, UTC).
+        resumed: True when the attempt continued from a checkpoint.
+        dataset: the training data.
+        model: the base model.
+        packages: versions of python, torch, transformers, peft, trl, accelerate, datasets and
+            finetune-desk in the trainer's Python (None: not installed).
+        seed: the training seed.
+        changes: what changed since the previous attempt, one sentence each (a forced resume).
+    """
+
+    attempt: int
+    recorded_at: str
+    resumed: bool = False
+    dataset: DatasetProvenance
+    model: ModelProvenance
+    packages: dict[str, str | None] = Field(default_factory=dict)
+    seed: int
+    changes: list[str] = Field(default_factory=list)
+
+    def changes_since(self, earlier: Provenance) -> list[str]:
+        """One sentence per thing that differs from `earlier`; what either side does not know
+        (None, or a package one side did not report) is not compared."""
+        out: list[str] = []
+        old, new = earlier.dataset, self.dataset
+        if (old.sha256 and new.sha256 and old.sha256 != new.sha256) or (
+            old.size_bytes is not None
+            and new.size_bytes is not None
+            and old.size_bytes != new.size_bytes
+        ):
+            sizes = (
+                f"same size ({fmt_size(new.size_bytes)})"
+                if old.size_bytes == new.size_bytes
+                else f"{fmt_size(old.size_bytes)} → {fmt_size(new.size_bytes)}"
+            )
+            out.append(
+                "the dataset changed since this job started: sha256 "
+                f"{(old.sha256 or '?')[:8]}… → {(new.sha256 or '?')[:8]}…, {sizes}"
+            )
+        om, nm = earlier.model, self.model
+        if (
+            om.revision is not None
+            and nm.revision is not None
+            and om.revision_kind == nm.revision_kind
+            and om.revision != nm.revision
+        ):
+            out.append(
+                f"the model changed since this job started: {nm.revision_kind} "
+                f"{om.revision[:12]}… → {nm.revision[:12]}…"
+            )
+        moved = [
+            f"{name} {earlier.packages[name]} → {version}"
+            for name, version in self.packages.items()
+            if version is not None
+            and earlier.packages.get(name) is not None
+            and earlier.packages[name] != version
+        ]
+        if moved:
+            out.append("the trainer's packages changed since this job started: " + ", ".join(moved))
+        return out
+
+    def to_lines(self) -> list[str]:
+        """The attempt for a person: dataset, model, packages and seed, one line each."""
+        ds = self.dataset
+        data = [ds.path]
+        if ds.size_bytes is not None:
+            data.append(f"{ds.size_bytes} bytes")
+        if ds.sha256:
+            data.append(f"sha256 {ds.sha256[:12]}")
+        if ds.records is not None:
+            trainable = (
+                f" ({ds.trainable_records} trainable)" if ds.trainable_records is not None else ""
+            )
+            data.append(f"{ds.records} records{trainable}")
+        if ds.eval_records is not None:
+            data.append(f"{ds.eval_records} eval records")
+        m = self.model
+        revision = f"{m.revision_kind} {m.revision}" if m.revision else "revision unknown"
+        packages = ", ".join(f"{k} {v or 'not installed'}" for k, v in self.packages.items())
+        lines = [
+            f"dataset:  {', '.join(data)}",
+            f"model:    {m.name_or_path} ({revision})",
+            f"packages: {packages}",
+            f"seed:     {self.seed}",
+        ]
+        lines += [f"changed:  {change}" for change in self.changes]
+        return lines
+
+
+class ProvenanceRecord(_Report):
+    """`provenance.json`: every attempt of a job, the first first; none is ever overwritten."""
+
+    attempts: list[Provenance] = Field(default_factory=list)
+
+    @property
+    def latest(self) -> Provenance | None:
+        """The newest attempt (the one the checkpoints come from), None when empty."""
+        return self.attempts[-1] if self.attempts else None
+
+
+def read_provenance(job_dir: Path) -> ProvenanceRecord | None:
+    """The job's `provenance.json`; None when there is none (an older version's job).
+
+    Raises:
+        ValueError: the file cannot be read or is not a provenance record; the message names
+            the file and what is wrong.
+    """
+    import json
+
+    path = job_dir / PROVENANCE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be read: {exc}") from None
+    try:
+        return ProvenanceRecord.parse(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -52,6 +52,7 @@ from trainer.protocol import (
     StatusFile,
     write_status,
 )
+from trainer.provenance import record_start, record_trainable
 from trainer.ranks import is_main_process, launched_worker, process_rank
 from trainer.recipe import (
     Precision,
@@ -309,6 +310,7 @@ class _Run:
             f"data: {len(data.train)} training records{eval_note} "
             f"({data.source_format or data.format} format)"
         )
+        record_start(job, config, data, resumed=self.resume, note=self.note)
         if not config.training.pretokenize:
             self.note(
                 "training.pretokenize is false, but TRL's SFTTrainer tokenises the dataset up "
@@ -460,6 +462,7 @@ class _Run:
         from trainer.data.tokens import no_trainable_records
 
         kept = len(prepared) if hasattr(prepared, "__len__") else records  # streamed: unknown
+        record_trainable(self.job_dir, kept)
         ds = config.dataset
         if kept == 0 and not ds.packing:
             why = no_trainable_records(records, ds.max_length)

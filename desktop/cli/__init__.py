@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "launch a training job from a config file (or resume one)")
     p.add_argument("config", nargs="?", help="a config file (.json or .yaml)")
     p.add_argument("--resume", metavar="JOB", help="continue a cancelled or failed job")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though the data, model or trainer changed",
+    )
     p.add_argument("--provider", default="local", help="where to run it (default: local)")
     p.add_argument("--name", help="a name for the job list (default: the config's name)")
     p.add_argument("--follow", "-f", action="store_true", help="print progress until it ends")

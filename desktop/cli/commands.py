@@ -26,6 +26,7 @@ from desktop.core.errors import ConfigError
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, MetricPoint, data_home, load_settings
 from trainer.config import TrainingConfig
+from trainer.reports import ProvenanceRecord, read_provenance
 
 if TYPE_CHECKING:
     from desktop.core.service import JobService
@@ -144,12 +145,15 @@ def cmd_run(ctx: Context) -> int:
         raise ConfigError("run: give a CONFIG file, or --resume JOB to continue a job")
     if ns.name is not None:
         check_name(ns.name)
+    if ns.force and not ns.resume:
+        raise ConfigError("run: --force only applies to --resume JOB")
 
     async def go() -> int:
         service = ctx.service()
         try:
+            notes: list[str] = []
             if ns.resume:
-                job = await service.resume(ns.resume)
+                job = await service.resume(ns.resume, force=ns.force, on_note=notes.append)
             else:
                 job = await service.launch(Path(ns.config), provider=ns.provider, name=ns.name)
             progress = sys.stderr if ns.json else sys.stdout
@@ -159,6 +163,8 @@ def cmd_run(ctx: Context) -> int:
                 queued = [t for t in service.store.transitions(job.id) if t.new is JobState.QUEUED]
                 if queued:
                     print(f"{job.id}: {queued[-1].reason}", file=progress)
+            for note in notes:  # no provenance recorded, or the changes a --force went over
+                print(f"{job.id}: {note}", file=progress)
             code = 0
             if ns.follow:
                 code = await _follow(ctx, service, job, progress)
@@ -227,6 +233,7 @@ def cmd_show(ctx: Context) -> int:
             await service.close()
 
     job, transitions, count, point = _arun(go)
+    record, unreadable = _provenance(job)
     if ctx.ns.json:
         data = job_json(job)
         data["transitions"] = [t.model_dump(mode="json") for t in transitions]
@@ -241,6 +248,12 @@ def cmd_show(ctx: Context) -> int:
                     for s in point.skipped
                 ],
             }
+        # The newest attempt (what the checkpoints come from); every attempt beside it.
+        latest = record.latest if record else None
+        data["provenance"] = latest.to_json_dict() if latest else None
+        data["provenance_attempts"] = record.to_json_dict()["attempts"] if record else []
+        if unreadable:
+            data["provenance_error"] = unreadable
         print_json(data)
         return 0
     loss_label = "final loss" if job.state is JobState.COMPLETED else "last loss"
@@ -270,12 +283,30 @@ def cmd_show(ctx: Context) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")
+    latest = record.latest if record else None
+    if latest is None:
+        print(f"provenance: {unreadable or 'not recorded'}")
+    else:
+        assert record is not None
+        print(
+            f"provenance: attempt {latest.attempt} of {len(record.attempts)}, {latest.recorded_at}"
+        )
+        for line in latest.to_lines():
+            print(f"  {line}")
     print("history:")
     for t in transitions:
         old = t.old.value if t.old else "-"
         reason = f"  {t.reason}" if t.reason else ""
         print(f"  {fmt_time(t.time)}  {old} -> {t.new.value}{reason}")
     return 0
+
+
+def _provenance(job: Job) -> tuple[ProvenanceRecord | None, str | None]:
+    """The job's provenance record, or None and why not (never fails: `show` must show)."""
+    try:
+        return read_provenance(job.job_dir), None
+    except ValueError as exc:
+        return None, f"unreadable: {exc}"
 
 
 def cmd_logs(ctx: Context) -> int:

@@ -49,6 +49,7 @@ from desktop.core.ingest import (
 )
 from desktop.core.job_dirs import create_job_dir, hold_job_lock, resume_point
 from desktop.core.job_secrets import secrets_for_job
+from desktop.core.provenance_check import check_resume
 from desktop.core.redaction import redact
 from desktop.core.runtime import TrainerRuntime
 from desktop.core.store import JobStore
@@ -380,16 +381,27 @@ class JobService:
             self._watch(job)
         return await self._get(job.id)
 
-    async def resume(self, job_id: str) -> Job:
+    async def resume(
+        self,
+        job_id: str,
+        *,
+        force: bool = False,
+        on_note: Callable[[str], None] | None = None,
+    ) -> Job:
         """Queue a cancelled or failed job again from its last checkpoint, in the same job dir.
 
         Its metrics continue in the same series. The job's lock (`job_dirs.job_lock`) is held
         throughout, and the store's transition is compare-and-set: of several resumes at once
-        (any processes) exactly one hands the job to its provider.
+        (any processes) exactly one hands the job to its provider. A job whose data, model or
+        trainer packages changed since its last attempt is refused unless `force`
+        (`provenance_check`); the history's reason says what a forced resume continued over,
+        and `on_note` hears what the check said (a job without provenance, the changes forced).
 
         Raises:
             JobStateError: the job is not cancelled/failed, has no checkpoint, or another
                 command is resuming it already ("already resuming").
+            ProvenanceChangedError: what the job trained on changed, and not `force`.
+            DatasetError: the job's dataset is gone.
         """
         job = await self._get(job_id)
         # One resume at a time per job, across processes: the others are told at once.
@@ -399,11 +411,13 @@ class JobService:
                     f"job {job.id}: already resuming (or being cancelled) in another "
                     f"finetune-desk command; see: finetune-desk show {job.id}"
                 )
-            job = await self._resume_locked(job.id)
+            job = await self._resume_locked(job.id, force, on_note)
         self._watch(job)
         return job
 
-    async def _resume_locked(self, job_id: str) -> Job:
+    async def _resume_locked(
+        self, job_id: str, force: bool = False, on_note: Callable[[str], None] | None = None
+    ) -> Job:
         job = await self._get(job_id)  # what another process may have done before the lock
         if not job.is_final:
             raise JobStateError(
@@ -424,11 +438,14 @@ class JobService:
         backend = self.provider(job.provider)
         if self._offline:
             check_offline(job.config)
+        verdict = await asyncio.to_thread(check_resume, job, self._runtime, force=force)
+        reason = f"resume from {point.describe()}" + (
+            f"; {verdict.history}" if verdict.history else ""
+        )
         # A fresh attempt: nothing of the last one's handle, exit or end carries over.
         fresh: dict[str, Any] = {"handle": None, "exit_code": None, "finished_at": None}
         queue = functools.partial(self.store.transition, resume=True, eta_seconds=None, **fresh)
         try:
-            reason = f"resume from {point.describe()}"
             job = await asyncio.to_thread(queue, job, JobState.QUEUED, reason)
         except JobStateError:
             # The store's compare-and-set: another process moved the job first.
@@ -437,6 +454,8 @@ class JobService:
                 f"finetune-desk show {job.id}"
             ) from None
         self._changed(job)
+        if verdict.said and on_note is not None:
+            on_note(verdict.said)
         await self._hand_to_provider(job, backend, "resume")
         return await self._get(job.id)
 
