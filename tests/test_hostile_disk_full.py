@@ -152,6 +152,105 @@ def stored_losses(points: list[dict[str, object]]) -> dict[int, object]:
 # the case
 
 
+def test_a_disk_that_fills_during_a_run(small_disk: Path, tmp_path: Path, demo_dir: Path) -> None:
+    home = small_disk / "home"
+    config = write_config(
+        tmp_path / "cfg",
+        demo_dir,
+        max_steps=400,  # never reached: the disk fills long before
+        save_steps=CHECKPOINT_STEPS,
+        save_total_limit=50,
+        logging_steps=1,
+    )
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "desktop.cli", "run", str(config), "--follow"],
+        env=cli_env(home, FTDESK_DISK_FULL_GIVE_UP_S=GIVE_UP_S),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    trainer_pid: int | None = None
+    try:
+        jobs = home / "jobs"
+        wait_for("the job folder", lambda: jobs.is_dir() and any(jobs.iterdir()))
+        job_dir = next(jobs.iterdir())
+        wait_for("the first checkpoint", lambda: bool(complete_checkpoints(job_dir)))
+        trainer_pid = json.loads((job_dir / "launch.json").read_text())["pid"]
+        # Pause both; measure; leave room for a few steps' events but not for a checkpoint.
+        follower.send_signal(signal.SIGSTOP)
+        os.killpg(trainer_pid, signal.SIGSTOP)
+        newest = complete_checkpoints(job_dir)[-1]
+        expected = newest + CHECKPOINT_STEPS  # the checkpoint that meets the full disk
+        fill(small_disk, leave=96 * 1024)
+        os.killpg(trainer_pid, signal.SIGCONT)
+        wait_for("the trainer to die on the full disk", lambda: process_gone(trainer_pid))
+        # The trainer freed what it could; something else takes it (the disk stays full).
+        fill(small_disk)
+        follower.send_signal(signal.SIGCONT)
+
+        # (a) the follower gives up within a bounded time, saying why and what to do.
+        try:
+            out, err = follower.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            out, err = follower.communicate()
+            pytest.fail(
+                "run --follow was still running 120 s after the disk filled (it should give up "
+                f"after {GIVE_UP_S} s of failed writes); its stderr ends:\n{err[-1500:]}"
+            )
+        said = out + err
+        assert follower.returncode not in (0, None), said
+        assert "disk" in said and "full" in said, said
+        assert "free space" in said.lower(), said
+
+        # (b) while the disk is still full, the reads answer (and say what they could not save).
+        fill(small_disk)  # whatever the follower's exit released
+        job_id = job_dir.name
+        listed = cli(home, "jobs", "--json", timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert [j["id"] for j in json.loads(listed.stdout)] == [job_id]
+        assert "could not save" in listed.stderr, listed.stderr
+        shown = cli(home, "show", job_id, "--json", timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["id"] == job_id
+        assert "could not save" in shown.stderr, shown.stderr
+        metrics = cli(home, "metrics", job_id, "--json", timeout=120)
+        assert metrics.returncode == 0, metrics.stderr
+        while_full = stored_losses(json.loads(metrics.stdout))
+        assert while_full, "no point reached the store before the disk filled"
+        logs = cli(home, "logs", job_id, timeout=120)
+        assert logs.returncode == 0, logs.stderr
+        assert "checkpoint" in logs.stdout
+
+        # (c) with room again, the next read records the trainer's own last word.
+        for ballast in small_disk.glob("ballast-*"):
+            ballast.unlink()
+        shown = cli(home, "show", job_id, "--json", timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        job = json.loads(shown.stdout)
+        assert job["state"] == "failed", job
+        assert f"disk full while saving checkpoint {expected}" in job["state_reason"], job
+        assert not (job_dir / "checkpoints" / f"checkpoint-{expected}").exists()
+        status = read_status(job_dir)
+        assert status is not None and "disk full" in status.message
+
+        # (d) nothing stored before was lost, and every logged step is there now.
+        after = stored_losses(json.loads(cli(home, "metrics", job_id, "--json").stdout))
+        assert {s: after.get(s) for s in while_full} == while_full
+        assert set(after) == set(metric_steps(job_dir / "events.jsonl"))
+    finally:
+        if trainer_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(trainer_pid, signal.SIGCONT)
+                os.killpg(trainer_pid, signal.SIGKILL)
+        if follower.poll() is None:
+            follower.send_signal(signal.SIGCONT)
+            follower.kill()
+            follower.communicate()
+
+
 def test_the_trainer_says_which_checkpoint_met_the_full_disk(
     small_disk: Path, demo_dir: Path, run_trainer: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
@@ -177,3 +276,35 @@ def test_the_trainer_says_which_checkpoint_met_the_full_disk(
     events = read_all_events(job / "events.jsonl")  # every line whole: nothing torn
     assert events[-1].kind == "status" and "disk full" in events[-1].message
     assert not list(job.glob(".*reserve*"))
+
+
+def test_the_store_reads_on_a_full_disk_and_says_a_write_failed(small_disk: Path) -> None:
+    from view_helpers import make_job
+
+    from desktop.core.errors import DiskFullError
+    from desktop.core.store import DB_FILENAME, JobStore
+    from desktop.models import MetricPoint
+
+    db = small_disk / DB_FILENAME
+    job_dir = small_disk / "jobs" / "20260101-000000-dddd"
+    job_dir.mkdir(parents=True)
+    job = make_job(job_dir.name, job_dir=job_dir)
+    with JobStore(db) as store:
+        store.add_job(job)
+        store.record_progress(store.get_job(job.id), [])
+    fill(small_disk)
+    with JobStore(db) as store:  # opening must not need a write
+        assert [j.id for j in store.list_jobs()] == [job.id]
+        stored = store.get_job(job.id)
+        point = MetricPoint(job_id=job.id, step=1, name="loss", value=1.0, time=1.0)
+        with pytest.raises(DiskFullError, match="full") as caught:
+            store.record_progress(
+                stored,
+                [point] * 1
+                + [
+                    MetricPoint(job_id=job.id, step=s, name="loss", value=1.0, time=1.0)
+                    for s in range(2, 3000)
+                ],
+            )
+        assert "free space" in str(caught.value).lower()
+        assert store.metric_count(job.id) == 0
