@@ -6,21 +6,37 @@ config, bad data, a model that is not on disk, a job folder in the wrong state) 
 `TrainerInputError` and end the run with exit code 2; anything else is a crash (exit code 1)
 whose sentence comes from `explain_exception`.
 
+A full disk is recognised where it matters most, a checkpoint being saved: torch's writer
+raises a bare RuntimeError without an errno, so `checkpoint_lost_to_full_disk` also looks at the
+drive's free space. `FinalWordReserve` keeps a little room taken from the start of a run so the
+final status still fits when the disk fills.
+
 Torch-free: exceptions from the ML stack are recognised by class name and message, so this
 module can be imported (and tested) without loading torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import shutil
 from pathlib import Path
 
-from trainer.protocol import EXIT_BAD_INPUT, EXIT_FAILED, checkpoint_step
+from trainer.protocol import (
+    CHECKPOINTS_DIR,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    checkpoint_step,
+    find_checkpoints,
+)
 
 __all__ = [
+    "FinalWordReserve",
     "JobDirError",
     "ModelNotAvailableError",
     "TrainerInputError",
+    "checkpoint_lost_to_full_disk",
     "exit_code_for",
     "explain_exception",
 ]
@@ -196,3 +212,93 @@ def _explain_one(exc: BaseException) -> str | None:
             "an incomplete download. Delete it and download the model again."
         )
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# Below this much free space no checkpoint of any model fits (used when none was saved yet).
+_MIN_FREE_FOR_A_CHECKPOINT = 1024 * 1024
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+def _mb(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+def checkpoint_lost_to_full_disk(exc: BaseException, job_dir: Path) -> str | None:
+    """When `exc` ended a checkpoint save on a full disk: delete that torn checkpoint folder
+    (its room is free again, and it must never be offered for a resume) and return the
+    sentence for the final status ("disk full while saving checkpoint N ..."); else None.
+
+    The save counts as ended by a full disk when the exception chain carries ENOSPC, or when
+    the drive has less room than the newest complete checkpoint took (torch's writer reports
+    a failed write as a RuntimeError without an errno).
+    """
+    complete = find_checkpoints(job_dir)
+    newest = (checkpoint_step(complete[-1]) or 0, complete[-1]) if complete else None
+    torn: tuple[int, Path] | None = None
+    with contextlib.suppress(OSError):
+        for child in (job_dir / CHECKPOINTS_DIR).iterdir():
+            step = checkpoint_step(child)
+            if step is None or not child.is_dir() or (newest and step <= newest[0]):
+                continue
+            if (child / "trainer_state.json").exists():
+                continue
+            if torn is None or step > torn[0]:
+                torn = (step, child)
+    if torn is None:
+        return None
+    try:
+        free = shutil.disk_usage(job_dir).free
+    except OSError:
+        return None
+    needed = _folder_bytes(newest[1]) if newest else _MIN_FREE_FOR_A_CHECKPOINT
+    errnos = {getattr(item, "errno", None) for item in _chain(exc)}
+    if not (_DISK_FULL_ERRNOS & errnos) and free >= max(needed, _MIN_FREE_FOR_A_CHECKPOINT):
+        return None
+    shutil.rmtree(torn[1], ignore_errors=True)
+    then = (
+        f"run --resume to continue from checkpoint {newest[0]}" if newest else "start the run again"
+    )
+    return (
+        f"disk full while saving checkpoint {torn[0]}: the drive holding {job_dir} had "
+        f"{_mb(free)} free, less than a checkpoint needs ({_mb(needed)}); the unfinished "
+        f"checkpoint was deleted. Free space on that drive (or lower "
+        f"training.save_total_limit), then {then}."
+    )
+
+
+class FinalWordReserve:
+    """A file of `size` bytes taken at the start of a run and given back just before the final
+    status is written, so a disk that filled meanwhile still has room for the trainer's last
+    word (status event, status.json, the last console lines). Best effort: a disk already full
+    at the start gets no reserve.
+    """
+
+    NAME = ".final-word.reserve"
+
+    def __init__(self, job_dir: Path, size: int = 256 * 1024) -> None:
+        self.path = job_dir / self.NAME
+        try:
+            with open(self.path, "wb") as fh:
+                fh.write(b"\0" * size)  # real blocks: a sparse file would reserve nothing
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            self.release()
+
+    def release(self) -> None:
+        """Give the room back (idempotent)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()

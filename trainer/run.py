@@ -15,11 +15,16 @@ This module is the run's lifecycle (checks, phases, cancel, status, errors); how
 becomes the training stack's objects is `trainer.recipe`, the job folder's rules are
 `trainer.job_dir`, and a job of several processes is handed to `trainer.launch`. Heavy
 libraries are imported inside the functions that use them.
+
+It is a little over 600 lines because the final word (status, error, the reserve that keeps
+room for it on a full disk) must stay next to the phases that can fail; splitting the
+lifecycle would scatter the one place that guarantees a run always ends with a status.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -35,9 +40,11 @@ from trainer.cancel import CancelRequest
 from trainer.config import TrainingConfig, load_config, looks_like_local_path
 from trainer.console import ConsoleTee
 from trainer.errors import (
+    FinalWordReserve,
     JobDirError,
     ModelNotAvailableError,
     TrainerInputError,
+    checkpoint_lost_to_full_disk,
     exit_code_for,
     explain_exception,
 )
@@ -160,6 +167,7 @@ class _Run:
         self.resume_checkpoint: Path | None = None
         self._finished = threading.Lock()
         self._final_written = False
+        self.reserve: FinalWordReserve | None = None
 
     # events and status ------------------------------------------------------------------
 
@@ -194,7 +202,10 @@ class _Run:
                 return exit_code
             self._final_written = True
             if self.main_process:
-                self.emit("status", state=state, message=message)
+                if self.reserve is not None:
+                    self.reserve.release()  # kept for this moment, should the disk be full
+                with contextlib.suppress(OSError):  # a full disk: status.json still says why
+                    self.emit("status", state=state, message=message)
                 message = self.tee.mask(message)
                 status = StatusFile(
                     state=state,
@@ -213,20 +224,24 @@ class _Run:
         cb = self.callback
         # Until a step past it is trained, a failure may be the checkpoint failing to load.
         loading = cb is None or self.resumed_from is None or cb.last_step <= self.resumed_from
-        message = explain_exception(exc, checkpoint=self.resume_checkpoint if loading else None)
+        if self.reserve is not None:
+            self.reserve.release()
+        full = checkpoint_lost_to_full_disk(exc, self.job_dir) if self.main_process else None
+        message = full or explain_exception(exc, self.resume_checkpoint if loading else None)
         tb = "".join(traceback.format_exception(exc))
         last_lines = self.tee.last_lines(50)  # what led here, before the traceback is printed
         if code == EXIT_FAILED:
             print(tb, file=sys.stderr, flush=True)
         else:
             print(message, file=sys.stderr, flush=True)
-        self.emit(
-            "error",
-            message=message,
-            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            traceback=tb if code == EXIT_FAILED else "",
-            last_log_lines=last_lines,
-        )
+        with contextlib.suppress(OSError):  # a full disk: the status below still says why
+            self.emit(
+                "error",
+                message=message,
+                exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                traceback=tb if code == EXIT_FAILED else "",
+                last_log_lines=last_lines,
+            )
         return self.finish("failed", code, message)
 
     # signals --------------------------------------------------------------------------------
@@ -270,11 +285,14 @@ class _Run:
             return refused
         if self.main_process:
             self.writer = EventWriter(job / EVENTS_FILE, redact=self.tee.mask)
+            self.reserve = FinalWordReserve(job)
         try:
             return self._execute()
         except Exception as exc:
             return self.fail(exc)
         finally:
+            if self.reserve is not None:
+                self.reserve.release()
             if self.writer is not None:
                 self.writer.close()
 

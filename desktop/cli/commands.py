@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,13 +68,41 @@ class Context:
 
     def service(self) -> JobService:
         """A new job service for this command's settings and offline mode."""
-        from desktop.core.service import JobService
+        from desktop.core.service import DISK_FULL_GIVE_UP_S, JobService
 
-        return JobService(settings=self.settings, offline=self.offline, on_error=self._on_error)
+        give_up = _seconds_from_env(DISK_FULL_GIVE_UP_ENV, DISK_FULL_GIVE_UP_S)
+        return JobService(
+            settings=self.settings,
+            offline=self.offline,
+            on_error=self._on_error,
+            disk_full_give_up_s=give_up,
+        )
 
     def _on_error(self, message: str) -> None:
         self.errors.append(message)
         print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+# How long `run --follow` and `logs -f` keep retrying while the disk is full (seconds).
+DISK_FULL_GIVE_UP_ENV = "FTDESK_DISK_FULL_GIVE_UP_S"
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `name`, else `default`.
+
+    Raises:
+        ConfigError: the variable is set to something that is not a positive number.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r}: give a positive number of seconds, or unset it")
+    return value
 
 
 def _name_limit() -> int:
@@ -119,6 +148,9 @@ async def _follow(ctx: Context, service: JobService, job: Job, out: Any) -> int:
         job = await service.wait(job.id)
         if job.is_final:
             break
+        if job.id in service.abandoned:  # the disk is full: said on stderr already
+            print(f"{job.id}: stopped following; see: finetune-desk show {job.id}", file=out)
+            return 1
         failures += 1
         if failures >= 3:
             print(f"error: lost track of job {job.id}; see: finetune-desk show {job.id}")

@@ -7,6 +7,8 @@ Anything else is a bug: logged with its traceback and shown in a dialog.
 
 from __future__ import annotations
 
+import errno
+
 
 class FtdeskError(Exception):
     """An expected failure with a message meant for the user."""
@@ -70,3 +72,16 @@ class RateLimitedError(ProviderError):
 
 class StoreError(FtdeskError):
     """The job database cannot be used (locked too long, corrupt, or from a newer app)."""
+
+
+class DiskFullError(StoreError):
+    """A write failed because the drive is full; what was stored before is intact and readable."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is a write that failed for want of space (ENOSPC, a quota, SQLITE_FULL)."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return "database or disk is full" in str(exc)

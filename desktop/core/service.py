@@ -20,6 +20,7 @@ import functools
 import importlib
 import logging
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -39,6 +40,7 @@ from desktop.core.errors import (
     JobStateError,
     OfflineError,
     ProviderError,
+    is_disk_full,
 )
 from desktop.core.ingest import (
     Ingested,
@@ -77,6 +79,10 @@ __all__ = ["JobService"]
 log = logging.getLogger(__name__)
 
 
+# How long a watcher retries while the disk is full (see JobService's disk_full_give_up_s).
+DISK_FULL_GIVE_UP_S = 30.0
+
+
 class JobService:
     """Launches and watches jobs; the one place the app changes a job.
 
@@ -97,6 +103,8 @@ class JobService:
         on_error: called with a message for failures of background work (a watcher that broke).
         on_bug: called with a summary and the exception when a listener raises (a bug): the
             window shows its traceback dialog; default: printed with the traceback on stderr.
+        disk_full_give_up_s: how long a watcher keeps retrying while the disk is full before it
+            stops, says why, and records the job in `abandoned` (job id -> that sentence).
     """
 
     def __init__(
@@ -111,6 +119,7 @@ class JobService:
         check_timeout_s: float = 300.0,
         on_error: Callable[[str], None] | None = None,
         on_bug: BugHandler | None = None,
+        disk_full_give_up_s: float = DISK_FULL_GIVE_UP_S,
     ) -> None:
         self._settings = settings or Settings()
         self._offline = self._settings.offline if offline is None else offline
@@ -128,6 +137,8 @@ class JobService:
         self._log_offsets: dict[str, int] = {}
         self._log_carry: dict[str, str] = {}
         self._seen: dict[str, Job] = {}
+        self._disk_full_give_up_s = disk_full_give_up_s
+        self.abandoned: dict[str, str] = {}
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -543,7 +554,14 @@ class JobService:
         out = []
         for job in targets:
             if not job.is_final and not self.is_watching(job.id):
-                job = await self.poll_once(job.id)
+                try:
+                    job = await self.poll_once(job.id)
+                except (FtdeskError, OSError) as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    # A read answers from what was stored, and says what it could not save.
+                    self._report(f"job {job.id}: could not save its new progress: {exc}")
+                    job = await self._get(job.id)
             out.append(job)
         return out
 
@@ -580,6 +598,7 @@ class JobService:
     async def _watch_loop(self, job_id: str) -> None:
         delay = self._settings.poll_interval_s
         failing = False
+        full_since: float | None = None
         while True:
             # Read each round: settings applied meanwhile change the pace of running watchers.
             interval = self._settings.poll_interval_s
@@ -591,8 +610,22 @@ class JobService:
                 # A locked database, a job dir on a disk that went away: keep trying, slower,
                 # and say so once. Anything else is a bug and goes to the runner's handler.
                 if not failing:
-                    self._report(f"job {job_id}: cannot read its progress ({exc}); retrying")
+                    verb = "save" if is_disk_full(exc) else "read"
+                    self._report(f"job {job_id}: cannot {verb} its progress ({exc}); retrying")
                 failing = True
+                if not is_disk_full(exc):
+                    full_since = None
+                elif full_since is None:
+                    full_since = time.monotonic()
+                elif time.monotonic() - full_since >= self._disk_full_give_up_s:
+                    # A full disk rarely frees itself: stop, so a follower can end and say why.
+                    gave_up = (
+                        f"job {job_id}: stopped watching it after "
+                        f"{self._disk_full_give_up_s:g} s of failed saves: {exc}"
+                    )
+                    self.abandoned[job_id] = gave_up
+                    self._report(gave_up)
+                    return
                 delay = min(delay * 2, 30.0)
                 await asyncio.sleep(delay)
                 continue

@@ -38,6 +38,15 @@ one store without corrupting it or each other's transactions. The rule for calle
 thread (`asyncio.to_thread`), never on the Qt thread or the event loop's thread: a write can
 wait up to `busy_timeout_s` for another process's transaction, and a big `record_progress`
 batch takes milliseconds. Reads are short and may run anywhere. Qt-free and torch-free.
+
+A full disk never stops a read: a failed write is a `DiskFullError` (one sentence, nothing
+stored before is lost), and a file that cannot even be opened normally on a full drive (WAL
+mode must create its `-shm` index) is opened read-only as it stands on disk, when no
+uncheckpointed WAL could hide newer rows; its writes then raise `DiskFullError`.
+
+The module runs past 600 lines because every way the database can fail (locked, damaged, from
+a newer app, read-only, a full disk) becomes its one sentence here, next to the SQL that meets
+it; split apart, a new query could miss one of them.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -57,7 +67,13 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from desktop.core import store_schema
-from desktop.core.errors import JobNotFoundError, JobStateError, StoreError
+from desktop.core.errors import (
+    DiskFullError,
+    JobNotFoundError,
+    JobStateError,
+    StoreError,
+    is_disk_full,
+)
 from desktop.core.metric_points import insert_points, make_points, points_from_events
 from desktop.core.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 from desktop.models import Job, JobState, MetricPoint, StateTransition, can_transition, data_home
@@ -118,6 +134,7 @@ class JobStore:
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self.read_only_reason: str | None = None  # set when opened read-only on a full disk
         conn = sqlite3.connect(
             self.path,
             timeout=busy_timeout_s,
@@ -135,7 +152,10 @@ class JobStore:
             finding = store_schema.quick_check(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise self._error(exc, "open", conn) from exc
+            error = self._error(exc, "open", conn)
+            if not isinstance(error, DiskFullError) or self._wal_holds_rows():
+                raise error from exc
+            conn, finding = self._open_as_it_stands(error)
         except StoreError as exc:  # a newer schema: name the file, so the person knows which
             conn.close()
             raise StoreError(f"{self.path}: {exc}") from exc
@@ -169,6 +189,27 @@ class JobStore:
                 self._conn.close()
                 self._conn = None
 
+    def _wal_holds_rows(self) -> bool:
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            return wal.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    def _open_as_it_stands(self, full: DiskFullError) -> tuple[sqlite3.Connection, str | None]:
+        """Open the file read-only without the WAL index (immutable: nothing else can write to
+        a full drive, and the WAL is empty); its writes say why they cannot be done."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            migrate(conn)  # only checks the version: a current file needs no change
+            finding = store_schema.quick_check(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise full from exc
+        self.read_only_reason = str(self._full("save anything"))
+        return conn, finding
+
     def _damaged(self, finding: str) -> StoreError:
         return StoreError(
             f"{self.path}: the job database is damaged (SQLite's check says: {finding}), so "
@@ -181,6 +222,8 @@ class JobStore:
         self, exc: sqlite3.Error, what: str, conn: sqlite3.Connection | None = None
     ) -> StoreError:
         text = str(exc)
+        if is_disk_full(exc) or ("disk I/O error" in text and self._drive_full()):
+            return self._full(what)
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
             exc, sqlite3.OperationalError | sqlite3.IntegrityError
         ):
@@ -213,6 +256,19 @@ class JobStore:
             )
         return StoreError(f"{self.path}: cannot {what}: {text}")
 
+    def _full(self, what: str) -> DiskFullError:
+        return DiskFullError(
+            f"{self.path}: the disk holding the job database is full, so this app could not "
+            f"{what} (everything stored before is intact); free space on that drive, or point "
+            "FTDESK_HOME at another one, and run the command again"
+        )
+
+    def _drive_full(self) -> bool:
+        try:
+            return shutil.disk_usage(self.path.parent).free < 1024 * 1024
+        except OSError:
+            return False
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError(f"{self.path}: the job store is closed")
@@ -233,6 +289,8 @@ class JobStore:
         database is waited for (busy_timeout) instead of failing halfway through."""
         with self._lock:
             conn = self._db()
+            if self.read_only_reason is not None:
+                raise self._full(what)
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
