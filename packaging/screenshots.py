@@ -7,13 +7,15 @@ long one cancelled after a few steps. It saves:
     docs/screenshots/main.png       editor, the three jobs, the two completed runs overlaid
     docs/screenshots/preflight.png  the dataset preflight of the demo data
     docs/screenshots/settings.png   the settings dialog
+    docs/screenshots/invalid-field.png  Learning rate 0: its error, Start disabled, the error list
 
 The settings shot uses a private gnome-keyring on a private D-Bus (as the keychain tests do:
 `tests/keychain.py`) holding placeholder keys, so it shows where keys are stored; without
 gnome-keyring / dbus it says why and the dialog shows the keychain problem instead.
 
 Without a display it re-runs itself under Xvfb (`xvfb-run`) when installed, else uses Qt's
-offscreen platform. Options: --out DIR (default docs/screenshots), --steps N (default 40).
+offscreen platform. Options: --out DIR (default docs/screenshots), --steps N (default 40),
+--scene invalid-field (that shot alone: no training).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--scene", choices=["all", "invalid-field"], default="all")
     args = parser.parse_args()
     _ensure_display([str(Path(__file__).resolve()), *sys.argv[1:]])
     out = Path(args.out)
@@ -91,7 +94,8 @@ def main() -> int:
     os.environ["FTDESK_HOME"] = str(home)
     sys.path.insert(0, str(ROOT))
     stack = contextlib.ExitStack()
-    _private_keychain(stack)
+    if args.scene == "all":  # only the settings shot shows the keychain
+        _private_keychain(stack)
 
     import qasync
     from PySide6.QtCore import Qt
@@ -137,11 +141,30 @@ def main() -> int:
             raise RuntimeError(f"job {name} ended {job.state}: {job.state_reason}")
         return job_id
 
+    async def shoot_invalid_field() -> None:
+        from PySide6.QtTest import QTest
+
+        window.editor.focus_field("training.learning_rate")
+        spin = window.editor.field_widget("training.learning_rate")
+        edit = spin.lineEdit()  # type: ignore[attr-defined]
+        edit.selectAll()
+        QTest.keyClicks(edit, "0")
+        QTest.keyClick(spin, Qt.Key.Key_Return)
+        window.editor.focus_field("training.learning_rate")
+        await asyncio.sleep(1.0)
+        window.grab().save(str(out / "invalid-field.png"))
+
     async def shoot() -> None:
         window.resize(1760, 990)
         window.show()
         await window.start()
         await _until(lambda: window.start_button.isEnabled(), 600)
+        if args.scene == "invalid-field":
+            await shoot_invalid_field()
+            window.close()
+            await window.ops.close()
+            await window.service.close()
+            return
         window.chart.set_smoothing(0.3)
         first = await run_job("demo-lr-2e-3", args.steps, 2e-3)
         second = await run_job("demo-lr-5e-4", args.steps, 5e-4)
@@ -175,19 +198,20 @@ def main() -> int:
         await asyncio.sleep(0.5)
         settings.grab().save(str(out / "settings.png"))
         settings.close()
+        await shoot_invalid_field()
 
         window.close()
         await window.ops.close()
         await window.service.close()
 
-    del Qt
     try:
         loop.run_until_complete(shoot())
     finally:
         loop.close()
         stack.close()
         shutil.rmtree(home, ignore_errors=True)
-    for name in ("main.png", "preflight.png", "settings.png"):
+    shots = ["main.png", "preflight.png", "settings.png", "invalid-field.png"]
+    for name in shots if args.scene == "all" else [f"{args.scene}.png"]:
         print(out / name)
     return 0
 

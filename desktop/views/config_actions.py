@@ -21,6 +21,7 @@ from desktop.views.operations import GPUS, ConfigError, FtdeskError
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QMenu
 
+    from desktop.views.config_editor import FieldProblem
     from desktop.views.main_window import MainWindow
     from desktop.views.preflight import PreflightDialog
     from trainer.config import TrainingConfig
@@ -50,6 +51,9 @@ class ConfigActions(QObject):
         self.window = window
         self.demo_pending = False
         self.preflight: PreflightDialog | None = None
+        #: The problem the status line was last about, and that line.
+        self._validation_line: tuple[FieldProblem, str] | None = None
+        window.editor.problems_changed.connect(self._on_editor_problems_changed)
 
     # -- presets and the demo -------------------------------------------------------------------
 
@@ -215,15 +219,30 @@ class ConfigActions(QObject):
         )
 
     def require_valid(self, what: str) -> bool:
-        """True when the editor's config is valid; else say what is wrong on the bus."""
+        """True when the editor's config is valid; else say what is wrong on the bus (by the
+        field's label; the status line goes once that problem is fixed)."""
         editor = self.window.editor
         if editor.is_valid:
             return True
-        errors = editor.errors()
-        first = next(iter(errors.items()), None)
-        detail = f"{first[0]}: {first[1]}" if first else "; ".join(editor.general_errors())
-        self.window.bus.error(f"cannot {what} an invalid config: {detail}")
+        problems = editor.problems()
+        more = f" (and {len(problems) - 1} more, listed above the editor)" if problems[1:] else ""
+        message = f"cannot {what} an invalid config: {problems[0].text}{more}"
+        self._validation_line = (problems[0], message)
+        self.window.bus.error(message)
         return False
+
+    def _on_editor_problems_changed(self) -> None:
+        # A status line about a problem must not outlive it.
+        if self._validation_line is None:
+            return
+        problem, message = self._validation_line
+        if problem in self.window.editor.problems():
+            return
+        self._validation_line = None
+        bar = self.window.statusBar()
+        if message.splitlines()[0] in bar.currentMessage():
+            bar.clearMessage()
+            bar.setToolTip("")
 
     # -- preflight ------------------------------------------------------------------------------
 

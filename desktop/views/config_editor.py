@@ -1,20 +1,28 @@
 """The training-config editor, generated from the `TrainingConfig` schema.
 
 Every widget comes from a pydantic field: its label from `title`, its tooltip from
-`description`, its range from `ge`/`le`/`gt`/`lt`, combo choices from `Literal[...]`. Validation
-is pydantic's own: after each edit the whole config is validated and every error is shown on the
-field it names (red border and a line under the field), cross-field rules included. The editor
-never reads or writes files; a file picker only returns a path (and can be replaced, for tests).
+`description`, its range from `ge`/`le`/`gt`/`lt`, combo choices from `Literal[...]`.
+
+What a field shows is what trains: a number field's value is its text as typed (never a spin
+box's previous in-range value), and text that is not a valid value stays as typed and is an
+error on that field, named by its on-screen label ("Learning rate must be greater than 0; you
+typed 0"). Validation is pydantic's own: after each edit the whole config is validated; each
+problem is listed once (`problems()`), written under the first field it concerns and marked on
+the others, with dotted config keys replaced by labels; the rules between fields are checked
+among the valid fields even while another field is invalid, so every error shows at once. The
+editor never reads or writes files; a file picker only returns a path (and can be replaced, for
+tests).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,7 +44,22 @@ from desktop.views.config_fields import (
 from desktop.views.operations import ConfigError
 from trainer.config import TrainingConfig, format_validation_error
 
-__all__ = ["SECTIONS", "ConfigEditor", "PathPicker"]
+__all__ = ["SECTIONS", "ConfigEditor", "FieldProblem", "PathPicker"]
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with the editor's values.
+
+    Attributes:
+        paths: the fields it concerns, the one it leads to first (empty: it names none).
+        text: the sentence for the error list, naming fields by their on-screen labels.
+        field_text: what is written under the first field (may rely on the label beside it).
+    """
+
+    paths: tuple[str, ...]
+    text: str
+    field_text: str
 
 
 #: Section title -> the top-level fields it shows (nested models are expanded).
@@ -91,6 +114,7 @@ class ConfigEditor(QWidget):
         config_changed(): a value changed (by the user or `set_config`); read `raw_values()`
             or, when `is_valid`, `config()`.
         validity_changed(bool): the config became valid (True) or invalid (False).
+        problems_changed(): the list of problems (`problems()`) changed.
         launch_target_changed(str): the launch target (provider id) changed.
 
     Args:
@@ -102,6 +126,7 @@ class ConfigEditor(QWidget):
 
     config_changed = Signal()
     validity_changed = Signal(bool)
+    problems_changed = Signal()
     launch_target_changed = Signal(str)
 
     def __init__(
@@ -119,6 +144,7 @@ class ConfigEditor(QWidget):
         self._valid = False
         self._errors: dict[str, str] = {}
         self._general_errors: list[str] = []
+        self._problems: list[FieldProblem] = []
 
         self.general_error_label = QLabel()
         self.general_error_label.setObjectName("general_error")
@@ -153,7 +179,7 @@ class ConfigEditor(QWidget):
         body_layout.addWidget(target)
         body_layout.addStretch(1)
 
-        scroll = QScrollArea()
+        self._scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -234,6 +260,23 @@ class ConfigEditor(QWidget):
         """Errors that name no field, shown above the sections."""
         return list(self._general_errors)
 
+    def problems(self) -> list[FieldProblem]:
+        """Every current problem once, in the order of the fields they lead to (by label)."""
+        return list(self._problems)
+
+    def focus_field(self, path: str) -> None:
+        """Bring the field at `path` into view (unfolding its Advanced fold) and focus it."""
+        field = self._fields[path]
+        for section in self._sections.values():
+            if section.advanced_box.isAncestorOf(field.container):
+                section.advanced_toggle.setChecked(True)
+        self._scroll.ensureWidgetVisible(field.container)
+        field.input.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def error_label(self, path: str) -> QLabel:
+        """The line under a field that shows its error (hidden when it has none to show)."""
+        return self._fields[path].error_label
+
     def field_error(self, path: str) -> str | None:
         """The error shown on the field at `path` (dotted, e.g. "lora.r"), or None."""
         return self._errors.get(path)
@@ -290,8 +333,11 @@ class ConfigEditor(QWidget):
     # -- validation ------------------------------------------------------------------------
 
     def _revalidate(self) -> None:
-        errors: dict[str, list[str]] = {}
-        general: list[str] = []
+        # One problem per rule broken, each led by the field it is listed under (the first it
+        # names); the other fields it names are marked, not written under again.
+        found: list[FieldProblem] = []
+        parse_errors = {p: e for p, f in self._fields.items() if (e := f.parse_error())}
+        found += [FieldProblem((p,), e, e) for p, e in parse_errors.items()]
         try:
             TrainingConfig.model_validate(self.raw_values())
         except ValidationError as exc:
@@ -299,24 +345,95 @@ class ConfigEditor(QWidget):
                 msg = str(item["msg"]).removeprefix("Value error, ")
                 path = self._field_for_loc(tuple(str(p) for p in item["loc"]))
                 if path is not None:
-                    errors.setdefault(path, []).append(_friendly(item, msg))
+                    if path not in parse_errors:
+                        found.append(self._field_problem(path, item, msg))
                     continue
-                for part in _split_problems(msg):  # cross-field rules: one problem each
-                    named = self._fields_named_in(part)
-                    for p in named:
-                        errors.setdefault(p, []).append(part)
-                    if not named:
-                        general.append(part)
+                found += self._cross_field_problems(msg, set())
+        invalid = {pr.paths[0] for pr in found if pr.paths}
+        if invalid:
+            found += self._rules_between_valid_fields(invalid)
+        order = {p: i for i, p in enumerate(self._fields)}
+        found.sort(key=lambda pr: order[pr.paths[0]] if pr.paths else len(order))
+        errors: dict[str, list[str]] = {}
+        shown: dict[str, list[str]] = {}
+        for problem in found:
+            for i, path in enumerate(problem.paths):
+                errors.setdefault(path, []).append(problem.field_text)
+                if i == 0:
+                    shown.setdefault(path, []).append(problem.field_text)
+        general = [pr.text for pr in found if not pr.paths]
         self._errors = {p: "\n".join(dict.fromkeys(msgs)) for p, msgs in errors.items()}
         self._general_errors = general
         for path, field in self._fields.items():
-            field.set_error(self._errors.get(path))
+            field.set_error(self._errors.get(path), shown=path in shown)
         self.general_error_label.setText("\n".join(general))
         self.general_error_label.setVisible(bool(general))
-        valid = not errors and not general
+        if found != self._problems:
+            self._problems = found
+            self.problems_changed.emit()
+        valid = not found
         if valid != self._valid:
             self._valid = valid
             self.validity_changed.emit(valid)
+
+    def _cross_field_problems(self, message: str, skip: set[str]) -> list[FieldProblem]:
+        """The problems of a cross-field rule's message, except those naming a `skip` field."""
+        found = []
+        for part in _split_problems(message):  # the rules join their problems: one each
+            paths = tuple(self._fields_named_in(part))
+            if not skip.intersection(paths):
+                text = self._with_labels(part)
+                found.append(FieldProblem(paths, text, text))
+        return found
+
+    def _rules_between_valid_fields(self, invalid: set[str]) -> list[FieldProblem]:
+        """Cross-field problems among the valid fields while some field is invalid.
+
+        pydantic checks the rules between fields only once every field is valid, which showed
+        the errors one at a time; here each invalid field stands in with its default (or a
+        placeholder) so the rules about the other fields are checked, and a rule that names an
+        invalid field is left until that field is fixed.
+        """
+        data = self.raw_values()
+        for path in invalid:
+            default = self._fields[path].info.get_default(call_default_factory=True)
+            _set_path(data, path, "stand-in" if is_undefined(default) else default)
+        try:
+            TrainingConfig.model_validate(data)
+        except ValidationError as exc:
+            return [
+                problem
+                for item in exc.errors(include_url=False)
+                if not item["loc"]
+                for problem in self._cross_field_problems(
+                    str(item["msg"]).removeprefix("Value error, "), invalid
+                )
+            ]
+        return []
+
+    def _field_problem(self, path: str, item: Any, msg: str) -> FieldProblem:
+        """A pydantic error on one field, said by the field's label."""
+        field = self._fields[path]
+        bound = _BOUND_WORDS.get(str(item["type"]))
+        if bound is not None:
+            words, key = bound
+            limit = item.get("ctx", {}).get(key)
+            text = f"{field.title} must be {words} {_number(limit)}; you typed {field.text()}"
+            return FieldProblem((path,), text, text)
+        under = _friendly(item, msg)
+        return FieldProblem((path,), f"{field.title}: {under}", under)
+
+    def _with_labels(self, message: str) -> str:
+        """`message` with each dotted field name replaced by the field's on-screen label."""
+
+        def label(match: re.Match[str]) -> str:
+            field = self._fields.get(match.group(1))
+            return field.title if field is not None else match.group(0)
+
+        text = _FIELD_REF.sub(label, message)
+        if re.match(r"method\b", text) and "method" in self._fields:
+            text = self._fields["method"].title + text[len("method") :]
+        return text
 
     def _field_for_loc(self, loc: tuple[str, ...]) -> str | None:
         # Union members add their type name to the location (lora.target_modules.list[str]).
@@ -368,6 +485,19 @@ def _split_problems(message: str) -> list[str]:
         else:
             parts.append(part)
     return parts
+
+
+#: pydantic's bound error types -> (the words, the bound's key in the error's context).
+_BOUND_WORDS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
+}
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 def _friendly(item: Any, msg: str) -> str:

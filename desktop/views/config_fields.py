@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic.fields import FieldInfo
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QValidator
+from PySide6.QtGui import QFocusEvent, QHideEvent, QKeyEvent, QValidator
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -42,6 +43,7 @@ __all__ = [
     "FormSection",
     "NumberSpinBox",
     "PathPicker",
+    "WholeSpinBox",
     "default_picker",
     "field_bounds",
     "is_undefined",
@@ -108,11 +110,62 @@ def split_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-class NumberSpinBox(QDoubleSpinBox):
+class _KeepsTypedText:
+    """Keeps the text a person typed when Qt's spin box would replace it.
+
+    On Enter, focus-out and hide a `QAbstractSpinBox` re-reads its text and, when the text is
+    not an acceptable number (out of range, half typed), silently puts the previous value
+    back. The editor shows exactly the value that will train, so the text stays as typed and
+    the editor reports it as an error on the field instead.
+    """
+
+    def _keeping_text(
+        self, handler: Callable[[Any], None], event: Any, *, finishes: bool = False
+    ) -> None:
+        spin = typing.cast(QAbstractSpinBox, self)
+        edit = spin.lineEdit()
+        text = edit.text()
+        if spin.validate(text, 0)[0] == QValidator.State.Acceptable:
+            handler(event)
+            return
+        # Qt puts the previous value's text back (and may re-announce that unchanged value);
+        # with the text restored nothing changed, so nothing is announced but the edit's end.
+        spin_blocked, edit_blocked = spin.blockSignals(True), edit.blockSignals(True)
+        try:
+            handler(event)
+            edit.setText(text)
+        finally:
+            edit.blockSignals(edit_blocked)
+            spin.blockSignals(spin_blocked)
+        if finishes:
+            spin.editingFinished.emit()
+
+    def focusOutEvent(self, event: QFocusEvent) -> None:
+        """Leave the field without replacing what was typed."""
+        self._keeping_text(super().focusOutEvent, event, finishes=True)  # type: ignore[misc]
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        """Hide (an Advanced fold closing) without replacing what was typed."""
+        self._keeping_text(super().hideEvent, event)  # type: ignore[misc]
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """Enter accepts an acceptable number and leaves any other text as it is."""
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self._keeping_text(super().keyPressEvent, event, finishes=True)  # type: ignore[misc]
+        else:
+            super().keyPressEvent(event)  # type: ignore[misc]
+
+
+class WholeSpinBox(_KeepsTypedText, QSpinBox):
+    """A QSpinBox that keeps out-of-range text as typed (see `_KeepsTypedText`)."""
+
+
+class NumberSpinBox(_KeepsTypedText, QDoubleSpinBox):
     """A float spin box that shows values compactly (0.05, 2e-05) and accepts 1e-4 typed in.
 
     With `multiplicative`, the arrows double or halve the value (learning rates live on a log
-    scale); with `integer`, it holds whole numbers past QSpinBox's 32-bit range.
+    scale); with `integer`, it holds whole numbers past QSpinBox's 32-bit range. Text out of
+    range is kept as typed (see `_KeepsTypedText`).
     """
 
     def __init__(self, multiplicative: bool = False, integer: bool = False) -> None:
@@ -123,7 +176,8 @@ class NumberSpinBox(QDoubleSpinBox):
 
     def textFromValue(self, val: float, /) -> str:
         """Compact text: no trailing zeros, exponent for small values."""
-        return str(round(val)) if self._integer else f"{val:.8g}"
+        # 12 significant digits: the text is the value that trains (see FormField.value).
+        return str(round(val)) if self._integer else f"{val:.12g}"
 
     def valueFromText(self, text: str, /) -> float:
         """Parse plain or scientific notation."""
@@ -133,12 +187,13 @@ class NumberSpinBox(QDoubleSpinBox):
             return self.value()
 
     def validate(self, input: str, pos: int, /) -> tuple[QValidator.State, str, int]:
-        """Acceptable when the number is in range; partial numbers are intermediate."""
+        """Acceptable when the number is in range; partial numbers (a sign, "1e", "-1e-") and
+        numbers out of range are intermediate (kept, and reported by the editor)."""
         text = input.strip()
         try:
             value = float(text)
         except ValueError:
-            ok = re.fullmatch(r"[0-9]*\.?[0-9]*([eE][+-]?[0-9]*)?|[+-]", text) is not None
+            ok = re.fullmatch(r"[+-]?[0-9]*\.?[0-9]*([eE][+-]?[0-9]*)?", text) is not None
             return (QValidator.State.Intermediate if ok else QValidator.State.Invalid, input, pos)
         if self._integer and not value.is_integer():
             return (QValidator.State.Invalid, input, pos)
@@ -234,7 +289,7 @@ class FormField:
             )
             spin: QSpinBox | QDoubleSpinBox
             if inner is int and not big:
-                spin = QSpinBox()
+                spin = WholeSpinBox()
                 lo = int(b.lo) + (1 if b.lo_open else 0) if b.lo is not None else -_INT32_MAX
                 hi = int(b.hi) - (1 if b.hi_open else 0) if b.hi is not None else _INT32_MAX
                 spin.setRange(lo, hi)
@@ -248,6 +303,8 @@ class FormField:
                     spin.setSingleStep(0.01 if hi_f <= 1.0 else 0.5)
             spin.setKeyboardTracking(True)
             spin.valueChanged.connect(lambda _v: self._on_change())
+            # The text is the value (see `value`): text out of range changes no spin value.
+            spin.lineEdit().textEdited.connect(lambda _t: self._on_change())
             return ("int" if inner is int else "float"), spin
         edit = QLineEdit()
         if self.optional:
@@ -274,17 +331,40 @@ class FormField:
         if self.kind == "bool":
             assert isinstance(w, QCheckBox)
             return w.isChecked()
-        if self.kind == "int":
-            assert isinstance(w, QSpinBox | QDoubleSpinBox)
-            return round(w.value())
-        if self.kind == "float":
-            assert isinstance(w, QDoubleSpinBox)
-            return float(f"{w.value():.10g}")
+        if self.kind in ("int", "float"):
+            # The text, not the spin box's value: Qt keeps its last in-range value while the
+            # text says otherwise, and what trains must be what the field reads.
+            text = self.text()
+            number = _parse_number(text, whole=self.kind == "int")
+            return text if number is None else number
         assert isinstance(w, QLineEdit)
         text = w.text()
         if self.optional and not text.strip():
             return None
         return text
+
+    def text(self) -> str:
+        """The text the field shows (for a number, as typed)."""
+        w = self.input
+        if isinstance(w, QAbstractSpinBox):
+            return w.lineEdit().text().strip()
+        if isinstance(w, QLineEdit):
+            return w.text()
+        if isinstance(w, QComboBox):
+            return w.currentText()
+        return ""
+
+    def parse_error(self) -> str | None:
+        """Why the typed text is not a value of this field (a number field only), or None."""
+        if self.kind not in ("int", "float"):
+            return None
+        if self.set_box is not None and not self.set_box.isChecked():
+            return None
+        text = self.text()
+        if _parse_number(text, whole=self.kind == "int") is not None:
+            return None
+        what = "a whole number" if self.kind == "int" else "a number"
+        return f"{self.title} needs {what}" + (f"; you typed {text}" if text else "")
 
     def set_value(self, value: Any) -> None:
         """Show `value` (None clears an optional field)."""
@@ -311,14 +391,27 @@ class FormField:
             assert isinstance(w, QLineEdit)
             w.setText("" if value is None else str(value))
 
-    def set_error(self, message: str | None) -> None:
-        """Show `message` under the field with a red border, or clear it."""
-        if message == self.error:
+    def set_error(self, message: str | None, *, shown: bool = True) -> None:
+        """Mark the field invalid with `message` (None clears it).
+
+        Args:
+            message: the error, or None.
+            shown: write it under the field; False marks the field (red border, the message
+                in its tooltip) where the same error is written under another field, so a
+                rule about several fields is read once.
+        """
+        text = message if shown else None
+        if (message, text) == (self.error, self.error_label.text() or None):
             return
         self.error = message
-        self.error_label.setText(message or "")
-        self.error_label.setVisible(bool(message))
+        self.error_label.setText(text or "")
+        self.error_label.setVisible(bool(text))
         self.input.setProperty("invalid", bool(message))
+        self.input.setToolTip(
+            "\n\n".join(t for t in (message, self.info.description) if t)
+            if message
+            else (self.info.description or "")
+        )
         # A per-widget style sheet rather than re-polishing a shared one: cheap, and it avoids
         # holding a reference to Qt's transient style-sheet style object.
         self.input.setStyleSheet(_INVALID_STYLE if message else "")
@@ -375,6 +468,17 @@ class FormSection(QGroupBox):
         self.advanced_toggle.setArrowType(
             Qt.ArrowType.DownArrow if checked else Qt.ArrowType.RightArrow
         )
+
+
+def _parse_number(text: str, *, whole: bool) -> int | float | None:
+    """The number `text` spells (plain or scientific), or None; `whole` wants an integer."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if whole:
+        return int(number) if number.is_integer() else None
+    return number
 
 
 def is_undefined(value: Any) -> bool:

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 
 from desktop.views import operations
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
+from desktop.views.error_list import ErrorList
 from desktop.views.job_actions import JobActions
 from desktop.views.operations import window_state_path
 from desktop.views.status_bar import WindowStatusBar
@@ -210,7 +211,7 @@ class MainWindow(QMainWindow):
         # -- skeleton (the first frame): splitters with empty panels, the toolbar --------------
         self.splitters = Splitters()
         self.main_split, self.right_split, self.bottom_split = self.splitters.all()
-        self.setCentralWidget(self.main_split)
+        self.setCentralWidget(self.splitters.central)
         self.toolbar = MainToolBar(self)
         self.addToolBar(self.toolbar)
         self.presets_menu = self.toolbar.presets_menu
@@ -312,6 +313,9 @@ class MainWindow(QMainWindow):
         from desktop.views.config_editor import ConfigEditor
 
         self.editor = ConfigEditor(parent=self)
+        self.error_list = ErrorList(self)
+        self.error_list.field_requested.connect(self._on_error_list_field_requested)
+        self.splitters.add_banner(self.error_list)
         self.preflight_button = QPushButton("Preflight…")
         self.preflight_button.setObjectName("preflight_button")
         self.preflight_button.setToolTip(
@@ -347,7 +351,7 @@ class MainWindow(QMainWindow):
         yield "log"
 
         self._fill_toolbar()
-        self.editor.validity_changed.connect(self.update_start_enabled)
+        self.editor.problems_changed.connect(self.update_start_enabled)
         self.editor.config_changed.connect(self._on_editor_config_changed)
         self.editor.launch_target_changed.connect(self._on_editor_launch_target_changed)
         self.job_actions.connect_table()
@@ -409,27 +413,23 @@ class MainWindow(QMainWindow):
     # -- editor ---------------------------------------------------------------------------------
 
     def update_start_enabled(self, *_args: object) -> None:
-        """Enable Start when the config is valid and the demo is not being written."""
+        """Enable Start when the config has no problem and the demo is not being written; the
+        error list shows every problem (the tooltip adds each one's config key)."""
         if not self._is_ready:
             return
-        pending = self.config_actions.demo_pending
-        self.start_button.setEnabled(self.editor.is_valid and not pending)
-        if pending:
-            tip = "Writing the demo model first …"
-        elif not self.editor.is_valid:
-            errors = self.editor.errors()
-            first = next(iter(errors.items()), None)
-            general = self.editor.general_errors()
-            reason = f"{first[0]}: {first[1]}" if first else (general[0] if general else "")
-            tip = f"Fix the config first: {reason}" if reason else "Fix the config first"
-        else:
-            tip = "Check the config and data, then train"
-        self.start_button.setToolTip(tip)
+        problems = [(p.paths[0] if p.paths else "", p.text) for p in self.editor.problems()]
+        self.error_list.set_problems(problems)
+        reasons = [f"{text} [{path}]" if path else text for path, text in problems]
+        self.toolbar.show_start_state(reasons, self.config_actions.demo_pending)
 
     def _on_config_actions_demo_pending(self, pending: bool) -> None:
         self.update_start_enabled()
         if not pending:
             self._update_memory_fit()
+
+    def _on_error_list_field_requested(self, path: str) -> None:
+        if path:
+            self.editor.focus_field(path)
 
     def _on_editor_config_changed(self) -> None:
         self._fit_timer.start()

@@ -84,6 +84,24 @@ class MainToolBar(QToolBar):
         self.start_button.setStyleSheet(_START_STYLE)
         self.addWidget(self.start_button)
 
+    def show_start_state(self, problems: list[str], pending: bool) -> None:
+        """Enable Start only with no problem left and the demo written; its tooltip says why.
+
+        Args:
+            problems: every current problem of the config, one sentence each.
+            pending: the demo model is still being written.
+        """
+        self.start_button.setEnabled(not problems and not pending)
+        if pending:
+            tip = "Writing the demo model first …"
+        elif problems:
+            tip = "Start is disabled until the config is fixed:\n" + "\n".join(
+                f"• {problem}" for problem in problems
+            )
+        else:
+            tip = "Check the config and data, then train"
+        self.start_button.setToolTip(tip)
+
     def _action(self, text: str, tip: str) -> QAction:
         action = QAction(text, self.parent())
         if tip:

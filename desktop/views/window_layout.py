@@ -7,7 +7,7 @@ Light on purpose (Qt only): the window's first paint builds this.
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtWidgets import QFrame, QMainWindow, QSplitter, QWidget
+from PySide6.QtWidgets import QFrame, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
 from desktop.views.memory_badge import MemoryFitBadge
 from desktop.views.operations import GPUS
@@ -37,6 +37,7 @@ class Splitters:
     built (`replace`).
 
     Attributes:
+        central: the window's central widget: banners (`add_banner`) over the main split.
         main_split: editor | right.
         right_split: jobs over the bottom split.
         bottom_split: chart | log.
@@ -63,6 +64,15 @@ class Splitters:
         self.main_split.setStretchFactor(1, 5)
         for splitter in self.all():
             splitter.setSizes(DEFAULT_SIZES[splitter.objectName()])
+        self.central = QWidget()
+        self.central.setObjectName("central")
+        self._central_layout = QVBoxLayout(self.central)
+        self._central_layout.setContentsMargins(0, 0, 0, 0)
+        self._central_layout.addWidget(self.main_split, 1)
+
+    def add_banner(self, widget: QWidget) -> None:
+        """Put `widget` across the window above the splitters (the error list, under Start)."""
+        self._central_layout.insertWidget(self._central_layout.count() - 1, widget)
 
     def all(self) -> tuple[QSplitter, QSplitter, QSplitter]:
         """The three splitters, outermost first."""
