@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from app_helpers import run, until
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 from view_helpers import make_job
 
@@ -165,3 +166,93 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(
         await close(window)
 
     run(qloop, body())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_killed_trainer_reads_failed_with_its_reason_everywhere(
+    qtbot: Any, qloop: Any, demo_home: Path
+) -> None:
+    from PySide6.QtGui import QBrush
+    from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
+
+    from desktop.views.job_model import ENDED_ROLE, STATE_COLORS, Column
+
+    window = make_window()
+    qtbot.addWidget(window)
+
+    async def body() -> None:
+        await window.start()
+        _endless_demo(window, save_steps=1000)
+        await until(lambda: window.start_button.isEnabled(), 10)
+        window.start_job()
+        job_id = await until(lambda: window.state.job_count() and window.state.job_at(0).id, 120)
+        await until(lambda: _state_of(window, job_id) is JobState.TRAINING, 300)
+        job = window.state.job(job_id)
+        assert job is not None and job.handle is not None and job.handle.pid
+        view = window.jobs_view
+        progress = view.proxy.index(0, Column.PROGRESS)
+        assert progress.data(ENDED_ROLE) is False
+        # A message about the job, posted while it ran, must not outlive the job's state.
+        window.bus.info(f"job {job_id} ({job.name}) is training on local")
+        os.kill(job.handle.pid, signal.SIGKILL)
+        await until(lambda: _state_of(window, job_id) is JobState.FAILED, 60)
+        reason = window.state.job(job_id).state_reason
+        assert "SIGKILL" in reason
+        first_line = reason.splitlines()[0]
+        # The row: the reason in the state cell's text, the whole row in the failed colour.
+        state_cell = view.proxy.index(0, Column.STATE)
+        assert state_cell.data() == f"failed: {first_line}"
+        failed = STATE_COLORS[JobState.FAILED]
+        for column in (Column.NAME, Column.STATE, Column.STEP):
+            brush = view.proxy.index(0, column).data(Qt.ItemDataRole.ForegroundRole)
+            assert isinstance(brush, QBrush) and brush.color().name() == failed, column
+        # The progress bar stopped: the delegate paints it disabled (grey), not as a live bar.
+        assert progress.data(ENDED_ROLE) is True
+        option = QStyleOptionViewItem()
+        option.state = QStyle.StateFlag.State_Enabled
+        bar = view.progress_delegate.bar_option(option, progress)
+        assert not bar.state & QStyle.StateFlag.State_Enabled
+        # The log view shows the job, and its last line is the reason.
+        view.select_job_ids([job_id])
+        await until(lambda: window.log_view.job_id == job_id, 10)
+        last = window.log_view.text.toPlainText().splitlines()[-1]
+        assert "failed" in last and first_line in last
+        # The status bar: the stale "is training" gave way to the final state.
+        message = window.status_bar.currentMessage()
+        assert "is training" not in message
+        assert job_id in message and "failed" in message and "SIGKILL" in message
+        # New log lines still end above the reason.
+        window.state.log_added(job_id, ["a late line"])
+        assert window.log_view.text.toPlainText().splitlines()[-1] == last
+        await close(window)
+
+    run(qloop, body())
+
+
+def test_a_status_message_about_a_job_gives_way_to_the_job_s_newer_state(qtbot: QtBot) -> None:
+    from desktop.views.status_bar import WindowStatusBar
+
+    state = AppState()
+    bar = WindowStatusBar()
+    qtbot.addWidget(bar)
+    bar.follow_state(state)
+    job_id = "20261202-101500-ab12"
+    state.job_added(make_job(job_id, "demo", state=JobState.QUEUED))
+    bar.show_info(f"job {job_id} (demo) is queued on local")
+    assert bar.currentMessage() == f"job {job_id} (demo) is queued on local"
+    state.job_changed(make_job(job_id, "demo", state=JobState.TRAINING))
+    assert bar.currentMessage() == f"job {job_id} (demo) is training"
+    state.job_changed(
+        make_job(job_id, "demo", state=JobState.FAILED, state_reason="killed by SIGKILL\nexit -9")
+    )
+    assert bar.currentMessage() == f"⚠ job {job_id} (demo) failed: killed by SIGKILL"
+    assert "exit -9" in bar.toolTip()
+    # Posted once the job had moved on already (a launch's reply after the first poll).
+    state.job_added(make_job("20261202-101501-cd34", "other", state=JobState.TRAINING))
+    bar.show_info("job 20261202-101501-cd34 (other) is queued on local")
+    assert bar.currentMessage() == "job 20261202-101501-cd34 (other) is training"
+    # A message about nothing in particular is not touched by a job's change.
+    bar.show_info("settings saved")
+    state.job_changed(make_job(job_id, "demo", state=JobState.QUEUED))
+    assert bar.currentMessage() == "settings saved"
