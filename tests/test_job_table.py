@@ -338,3 +338,40 @@ def test_elapsed_ticks_only_while_a_job_is_active(qtbot: QtBot) -> None:
     assert not model._tick.isActive()
     assert model.index(0, Column.ELAPSED).data() == "1m 05s"
     assert QModelIndex().isValid() is False
+
+
+def test_a_failed_row_reads_red_with_its_reason_and_its_bar_stops(qtbot: QtBot) -> None:
+    from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
+
+    from desktop.views.job_model import ENDED_ROLE, STATE_COLORS
+
+    state = AppState()
+    view = JobTableView(state, clock=lambda: NOW)
+    qtbot.addWidget(view)
+    state.job_added(make_job("a", "alpha", state=JobState.TRAINING, step=47, total_steps=100))
+    progress = view.proxy.index(0, Column.PROGRESS)
+    option = QStyleOptionViewItem()
+    option.state = QStyle.StateFlag.State_Enabled
+    assert progress.data(ENDED_ROLE) is False
+    assert (
+        view.progress_delegate.bar_option(option, progress).state & QStyle.StateFlag.State_Enabled
+    )
+    reason = "the trainer was killed by SIGKILL (signal 9)\nexit code -9"
+    state.job_changed(
+        make_job("a", "alpha", state=JobState.FAILED, step=47, total_steps=100, state_reason=reason)
+    )
+    assert view.proxy.index(0, Column.STATE).data() == (
+        "failed: the trainer was killed by SIGKILL (signal 9)"
+    )
+    red = STATE_COLORS[JobState.FAILED]
+    for column in range(len(COLUMNS)):
+        brush = view.proxy.index(0, column).data(Qt.ItemDataRole.ForegroundRole)
+        assert isinstance(brush, QBrush) and brush.color().name() == red, COLUMNS[column]
+    assert progress.data(ENDED_ROLE) is True
+    bar = view.progress_delegate.bar_option(option, progress)
+    assert not bar.state & QStyle.StateFlag.State_Enabled
+    assert bar.progress == 47 and bar.text == "47% · stopped"
+    # A completed job's bar is full, ended too; its state is plain.
+    state.job_changed(make_job("a", "alpha", state=JobState.COMPLETED, step=100, total_steps=100))
+    assert view.proxy.index(0, Column.STATE).data() == "completed"
+    assert view.progress_delegate.bar_option(option, progress).text == "100%"

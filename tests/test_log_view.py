@@ -96,3 +96,39 @@ def test_shows_the_selected_jobs_lines_from_app_state(qtbot: QtBot) -> None:
     assert view.text.toPlainText() == "b1\nb2"
     view.set_job(None)
     assert view.text.toPlainText() == ""
+
+
+def test_an_ended_job_s_last_line_is_its_reason_and_stays_last(qtbot: QtBot) -> None:
+    from view_helpers import make_job
+
+    from desktop.models.job import JobState
+
+    state = AppState()
+    state.job_added(make_job("a", state=JobState.TRAINING))
+    state.job_added(make_job("b", state=JobState.TRAINING))
+    view = LogView(state)
+    qtbot.addWidget(view)
+    state.log_added("a", ["step 1", "step 2"])
+    view.set_job("a")
+    assert _last_line(view) == "step 2"
+    state.job_changed(make_job("b", state=JobState.FAILED, state_reason="other job"))
+    assert _last_line(view) == "step 2"  # not the job shown
+    state.job_changed(
+        make_job("a", state=JobState.FAILED, state_reason="killed by SIGKILL\nmore detail")
+    )
+    assert _last_line(view) == "■ job failed: killed by SIGKILL"
+    state.log_added("a", ["a late line"])
+    assert view.text.toPlainText().splitlines() == [
+        "step 1",
+        "step 2",
+        "a late line",
+        "■ job failed: killed by SIGKILL",
+    ]
+    # Shown again later (selected anew), it still ends with the reason.
+    view.set_job("b")
+    assert _last_line(view) == "■ job failed: other job"
+    view.set_job("a")
+    assert _last_line(view) == "■ job failed: killed by SIGKILL"
+    # Resumed: the job is live again, the ended line goes.
+    state.job_changed(make_job("a", state=JobState.QUEUED))
+    assert _last_line(view) == "a late line"

@@ -161,3 +161,37 @@ def test_selection_follows_row_order_and_drops_removed_jobs(qapp: object) -> Non
     state.job_removed("c")
     assert state.selected_job_ids == ("a",)
     assert changes == [["a", "c"], ["a"]]
+
+
+def test_relogged_steps_replace_the_old_values_so_steps_strictly_increase(qapp: object) -> None:
+    # A run killed at step 38 and resumed from checkpoint 30 logs 31..38 again: the series keeps
+    # one value per step (the newest), as the store does, live and from bulk loading alike.
+    state = AppState()
+    state.job_added(make_job("a"))
+    first = [
+        MetricPoint(job_id="a", step=s, name="loss", value=1.0, time=float(s)) for s in range(1, 39)
+    ]
+    state.metrics_added("a", metric_columns(first))
+    loss = state.series("a", "loss")
+    assert loss is not None
+    version = loss.version
+    resumed = [
+        MetricPoint(job_id="a", step=s, name="loss", value=2.0, time=100.0 + s)
+        for s in range(31, 45)
+    ]
+    state.metrics_added("a", metric_columns(resumed))
+    np.testing.assert_array_equal(loss.step, np.arange(1.0, 45.0))
+    np.testing.assert_array_equal(loss.value, [1.0] * 30 + [2.0] * 14)
+    np.testing.assert_array_equal(loss.time[30:], 100.0 + np.arange(31.0, 45.0))
+    assert loss.version > version and loss.rewrites == 1  # the chart's caches must reset
+
+    # One batch that itself goes back (a poll that read past a resume) and a bulk load that
+    # overlaps: still one value per step, the last one logged.
+    series = MetricSeries()
+    series.extend([1, 2, 3, 4, 2, 3, 5], [1, 1, 1, 1, 2, 2, 2], [0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(series.step, [1, 2, 3, 5])
+    np.testing.assert_array_equal(series.value, [1, 2, 2, 2])
+    state.add_metric_arrays("a", "loss", [10, 11], [3.0, 3.0], [0.0, 0.0])
+    np.testing.assert_array_equal(loss.step, np.arange(1.0, 12.0))
+    np.testing.assert_array_equal(loss.value, [1.0] * 9 + [3.0] * 2)
+    assert np.all(np.diff(series.step) > 0) and np.all(np.diff(loss.step) > 0)

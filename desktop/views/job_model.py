@@ -30,6 +30,7 @@ from desktop.views.state import AppState
 
 __all__ = [
     "COLUMNS",
+    "ENDED_ROLE",
     "JOB_ID_ROLE",
     "PROGRESS_ROLE",
     "SORT_ROLE",
@@ -38,6 +39,7 @@ __all__ = [
     "JobFilterProxy",
     "QtJobTableModel",
     "format_duration",
+    "state_text",
 ]
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -48,6 +50,8 @@ PROGRESS_ROLE = int(Qt.ItemDataRole.UserRole) + 2
 """Progress in percent (int 0-100) in the progress column; None when the total is unknown."""
 SORT_ROLE = int(Qt.ItemDataRole.UserRole) + 3
 """A value that sorts naturally (numbers as numbers, states in lifecycle order)."""
+ENDED_ROLE = int(Qt.ItemDataRole.UserRole) + 4
+"""True once the job ended (completed, failed, cancelled): its progress bar stops and greys."""
 
 NO_VALUE = "—"
 
@@ -123,6 +127,14 @@ def format_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def state_text(job: Job) -> str:
+    """The state as a row shows it: a failed job with the first line of its reason."""
+    reason = job.state_reason.strip()
+    if job.state is JobState.FAILED and reason:
+        return f"{job.state.value}: {reason.splitlines()[0]}"
+    return job.state.value
 
 
 def _progress(job: Job) -> int | None:
@@ -248,6 +260,10 @@ class QtJobTableModel(QAbstractTableModel):
             return self._sort_value(job, column)
         if role == PROGRESS_ROLE:
             return _progress(job) if column == Column.PROGRESS else None
+        if role == ENDED_ROLE:
+            return job.is_final
+        if role == Qt.ItemDataRole.ForegroundRole and job.state is JobState.FAILED:
+            return QBrush(QColor(STATE_COLORS[JobState.FAILED]))  # the whole row reads failed
         if column == Column.STATE:
             color = QColor(STATE_COLORS[job.state])
             if role == Qt.ItemDataRole.ForegroundRole:
@@ -272,7 +288,7 @@ class QtJobTableModel(QAbstractTableModel):
         if column == Column.TARGET:
             return job.provider
         if column == Column.STATE:
-            return job.state.value
+            return state_text(job)
         if column == Column.PROGRESS:
             progress = _progress(job)
             return NO_VALUE if progress is None else f"{progress}%"

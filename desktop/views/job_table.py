@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from desktop.models.job import ACTIVE_STATES, Job, JobState
 from desktop.views.job_model import (
     COLUMNS,
+    ENDED_ROLE,
     JOB_ID_ROLE,
     PROGRESS_ROLE,
     SORT_ROLE,
@@ -54,6 +55,7 @@ from desktop.views.state import AppState
 
 __all__ = [
     "COLUMNS",
+    "ENDED_ROLE",
     "JOB_ID_ROLE",
     "PROGRESS_ROLE",
     "SORT_ROLE",
@@ -84,7 +86,30 @@ _TYPICAL_VALUES: dict[int, str] = {
 
 
 class ProgressDelegate(QStyledItemDelegate):
-    """Paints `PROGRESS_ROLE` as a progress bar; cells without progress paint as text."""
+    """Paints `PROGRESS_ROLE` as a progress bar; cells without progress paint as text.
+
+    The bar of a job that ended (`ENDED_ROLE`) is painted disabled, grey, and one that stopped
+    short says so: only a live job's bar looks live.
+    """
+
+    def bar_option(
+        self, option: QStyleOptionViewItem, index: ModelIndex
+    ) -> QStyleOptionProgressBar:
+        """The progress bar drawn in a cell (its value, text and enabled or ended state)."""
+        value = int(index.data(PROGRESS_ROLE) or 0)
+        ended = bool(index.data(ENDED_ROLE))
+        bar = QStyleOptionProgressBar()
+        bar.rect = option.rect.adjusted(3, 3, -3, -3)
+        bar.minimum = 0
+        bar.maximum = 100
+        bar.progress = value
+        bar.text = f"{value}% · stopped" if ended and value < 100 else f"{value}%"
+        bar.textVisible = True
+        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
+        bar.state = option.state | QStyle.StateFlag.State_Horizontal
+        if ended:
+            bar.state &= ~QStyle.StateFlag.State_Enabled
+        return bar
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: ModelIndex) -> None:
         """Draw the cell background (selection) and a progress bar over it."""
@@ -98,15 +123,7 @@ class ProgressDelegate(QStyledItemDelegate):
         self.initStyleOption(item, index)
         item.text = ""
         style.drawControl(QStyle.ControlElement.CE_ItemViewItem, item, painter, widget)
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(3, 3, -3, -3)
-        bar.minimum = 0
-        bar.maximum = 100
-        bar.progress = int(value)
-        bar.text = f"{int(value)}%"
-        bar.textVisible = True
-        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
-        bar.state = option.state | QStyle.StateFlag.State_Horizontal
+        bar = self.bar_option(option, index)
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
 
 
@@ -183,8 +200,8 @@ class JobTableView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(24)
         self._size_columns()
-        self._progress_delegate = ProgressDelegate(self.table)
-        self.table.setItemDelegateForColumn(Column.PROGRESS, self._progress_delegate)
+        self.progress_delegate = ProgressDelegate(self.table)
+        self.table.setItemDelegateForColumn(Column.PROGRESS, self.progress_delegate)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._on_table_custom_context_menu_requested)
         self.table.doubleClicked.connect(self._on_table_double_clicked)

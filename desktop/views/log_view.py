@@ -19,11 +19,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.models.job import Job, JobState
 from desktop.views.state import AppState
 
-__all__ = ["DEFAULT_MAX_LINES", "LogView"]
+__all__ = ["DEFAULT_MAX_LINES", "LogView", "ended_line"]
 
 DEFAULT_MAX_LINES = 10_000
+
+
+def ended_line(job: Job) -> str | None:
+    """The line that closes an ended job's log (a failure with its reason); None while active."""
+    if not job.is_final:
+        return None
+    reason = job.state_reason.strip()
+    first = reason.splitlines()[0] if reason else ""
+    if job.state is JobState.FAILED:
+        return f"■ job failed: {first}" if first else "■ job failed (no reason was recorded)"
+    return f"■ job {job.state.value}" + (f": {first}" if first else "")
 
 
 class LogView(QWidget):
@@ -35,7 +47,8 @@ class LogView(QWidget):
     highlights every match in view.
 
     With an AppState, `set_job` shows that job's recent lines and new lines of that job
-    arrive through `AppState.log_appended`.
+    arrive through `AppState.log_appended`. Once the job has ended, its last line says so, with
+    the reason of a failure (`ended_line`), and stays last as later lines arrive.
 
     Signals:
         paused_changed(bool): the Pause toggle changed.
@@ -56,6 +69,7 @@ class LogView(QWidget):
         self._max_lines = max_lines
         self._held: deque[str] = deque(maxlen=max_lines)
         self._follow = True
+        self._end_line: str | None = None
 
         self.text = QPlainTextEdit(self)
         self.text.setReadOnly(True)
@@ -97,6 +111,7 @@ class LogView(QWidget):
 
         if state is not None:
             state.log_appended.connect(self._on_state_log_appended)
+            state.row_changed.connect(self._on_state_row_changed)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -110,9 +125,12 @@ class LogView(QWidget):
         self._job_id = job_id
         self._held.clear()
         self.text.clear()
+        self._end_line = None
         self._follow = True
         if job_id is not None and self._state is not None:
             self._append(self._state.log_tail(job_id)[-self._max_lines :])
+            job = self._state.job(job_id)
+            self._set_end_line(None if job is None else ended_line(job))
 
     @property
     def paused(self) -> bool:
@@ -158,7 +176,27 @@ class LogView(QWidget):
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _set_end_line(self, line: str | None) -> None:
+        if line == self._end_line:
+            return
+        end, self._end_line = self._end_line, None
+        if end is not None:
+            self._remove_last_line()
+        if line is not None:
+            self._append([line])
+            self._end_line = line
+
+    def _remove_last_line(self) -> None:
+        cursor = QTextCursor(self.text.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.movePosition(QTextCursor.MoveOperation.StartOfBlock, QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+        cursor.deletePreviousChar()  # the line break before it
+
     def _append(self, lines: list[str]) -> None:
+        if self._end_line is not None:  # the ended line stays last
+            self._remove_last_line()
+            lines = [*lines, self._end_line]
         if len(lines) > self._max_lines:
             lines = lines[-self._max_lines :]
         bar = self.text.verticalScrollBar()
@@ -218,6 +256,13 @@ class LogView(QWidget):
     def _on_state_log_appended(self, job_id: str, lines: list[str]) -> None:
         if job_id == self._job_id:
             self.append_lines(lines)
+
+    def _on_state_row_changed(self, row: int) -> None:
+        if self._state is None or self._job_id is None:
+            return
+        job = self._state.job_at(row)
+        if job.id == self._job_id:
+            self._set_end_line(ended_line(job))
 
     def _on_scrollbar_value_changed(self, value: int) -> None:
         # At the bottom: follow; scrolled up by the user: stay where they are.

@@ -298,6 +298,7 @@ class MainWindow(QMainWindow):
             self._update_offline_label()
         self.state = AppState(self)
         self.service.add_listener(self.state)
+        self.status_bar.follow_state(self.state)
         from PySide6.QtWidgets import QSystemTrayIcon
 
         if QSystemTrayIcon.isSystemTrayAvailable() and QSystemTrayIcon.supportsMessages():

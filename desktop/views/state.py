@@ -8,6 +8,7 @@ signals that item models translate one row at a time.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,9 +33,15 @@ class MetricSeries:
 
     Three float64 columns that grow by amortised doubling: `step`, `value`, `time` (unix
     seconds). The properties return no-copy views of the filled part.
+
+    The series is keyed by step, as the store is (one value per step, the newest): steps
+    strictly increase. A resumed run logs again the steps after its checkpoint; those replace
+    the old values (the series is cut at the first step logged again, then the new points are
+    appended), so a curve never doubles back. Each cut bumps `rewrites`, which tells a consumer
+    that caches built on the old points (the chart's pyramids) must be rebuilt.
     """
 
-    __slots__ = ("_step", "_time", "_value", "version")
+    __slots__ = ("_step", "_time", "_value", "rewrites", "version")
 
     def __init__(self, capacity: int = 1024) -> None:
         self._step = GrowableArray(capacity)
@@ -42,12 +49,18 @@ class MetricSeries:
         self._time = GrowableArray(capacity)
         self.version = 0
         """Bumped on every append, so a consumer can tell it has new points."""
+        self.rewrites = 0
+        """Bumped whenever points already held were replaced (steps logged again)."""
 
     def __len__(self) -> int:
         return len(self._step)
 
     def extend(self, steps: npt.ArrayLike, values: npt.ArrayLike, times: npt.ArrayLike) -> None:
-        """Append points; the three inputs must have the same length."""
+        """Add points in the order they were logged; the three inputs must have the same length.
+
+        A point whose step is not past the last one held replaces that step and every later
+        one (see the class docstring); O(new points) when the steps only grow.
+        """
         s = np.asarray(steps, dtype=np.float64).reshape(-1)
         v = np.asarray(values, dtype=np.float64).reshape(-1)
         t = np.asarray(times, dtype=np.float64).reshape(-1)
@@ -56,10 +69,24 @@ class MetricSeries:
                 f"steps, values and times differ in length: {s.shape[0]}, {v.shape[0]}, "
                 f"{t.shape[0]}"
             )
+        # Runs of strictly increasing steps; a batch that goes back (a poll that read across a
+        # resume) starts a new run, which replaces what it logs again.
+        back = (np.flatnonzero(s[1:] <= s[:-1]) + 1).tolist()
+        bounds = [0, *back, s.shape[0]]
+        for start, end in itertools.pairwise(bounds):
+            self._append_run(s[start:end], v[start:end], t[start:end])
+        self.version += 1
+
+    def _append_run(self, s: FloatArray, v: FloatArray, t: FloatArray) -> None:
+        held = self._step.view()
+        if s.shape[0] and held.shape[0] and s[0] <= held[-1]:
+            keep = int(np.searchsorted(held, s[0], side="left"))
+            for column in (self._step, self._value, self._time):
+                column.truncate(keep)
+            self.rewrites += 1
         self._step.extend(s)
         self._value.extend(v)
         self._time.extend(t)
-        self.version += 1
 
     @property
     def step(self) -> FloatArray:

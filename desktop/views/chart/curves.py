@@ -172,6 +172,9 @@ class Curve:
     smoother: EmaSmoother | None
     series: MetricSeries | None = None
     """The AppState series the caches were built from (a reload replaces it)."""
+    rewrites: tuple[int, int] = (0, 0)
+    """The `rewrites` of the series and of the job's tokens_seen series the caches were built
+    from: steps logged again (a resume) replace points, and the caches start over."""
     x_cache: GrowableArray = field(default_factory=GrowableArray)
     ready: int = 0
     """Points of the series that have an x value (all in step mode)."""

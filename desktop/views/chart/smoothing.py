@@ -65,6 +65,10 @@ class GrowableArray:
         """Forget the contents (keeps the allocation)."""
         self._size = 0
 
+    def truncate(self, size: int) -> None:
+        """Keep only the first `size` values (keeps the allocation)."""
+        self._size = max(0, min(int(size), self._size))
+
 
 def _ema_finite(
     x: FloatArray, weight: float, state: float, count: int

@@ -394,9 +394,13 @@ class LossChart(QWidget):
     def _update_curve(self, curve: Curve, series: MetricSeries) -> None:
         """Take in the series' new points: x, smoothing, pyramids, x index (O(new points))."""
         n = len(series)
-        if curve.series is not series or curve.ready > n:  # cleared and reloaded
+        tokens = self._state.series(curve.job_id, "tokens_seen")
+        rewrites = (series.rewrites, 0 if tokens is None else tokens.rewrites)
+        # Cleared and reloaded, or steps logged again by a resume: the caches hold old points.
+        if curve.series is not series or curve.ready > n or curve.rewrites != rewrites:
             curve.reset()
             curve.series = series
+            curve.rewrites = rewrites
         values = series.value
         # The pyramids index the whole series; only x waits for tokens (see _extend_x).
         curve.raw_pyramid.update(values)
