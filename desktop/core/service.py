@@ -59,6 +59,7 @@ from desktop.models import (
     JobState,
     JobUpdate,
     LogChunk,
+    SeriesColumns,
     Settings,
     data_home,
     metric_columns,
@@ -73,6 +74,10 @@ if TYPE_CHECKING:
 __all__ = ["JobService"]
 
 log = logging.getLogger(__name__)
+
+SCREEN_POINTS = 20_000
+"""Points per series a chart is handed from history: ten times a wide screen's pixel columns,
+so zooming in still shows detail; longer histories are downsampled in SQL."""
 
 
 class JobService:
@@ -460,6 +465,12 @@ class JobService:
         """The job's console output (`train.log`) from byte `since`, read by its provider."""
         job = await self._get(job_id)
         return await self.provider(job.provider).logs(job, since)
+
+    def series_columns(self, job_id: str) -> dict[str, SeriesColumns]:
+        """One job's stored series for a chart, each at most `SCREEN_POINTS` long (its minima,
+        maxima and ends kept). Blocking: the window calls it in a worker thread when the job is
+        selected, so history is read for what is looked at, never all at start."""
+        return self.store.series_columns(job_id, SCREEN_POINTS)
 
     def export_metrics_csv(self, job_id: str, out: TextIO) -> int:
         """Write the job's metrics as CSV (one row per step); returns the number of rows."""
