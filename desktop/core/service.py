@@ -237,6 +237,15 @@ class JobService:
         return backend
 
     def _build_provider(self, name: str) -> Provider:
+        self._import_provider(name)
+        try:
+            factory = get_provider_factory(name)
+        except KeyError as exc:
+            raise ConfigError(f"--provider: {exc.args[0]}") from None
+        return factory(self._context())
+
+    @staticmethod
+    def _import_provider(name: str) -> None:
         # A provider package registers its factory when imported; "local" always exists.
         importlib.import_module("desktop.providers.local")
         if name.isidentifier():
@@ -245,11 +254,6 @@ class JobService:
             except ModuleNotFoundError as exc:
                 if exc.name != f"desktop.providers.{name}":
                     raise  # the provider exists but lacks something it needs
-        try:
-            factory = get_provider_factory(name)
-        except KeyError as exc:
-            raise ConfigError(f"--provider: {exc.args[0]}") from None
-        return factory(self._context())
 
     def trainer_env(self, job: Job) -> dict[str, str]:
         """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
@@ -464,6 +468,10 @@ class JobService:
     async def logs(self, job_id: str, since: int = 0) -> LogChunk:
         """The job's console output (`train.log`) from byte `since`, read by its provider."""
         job = await self._get(job_id)
+        if job.provider not in self._providers:
+            # The first log shown (a finished job clicked) imports the provider's package:
+            # a worker thread's business, not the window's.
+            await asyncio.to_thread(self._import_provider, job.provider)
         return await self.provider(job.provider).logs(job, since)
 
     def series_columns(self, job_id: str) -> dict[str, SeriesColumns]:
@@ -512,6 +520,8 @@ class JobService:
             except FtdeskError as exc:
                 log.warning("cannot reattach job %s: %s", job.id, exc)
                 self._report(f"job {job.id}: {exc}")
+        if all(job.is_final for job in jobs):  # nothing moved: skip reading them all again
+            return jobs
         return await asyncio.to_thread(self.jobs)
 
     async def refresh(self, job_id: str | None = None) -> list[Job]:
