@@ -62,6 +62,7 @@ from desktop.models import (
     JobState,
     JobUpdate,
     LogChunk,
+    SeriesColumns,
     Settings,
     data_home,
     metric_columns,
@@ -77,6 +78,10 @@ if TYPE_CHECKING:
 __all__ = ["JobService"]
 
 log = logging.getLogger(__name__)
+
+SCREEN_POINTS = 20_000
+"""Points per series a chart is handed from history: ten times a wide screen's pixel columns,
+so zooming in still shows detail; longer histories are downsampled in SQL."""
 
 
 # How long a watcher retries while the disk is full (see JobService's disk_full_give_up_s).
@@ -245,6 +250,15 @@ class JobService:
         return backend
 
     def _build_provider(self, name: str) -> Provider:
+        self._import_provider(name)
+        try:
+            factory = get_provider_factory(name)
+        except KeyError as exc:
+            raise ConfigError(f"--provider: {exc.args[0]}") from None
+        return factory(self._context())
+
+    @staticmethod
+    def _import_provider(name: str) -> None:
         # A provider package registers its factory when imported; "local" always exists.
         importlib.import_module("desktop.providers.local")
         if name.isidentifier():
@@ -253,11 +267,6 @@ class JobService:
             except ModuleNotFoundError as exc:
                 if exc.name != f"desktop.providers.{name}":
                     raise  # the provider exists but lacks something it needs
-        try:
-            factory = get_provider_factory(name)
-        except KeyError as exc:
-            raise ConfigError(f"--provider: {exc.args[0]}") from None
-        return factory(self._context())
 
     def trainer_env(self, job: Job) -> dict[str, str]:
         """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
@@ -501,7 +510,17 @@ class JobService:
     async def logs(self, job_id: str, since: int = 0) -> LogChunk:
         """The job's console output (`train.log`) from byte `since`, read by its provider."""
         job = await self._get(job_id)
+        if job.provider not in self._providers:
+            # The first log shown (a finished job clicked) imports the provider's package:
+            # a worker thread's business, not the window's.
+            await asyncio.to_thread(self._import_provider, job.provider)
         return await self.provider(job.provider).logs(job, since)
+
+    def series_columns(self, job_id: str) -> dict[str, SeriesColumns]:
+        """One job's stored series for a chart, each at most `SCREEN_POINTS` long (its minima,
+        maxima and ends kept). Blocking: the window calls it in a worker thread when the job is
+        selected, so history is read for what is looked at, never all at start."""
+        return self.store.series_columns(job_id, SCREEN_POINTS)
 
     def export_metrics_csv(self, job_id: str, out: TextIO) -> int:
         """Write the job's metrics as CSV (one row per step); returns the number of rows."""
@@ -543,6 +562,8 @@ class JobService:
             except FtdeskError as exc:
                 log.warning("cannot reattach job %s: %s", job.id, exc)
                 self._report(f"job {job.id}: {exc}")
+        if all(job.is_final for job in jobs):  # nothing moved: skip reading them all again
+            return jobs
         return await asyncio.to_thread(self.jobs)
 
     async def refresh(self, job_id: str | None = None) -> list[Job]:

@@ -28,7 +28,9 @@ state = ?`): a transition names the state it expects, and when another process g
 `points_from_events(job_id, events)` (in `metric_points`, re-exported here) turns trainer
 events into MetricPoints without validating the already-validated values again; with block
 inserts it keeps the ingest (read + convert + store) near a bare json.loads + executemany loop
-(bench/ingest.py). The schema and its migrations live in `store_schema`.
+(bench/ingest.py). The schema and its migrations live in `store_schema`; one job's series for
+the chart, downsampled in SQL, in `series_query`. Past 600 lines because it is one class whose
+every method is one transaction under the store's lock; the SQL that grows lives beside it.
 
 Threads: a `JobStore` may be built on one thread and used from any other. It holds one
 connection, opened with `check_same_thread=False`, and every method takes the store's lock
@@ -75,8 +77,10 @@ from desktop.core.errors import (
     is_disk_full,
 )
 from desktop.core.metric_points import insert_points, make_points, points_from_events
+from desktop.core.series_query import read_series_columns
 from desktop.core.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 from desktop.models import Job, JobState, MetricPoint, StateTransition, can_transition, data_home
+from desktop.models.job import SeriesColumns
 
 __all__ = [
     "DB_FILENAME",
@@ -611,6 +615,14 @@ class JobStore:
         with self._read("count metrics") as conn:
             row = conn.execute("SELECT count(*) FROM metrics WHERE job_id = ?", (job_id,))
             return int(row.fetchone()[0])
+
+    def series_columns(
+        self, job_id: str, max_points: int | None = None
+    ) -> dict[str, SeriesColumns]:
+        """Every series of one job as columns in step order; a series longer than `max_points`
+        downsampled for the screen, its extremes and ends kept (`read_series_columns`)."""
+        with self._read("read a job's series") as conn:
+            return read_series_columns(conn, job_id, max_points)
 
     def export_metrics_csv(self, job_id: str, out: TextIO) -> int:
         """Write the job's metrics as a wide CSV: step, time, then one column per series.

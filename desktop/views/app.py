@@ -15,8 +15,9 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -69,9 +70,38 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return ns
 
 
-def _make_service(offline: bool | None, settings: Any, bus: Any) -> tuple[Any, Any]:
+def _open_store_early() -> Callable[[], Any]:
+    """Open the job store on a worker thread now; returns a call that waits for it (None if
+    opening failed: the job service then opens it again and reports the error as always).
+
+    Opening runs SQLite's `quick_check`, which reads the whole file (about a second for
+    400 MB of history): on its own thread it overlaps the window's build, not its ready time.
+    """
+    opened: list[Any] = []
+
+    def open_store() -> None:
+        try:
+            from desktop.core.store import JobStore
+
+            opened.append(JobStore())
+        except Exception:  # the service's own open reports it, as always
+            log.debug("opening the job store early failed", exc_info=True)
+
+    thread = threading.Thread(target=open_store, name="open job store", daemon=True)
+    thread.start()
+
+    def wait() -> Any:
+        thread.join()
+        return opened[0] if opened else None
+
+    return wait
+
+
+def _make_service(
+    offline: bool | None, settings: Any, bus: Any, store: Callable[[], Any] | None = None
+) -> tuple[Any, Any]:
     """The job service over the user's settings (an unreadable settings file is reported on
-    the bus and the defaults are used)."""
+    the bus and the defaults are used), on the store `store()` opened if given."""
     from desktop.core.service import JobService
     from desktop.models import Settings, load_settings
 
@@ -82,7 +112,11 @@ def _make_service(offline: bool | None, settings: Any, bus: Any) -> tuple[Any, A
         except ValueError as exc:
             settings, problem = Settings(), str(exc)
     service = JobService(
-        settings=settings, offline=offline or None, on_error=bus.error, on_bug=bus.bug
+        store=store() if store is not None else None,
+        settings=settings,
+        offline=offline or None,
+        on_error=bus.error,
+        on_bug=bus.bug,
     )
     if problem:
         bus.error(f"{problem}; using the default settings")
@@ -96,6 +130,7 @@ def build_window(
     check_runtime: bool = True,
     secret_store: Any = None,
     deferred: bool = False,
+    store: Callable[[], Any] | None = None,
 ) -> Any:
     """The main window over a new `JobService` (call `await window.start()` on the loop).
 
@@ -103,6 +138,7 @@ def build_window(
     on the status bar and the defaults are used. With `deferred`, only the window's skeleton
     is made now (fast: Qt and light modules); the job service, editor, table, chart and log
     view are made by `await window.build()` / `window.start()`, which emits `window.ready`.
+    `store` (from `_open_store_early`) gives the job store; by default the service opens it.
     """
     from desktop.views.main_window import MainWindow
 
@@ -112,7 +148,7 @@ def build_window(
         settings=settings,
         secret_store=secret_store,
         check_runtime=check_runtime,
-        service_factory=lambda b: _make_service(offline, settings, b),
+        service_factory=lambda b: _make_service(offline, settings, b, store),
         deferred=deferred,
     )
     return window
@@ -174,7 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The skeleton (toolbar, status bar, empty panels) is on screen before anything heavy is
     # imported, asyncio and qasync included; the window then builds the rest (`start()`).
     probe = os.environ.get("FTDESK_STARTUP_PROBE") == "1"
-    window = build_window(offline=ns.offline or None, deferred=True, check_runtime=not probe)
+    early: list[Callable[[], Any]] = []  # the store, opened once the skeleton is painted
+    window = build_window(
+        offline=ns.offline or None,
+        deferred=True,
+        check_runtime=not probe,
+        store=lambda: early[0]() if early else None,
+    )
     _install_excepthook(window)
     if probe:
         _install_startup_probe(window)
@@ -185,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         QTimer.singleShot(2000, first_paint.quit)  # a platform that never paints (minimised)
         first_paint.exec()
     path = setup_logging(ns.verbose)
+    early.append(_open_store_early())
     log.info(
         "Finetune Desk starting (log file %s); window painted %.3f s after import",
         path,
@@ -218,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         window.deleteLater()
         loop.close()
+        store = early[0]() if early else None
+        if store is not None:  # the service does not close a store it was given
+            store.close()
     return 0
 
 

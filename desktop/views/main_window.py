@@ -299,6 +299,7 @@ class MainWindow(QMainWindow):
         self.state = AppState(self)
         self.service.add_listener(self.state)
         self.status_bar.follow_state(self.state)
+        operations.serve_history(self.state, self.service, self.ops)  # a job's, when selected
         from PySide6.QtWidgets import QSystemTrayIcon
 
         if QSystemTrayIcon.isSystemTrayAvailable() and QSystemTrayIcon.supportsMessages():
@@ -383,13 +384,13 @@ class MainWindow(QMainWindow):
     # -- start-up -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Build (when not yet), then load the jobs (reattaching to running ones), their
-        metrics, and the first config."""
+        """Build (when not yet), then load the jobs (reattaching to running ones) and the first
+        config. A job's metrics are read when it is selected (`operations.serve_history`)."""
         await self.build()
         if self._closing:
             return
         self.layout_memory.restore_splitters(self.splitters)
-        await self.service.start(with_history=True)
+        await self.service.start()
         if not await self.config_actions.load_last_config():
             self.load_preset(DEMO_PRESET)
         if self._check_runtime:

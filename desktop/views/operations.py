@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from desktop.core.sleep_inhibit import LocalJobsInhibitor
     from desktop.core.tasks import TaskRunner
     from desktop.models import Job, Settings
+    from desktop.views.state import AppState
     from trainer.config import TrainingConfig
     from trainer.reports import DoctorReport
 
@@ -80,6 +81,7 @@ __all__ = [
     "read_last_config",
     "read_record",
     "save_settings",
+    "serve_history",
     "show_traceback_dialog",
     "window_state_path",
     "write_last_config",
@@ -417,6 +419,25 @@ def job_end_notifier(tray: Callable[[str, str], None] | None) -> JobEndNotifier:
     from desktop.core.notify import JobEndNotifier, make_sender
 
     return JobEndNotifier(make_sender(tray))
+
+
+def serve_history(state: AppState, service: JobService, ops: Operations) -> None:
+    """Answer AppState's `history_wanted(job_id)` (a job was selected whose stored series are
+    not in memory): read them in a worker thread and hand them to `state.set_history`."""
+
+    def wanted(job_id: str) -> None:
+        name = f"load the history of job {job_id}"
+        task = ops.run_in_thread(
+            name,
+            service.series_columns,
+            job_id,
+            on_done=lambda columns: state.set_history(job_id, columns),
+            on_error=lambda _exc: state.history_failed(job_id),
+        )
+        if task is None and not ops.is_running(name):  # no loop: the window is closing
+            state.history_failed(job_id)
+
+    state.history_wanted.connect(wanted)
 
 
 def local_jobs_inhibitor() -> LocalJobsInhibitor:

@@ -4,13 +4,21 @@ The `JobService` (desktop/core/service.py) calls the `JobListener` methods on th
 AppState keeps frozen `Job` snapshots in order, the metric series of each job in growable numpy
 buffers, the recent log lines of each job and the selected job ids, and re-emits everything as Qt
 signals that item models translate one row at a time.
+
+History is loaded lazily: the window starts from the snapshots alone. Selecting a job whose
+stored history is not in memory emits `history_wanted(job_id)`; the window reads it off the UI
+thread (`operations.serve_history`) and hands it to `set_history`, which puts the stored points
+before any that streamed in meanwhile. Live points stream in through `metrics_added` whether or
+not the history is loaded. At most `max_loaded_jobs` finished, unselected jobs keep their
+loaded series (least recently selected dropped first), so memory is bounded by what is looked
+at, not by how many runs the store holds.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -20,12 +28,14 @@ from PySide6.QtCore import QObject, Signal
 from desktop.models.job import Job, SeriesColumns
 from desktop.views.chart.smoothing import FloatArray, GrowableArray
 
-__all__ = ["DEFAULT_LOG_LINES", "AppState", "MetricSeries"]
+__all__ = ["DEFAULT_LOADED_JOBS", "DEFAULT_LOG_LINES", "AppState", "MetricSeries"]
 
 log = logging.getLogger(__name__)
 
 
 DEFAULT_LOG_LINES = 10_000
+DEFAULT_LOADED_JOBS = 16
+"""Finished, unselected jobs whose loaded series are kept (a click back is instant)."""
 
 
 class MetricSeries:
@@ -123,6 +133,9 @@ class AppState(QObject):
         metrics_appended(str job_id): new points in one or more metric series of the job.
         log_appended(str job_id, list lines): new log lines of the job.
         selection_changed(list job_ids): the selected jobs changed (in row order).
+        history_wanted(str job_id): a selected job's stored series are needed (load them and
+            call `set_history`, or `history_failed`).
+        history_changed(str job_id): a job's history started or stopped loading.
     """
 
     row_about_to_be_added = Signal(int)
@@ -133,9 +146,21 @@ class AppState(QObject):
     metrics_appended = Signal(str)
     log_appended = Signal(str, list)
     selection_changed = Signal(list)
+    history_wanted = Signal(str)
+    history_changed = Signal(str)
 
-    def __init__(self, parent: QObject | None = None, *, log_lines: int = DEFAULT_LOG_LINES):
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        *,
+        log_lines: int = DEFAULT_LOG_LINES,
+        max_loaded_jobs: int = DEFAULT_LOADED_JOBS,
+    ):
         super().__init__(parent)
+        # job id -> True once its stored history is in memory, False while it is being read;
+        # in least-recently-selected order.
+        self._history: OrderedDict[str, bool] = OrderedDict()
+        self._max_loaded = max_loaded_jobs
         self._jobs: list[Job] = []
         self._rows: dict[str, int] = {}
         self._metrics: dict[str, dict[str, MetricSeries]] = {}
@@ -184,12 +209,28 @@ class AppState(QObject):
         return self._selected
 
     def set_selected_job_ids(self, job_ids: Iterable[str]) -> None:
-        """Select these jobs (unknown ids are ignored); emits `selection_changed` on change."""
+        """Select these jobs (unknown ids are ignored); emits `selection_changed` on change,
+        and `history_wanted` for each selected job whose stored history is not in memory."""
         wanted = {job_id for job_id in job_ids if job_id in self._rows}
         ordered = tuple(sorted(wanted, key=self._rows.__getitem__))
-        if ordered != self._selected:
-            self._selected = ordered
-            self.selection_changed.emit(list(ordered))
+        if ordered == self._selected:
+            return
+        self._selected = ordered
+        missing = []
+        for job_id in ordered:
+            if job_id in self._history:
+                self._history.move_to_end(job_id)
+            else:
+                self._history[job_id] = False
+                missing.append(job_id)
+        self.selection_changed.emit(list(ordered))
+        for job_id in missing:
+            self.history_changed.emit(job_id)
+            self.history_wanted.emit(job_id)
+
+    def history_loading(self, job_id: str) -> bool:
+        """Whether the job's stored history is being read (asked for, not yet given)."""
+        return self._history.get(job_id) is False
 
     # -- JobListener ----------------------------------------------------------------------------
 
@@ -226,6 +267,7 @@ class AppState(QObject):
         self._rows = {job.id: i for i, job in enumerate(self._jobs)}
         self._metrics.pop(job_id, None)
         self._logs.pop(job_id, None)
+        self._history.pop(job_id, None)
         self.row_removed.emit(row)
         if job_id in self._selected:
             self._selected = tuple(i for i in self._selected if i != job_id)
@@ -250,6 +292,54 @@ class AppState(QObject):
         self.log_appended.emit(job_id, list(lines))
 
     # -- bulk loading ---------------------------------------------------------------------------
+
+    def set_history(self, job_id: str, columns: Mapping[str, SeriesColumns]) -> None:
+        """The job's stored series, read on selection: they go before the points that
+        streamed in since (a stored point at or after a streamed series' first step is one the
+        stream holds already, or one a resumed run replaced)."""
+        if job_id not in self._rows:
+            return
+        per_job = self._metrics.setdefault(job_id, {})
+        for name, column in columns.items():
+            steps = np.asarray(column.steps, dtype=np.float64)
+            values = np.asarray(column.values, dtype=np.float64)
+            times = np.asarray(column.times, dtype=np.float64)
+            live = per_job.get(name)
+            if live is not None and len(live):
+                keep = steps < live.step[0]
+                steps = np.concatenate([steps[keep], live.step])
+                values = np.concatenate([values[keep], live.value])
+                times = np.concatenate([times[keep], live.time])
+            series = per_job[name] = MetricSeries(max(len(steps), 1))
+            series.extend(steps, values, times)
+        self._history[job_id] = True
+        self._history.move_to_end(job_id)
+        self._evict()
+        self.history_changed.emit(job_id)
+        self.metrics_appended.emit(job_id)
+
+    def history_failed(self, job_id: str) -> None:
+        """Reading the job's history failed (the error was reported); a later selection
+        asks again."""
+        if self._history.get(job_id) is False:
+            del self._history[job_id]
+            self.history_changed.emit(job_id)
+
+    def _evict(self) -> None:
+        """Drop the loaded series of the least recently selected finished jobs beyond
+        `max_loaded_jobs`; selected and live jobs keep theirs."""
+        idle = [
+            job_id
+            for job_id, loaded in self._history.items()
+            if loaded and job_id not in self._selected and self._finished(job_id)
+        ]
+        for job_id in idle[: max(0, len(idle) - self._max_loaded)]:
+            del self._history[job_id]
+            self._metrics.pop(job_id, None)
+
+    def _finished(self, job_id: str) -> bool:
+        job = self.job(job_id)
+        return job is None or job.is_final
 
     def add_metric_arrays(
         self,

@@ -9,6 +9,8 @@ downsamples, clips, checks finiteness or measures bounds over the whole series; 
 for auto-range is known from the pyramid's index, not scanned. The decimated view is recomputed
 only when data, the visible x range or the plot width changed. A redraw happens on a
 single-shot timer only after AppState said that data changed; an idle chart runs no timer.
+A job's history arrives after its selection (AppState loads it lazily): meanwhile the chart
+says "Loading history …"; the history is drawn at once when it comes, not on the timer.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ class LossChart(QWidget):
         self.x_combo.currentIndexChanged.connect(self._on_x_combo_current_index_changed)
         self.grad_norm_check = QCheckBox("grad norm", self)
         self.grad_norm_check.toggled.connect(self.set_grad_norm_visible)
+        self.loading_label = QLabel("Loading history …", self)
+        self.loading_label.hide()
 
         controls = QHBoxLayout()
         controls.setContentsMargins(4, 0, 4, 0)
@@ -159,6 +163,7 @@ class LossChart(QWidget):
         controls.addWidget(QLabel("x:", self))
         controls.addWidget(self.x_combo)
         controls.addWidget(self.grad_norm_check)
+        controls.addWidget(self.loading_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
@@ -171,6 +176,7 @@ class LossChart(QWidget):
 
         state.metrics_appended.connect(self._on_state_metrics_appended)
         state.row_removed.connect(self._on_state_row_removed)
+        state.history_changed.connect(self._on_state_history_changed)
         if follow_selection:
             state.selection_changed.connect(self.set_job_ids)
             self.set_job_ids(list(state.selected_job_ids))
@@ -193,6 +199,7 @@ class LossChart(QWidget):
         for job_id in ids:
             self._colors.setdefault(job_id, JOB_COLORS[len(self._colors) % len(JOB_COLORS)])
         self._dirty_jobs.update(ids)
+        self._update_loading_label()
         self._schedule()
 
     @property
@@ -574,6 +581,16 @@ class LossChart(QWidget):
         if job_id in self._job_ids:
             self._dirty_jobs.add(job_id)
             self._schedule()
+
+    def _on_state_history_changed(self, job_id: str) -> None:
+        if job_id in self._job_ids:
+            self._update_loading_label()
+            if not self._state.history_loading(job_id):  # just clicked: draw it now
+                self._dirty_jobs.add(job_id)
+                self.redraw()
+
+    def _update_loading_label(self) -> None:
+        self.loading_label.setVisible(any(map(self._state.history_loading, self._job_ids)))
 
     def _on_state_row_removed(self, _row: int) -> None:
         gone = [job_id for job_id in self._job_ids if self._state.job(job_id) is None]
