@@ -103,6 +103,33 @@ def test_a_half_typed_number_is_an_error_not_the_previous_value(
     assert editor.is_valid and editor.config().training.learning_rate == 3e-4
 
 
+def _config_is_what_the_fields_show(editor: ConfigEditor) -> None:
+    """A valid editor's config holds each number field's shown text; an invalid one yields none."""
+    if not editor.is_valid:
+        with pytest.raises(ConfigError):
+            editor.config()
+        return
+    data = editor.config().model_dump()
+    for path in editor.field_paths():
+        widget = editor.field_widget(path)
+        box = editor.set_box(path)
+        if not isinstance(widget, QAbstractSpinBox) or (box is not None and not box.isChecked()):
+            continue
+        value: Any = data
+        for part in path.split("."):
+            value = value[part]
+        assert float(_line_edit(widget).text()) == value, path
+
+
+def test_the_config_is_always_what_the_fields_show(editor: ConfigEditor, qtbot: QtBot) -> None:
+    _config_is_what_the_fields_show(editor)
+    for path, typed in [(LR, "0"), (LR, "-1e-4"), (LR, "3e-4"), ("lora.r", "0"), ("lora.r", "12")]:
+        _type(qtbot, editor.field_widget(path), typed)
+        _config_is_what_the_fields_show(editor)
+    assert editor.is_valid
+    assert (editor.config().training.learning_rate, editor.config().lora.r) == (3e-4, 12)
+
+
 def test_folding_advanced_keeps_what_was_typed(editor: ConfigEditor, qtbot: QtBot) -> None:
     editor.show()  # hiding a field needs it shown first
     editor.set_advanced_visible(True)
