@@ -103,6 +103,47 @@ def test_a_half_typed_number_is_an_error_not_the_previous_value(
     assert editor.is_valid and editor.config().training.learning_rate == 3e-4
 
 
+def _config_is_what_the_fields_show(editor: ConfigEditor) -> None:
+    """A valid editor's config holds each number field's shown text; an invalid one yields none."""
+    if not editor.is_valid:
+        with pytest.raises(ConfigError):
+            editor.config()
+        return
+    data = editor.config().model_dump()
+    for path in editor.field_paths():
+        widget = editor.field_widget(path)
+        box = editor.set_box(path)
+        if not isinstance(widget, QAbstractSpinBox) or (box is not None and not box.isChecked()):
+            continue
+        value: Any = data
+        for part in path.split("."):
+            value = value[part]
+        assert float(_line_edit(widget).text()) == value, path
+
+
+def test_the_config_is_always_what_the_fields_show(editor: ConfigEditor, qtbot: QtBot) -> None:
+    _config_is_what_the_fields_show(editor)
+    for path, typed in [(LR, "0"), (LR, "-1e-4"), (LR, "3e-4"), ("lora.r", "0"), ("lora.r", "12")]:
+        _type(qtbot, editor.field_widget(path), typed)
+        _config_is_what_the_fields_show(editor)
+    assert editor.is_valid
+    assert (editor.config().training.learning_rate, editor.config().lora.r) == (3e-4, 12)
+
+
+def test_folding_advanced_keeps_what_was_typed(editor: ConfigEditor, qtbot: QtBot) -> None:
+    editor.show()  # hiding a field needs it shown first
+    editor.set_advanced_visible(True)
+    spin = editor.field_widget("training.weight_decay")
+    assert spin.isVisible()
+    _type(qtbot, spin, "2")
+    editor.set_advanced_visible(False)  # hides the field: Qt re-reads a hidden spin box's text
+    assert _line_edit(spin).text() == "2"
+    assert editor.field_error("training.weight_decay") == (
+        "Weight decay must be at most 1; you typed 2"
+    )
+    assert not editor.is_valid
+
+
 def test_a_cross_field_error_is_shown_once_by_label(editor: ConfigEditor, qtbot: QtBot) -> None:
     box = editor.set_box("training.eval_steps")
     assert box is not None
@@ -218,6 +259,25 @@ def test_a_validation_status_line_goes_once_the_field_is_fixed(
         _type(qtbot, spin, "1e-3")
         assert window.editor.is_valid
         assert window.statusBar().currentMessage() == ""
+        await close(window)
+
+    run(qloop, body())
+
+
+@pytest.mark.expect_log("choose a dataset file first")
+def test_the_preflight_without_a_dataset_names_the_field_by_label(
+    qtbot: Any, qloop: Any, demo_home: Path
+) -> None:
+    window = make_window()
+    qtbot.addWidget(window)
+
+    async def body() -> None:
+        await window.start()
+        _type(qtbot, window.editor.field_widget("dataset.path"), "")
+        window.run_preflight()
+        status = window.statusBar().currentMessage()
+        assert "Dataset: choose a dataset file first" in status
+        assert "dataset.path" not in status
         await close(window)
 
     run(qloop, body())

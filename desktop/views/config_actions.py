@@ -225,7 +225,7 @@ class ConfigActions(QObject):
         if editor.is_valid:
             return True
         problems = editor.problems()
-        more = f" (and {len(problems) - 1} more, listed above the editor)" if problems[1:] else ""
+        more = f" (and {len(problems) - 1} more, listed under the toolbar)" if problems[1:] else ""
         message = f"cannot {what} an invalid config: {problems[0].text}{more}"
         self._validation_line = (problems[0], message)
         self.window.bus.error(message)
@@ -282,7 +282,8 @@ class ConfigActions(QObject):
         w = self.window
         request = self.preflight_request()
         if request is None:
-            w.bus.error("dataset.path: choose a dataset file first")
+            label = w.editor.field_label("dataset.path")
+            w.bus.error(f"{label}: choose a dataset file first")
             return
         dialog = self.preflight_dialog()
         dialog.show()

@@ -273,6 +273,10 @@ class ConfigEditor(QWidget):
         self._scroll.ensureWidgetVisible(field.container)
         field.input.setFocus(Qt.FocusReason.OtherFocusReason)
 
+    def field_label(self, path: str) -> str:
+        """The on-screen label of the field at `path` ("Learning rate")."""
+        return self._fields[path].title
+
     def error_label(self, path: str) -> QLabel:
         """The line under a field that shows its error (hidden when it has none to show)."""
         return self._fields[path].error_label
