@@ -352,7 +352,7 @@ class _Run:
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
         from transformers.utils import logging as hf_logging
 
-        from trainer.callbacks import EventsCallback
+        from trainer.callbacks import EventsCallback, NothingLeftToTrain
         from trainer.ranks import world_size
 
         # \r progress bars garble train.log; the events carry progress.
@@ -434,7 +434,12 @@ class _Run:
         resume_path = str(checkpoint[1]) if checkpoint else None
         if checkpoint is not None and self.main_process:
             print(f"resuming from {checkpoint[1]}", flush=True)
-        trainer.train(resume_from_checkpoint=resume_path)
+        try:
+            trainer.train(resume_from_checkpoint=resume_path)
+        except NothingLeftToTrain as done:
+            # The checkpoint is the end of the run (a cancel on its last step): its weights,
+            # loaded, are the result; training on would store a step past max_steps.
+            self.note(str(done))
 
         if callback.cancelled_at_step is not None:
             return self.finish(
