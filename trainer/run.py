@@ -325,10 +325,8 @@ class _Run:
         return self._train(config, data, checkpoint)
 
     def _loadable_checkpoint(self) -> tuple[int, Path]:
-        """The newest checkpoint whose files load; each newer one is skipped, saying why.
-
-        The rule is `trainer.checkpoint_check.latest_loadable_checkpoint`, the one the app
-        shows and records as the resume point, so the two always name the same checkpoint.
+        """The newest checkpoint whose files load, each newer one skipped saying why: the
+        app's rule too (`checkpoint_check.latest_loadable_checkpoint`), so both name the same.
 
         Raises:
             JobDirError: no checkpoint loads; the message names each one and what is wrong.
