@@ -2,14 +2,17 @@
 
 A real job is cancelled with two checkpoints and its newest one is damaged. `show`, `run
 --resume` (its output and the job's history) and the trainer itself must all name the same
-checkpoint, the newest one that loads, and say which one was skipped and why.
+checkpoint, the newest one that loads, and say which one was skipped and why. And a resume
+from a checkpoint that already stands at max_steps trains nothing past it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -20,11 +23,16 @@ from test_hostile_trainer_checkpoints import damage_checkpoint
 from desktop.cli import main
 from trainer.protocol import (
     ArtifactEvent,
+    EventWriter,
     LogEvent,
     MetricEvent,
+    ProgressEvent,
     StatusEvent,
+    StatusFile,
     find_checkpoints,
     read_all_events,
+    read_status,
+    write_status,
 )
 
 pytestmark = pytest.mark.slow
@@ -122,3 +130,53 @@ def test_a_damaged_newest_checkpoint_is_skipped_alike_by_show_resume_and_the_tra
     assert warned and warned[0].level == "warning", after[-20:]
     trained = [e.step for e in after[start:] if isinstance(e, MetricEvent)]
     assert trained and trained[0] == loadable + 1, trained[:5]
+
+
+def test_a_resume_from_a_checkpoint_at_max_steps_finishes_without_training(
+    demo_dir: Path, run_trainer: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """A cancel that lands on the last step leaves the job cancelled, its newest checkpoint
+    at max_steps and no output/. Its resume must write the output from that checkpoint and
+    train nothing: no step past max_steps may reach the events, and so the store.
+
+    The folder is the one the trainer's cancel path leaves at the last step (the checkpoint it
+    saves there, no output/, a cancelled final word), made from a real run of 12 steps: a
+    SIGTERM cannot be timed to land on a given step without luck.
+    """
+    job = demo_dir
+    config = json.loads((job / "config.json").read_text(encoding="utf-8"))
+    config["training"].update(max_steps=12, save_steps=6)
+    (job / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    first = run_trainer(job)
+    assert first.returncode == 0, (job / "train.log").read_text(encoding="utf-8")[-3000:]
+    assert _checkpoint_steps(job)[-1] == 12
+    shutil.rmtree(job / "output")
+    writer = EventWriter(job / "events.jsonl")
+    writer.emit("status", state="cancelled", message="cancelled at step 12; checkpoint saved")
+    writer.close()
+    last = str(job / "checkpoints" / "checkpoint-12")
+    write_status(
+        job,
+        StatusFile(state="cancelled", exit_code=0, last_step=12, last_checkpoint=last),
+    )
+    before = len(read_all_events(job / "events.jsonl"))
+
+    resumed = run_trainer(job, "--resume")
+    log = (job / "train.log").read_text(encoding="utf-8")
+    assert resumed.returncode == 0, log[-3000:]
+    events = read_all_events(job / "events.jsonl")
+    steps = [e.step for e in events if isinstance(e, MetricEvent | ProgressEvent)]
+    assert steps and max(steps) == 12, steps[-5:]
+    new = events[before:]
+    assert not [e for e in new if isinstance(e, MetricEvent)], new
+    assert _resumed_from(job / "events.jsonl") == [12]
+    assert _checkpoint_steps(job)[-1] == 12, "no checkpoint past max_steps"
+    status = read_status(job)
+    assert status is not None and status.state == "completed", status
+    assert status.last_step == 12 and status.final_loss is not None, status
+    # The output is the checkpoint's weights, loaded and written as they were.
+    weights = "adapter_model.safetensors"
+    output = (job / "output" / weights).read_bytes()
+    assert output == (job / "checkpoints" / "checkpoint-12" / weights).read_bytes()
+    summary = json.loads((job / "output" / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["steps"] == 12 and summary["resumed_from_step"] == 12

@@ -21,7 +21,21 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from trainer.cancel import CancelRequest
 from trainer.protocol import EventWriter
 
-__all__ = ["EventsCallback", "any_rank"]
+__all__ = ["EventsCallback", "NothingLeftToTrain", "any_rank"]
+
+
+class NothingLeftToTrain(Exception):
+    """Raised by `EventsCallback.on_train_begin` when a resumed run's checkpoint already stands
+    at max_steps (a cancel that landed on the last step): the Trainer's loop would train one
+    step past max_steps before checking. Raised after the Trainer loaded the checkpoint, so
+    the model holds its weights and the run writes them as the output."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(
+            f"the checkpoint stands at step {step}, the last of the run: nothing left to "
+            "train; writing the output from it"
+        )
+        self.step = step
 
 
 def any_rank(flag: bool, device: Any) -> bool:
@@ -98,12 +112,19 @@ class EventsCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        """Record the schedule; announce training (and where a resumed run continues)."""
+        """Record the schedule; announce training (and where a resumed run continues).
+
+        Raises:
+            NothingLeftToTrain: the resumed checkpoint is already at max_steps.
+        """
         self.total_steps = state.max_steps or None
         self._t_begin = time.monotonic()
         self._step_begin = state.global_step
         self.last_step = state.global_step
         if self.resumed_from_step is not None:
+            # The checkpoint's history holds the last loss; a resume may train no step at all.
+            losses = [_finite(entry.get("loss")) for entry in state.log_history]
+            self.last_loss = next((x for x in reversed(losses) if x is not None), None)
             message = f"resumed from step {self.resumed_from_step}"
             self._emit(
                 "status",
@@ -113,6 +134,8 @@ class EventsCallback(TrainerCallback):
             )
             if self.main_process:
                 print(message, flush=True)
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                raise NothingLeftToTrain(state.global_step)
         else:
             self._emit("status", state="training", message=f"training for {self.total_steps} steps")
 

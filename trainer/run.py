@@ -345,10 +345,8 @@ class _Run:
         return self._train(config, data, checkpoint)
 
     def _loadable_checkpoint(self) -> tuple[int, Path]:
-        """The newest checkpoint whose files load; each newer one is skipped, saying why.
-
-        The rule is `trainer.checkpoint_check.latest_loadable_checkpoint`, the one the app
-        shows and records as the resume point, so the two always name the same checkpoint.
+        """The newest checkpoint whose files load, each newer one skipped saying why: the
+        app's rule too (`checkpoint_check.latest_loadable_checkpoint`), so both name the same.
 
         Raises:
             JobDirError: no checkpoint loads; the message names each one and what is wrong.
@@ -372,7 +370,7 @@ class _Run:
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
         from transformers.utils import logging as hf_logging
 
-        from trainer.callbacks import EventsCallback
+        from trainer.callbacks import EventsCallback, NothingLeftToTrain
         from trainer.ranks import world_size
 
         # \r progress bars garble train.log; the events carry progress.
@@ -454,7 +452,12 @@ class _Run:
         resume_path = str(checkpoint[1]) if checkpoint else None
         if checkpoint is not None and self.main_process:
             print(f"resuming from {checkpoint[1]}", flush=True)
-        trainer.train(resume_from_checkpoint=resume_path)
+        try:
+            trainer.train(resume_from_checkpoint=resume_path)
+        except NothingLeftToTrain as done:
+            # The checkpoint is the end of the run (a cancel on its last step): its weights,
+            # loaded, are the result; training on would store a step past max_steps.
+            self.note(str(done))
 
         if callback.cancelled_at_step is not None:
             return self.finish(
