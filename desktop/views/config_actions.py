@@ -50,6 +50,10 @@ class ConfigActions(QObject):
         self.window = window
         self.demo_pending = False
         self.preflight: PreflightDialog | None = None
+        from desktop.views.dataset_watch import DatasetFieldWatcher
+
+        #: Checks the dataset paths as they are typed (errors on the fields, notes).
+        self.dataset_watch = DatasetFieldWatcher(window.editor, window.ops)
 
     # -- presets and the demo -------------------------------------------------------------------
 

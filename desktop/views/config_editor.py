@@ -119,6 +119,8 @@ class ConfigEditor(QWidget):
         self._valid = False
         self._errors: dict[str, str] = {}
         self._general_errors: list[str] = []
+        #: Errors found by background checks (set_external_error), by field path or other key.
+        self._external_errors: dict[str, str] = {}
 
         self.general_error_label = QLabel()
         self.general_error_label.setObjectName("general_error")
@@ -238,6 +240,33 @@ class ConfigEditor(QWidget):
         """The error shown on the field at `path` (dotted, e.g. "lora.r"), or None."""
         return self._errors.get(path)
 
+    def set_external_error(self, key: str, message: str | None) -> None:
+        """Set (or clear, with None) an error a background check found.
+
+        `key` is a field path (the error shows on that field, as a schema error would) or any
+        other name (the error shows above the sections). Either way it counts like a schema
+        error: the editor is invalid while it stands, so Start is disabled with its reason.
+        The checker clears it when the value it judged changes.
+        """
+        if message:
+            self._external_errors[key] = message
+        elif self._external_errors.pop(key, None) is None:
+            return
+        self._revalidate()
+
+    def external_error(self, key: str) -> str | None:
+        """The background check's error set under `key`, or None."""
+        return self._external_errors.get(key)
+
+    def set_field_note(self, path: str, text: str | None) -> None:
+        """Show a grey note under the field at `path` (e.g. "JSONL, 321 lines"), or clear it."""
+        self._fields[path].set_note(text)
+
+    def field_note(self, path: str) -> str | None:
+        """The note shown under the field at `path`, or None."""
+        text = self._fields[path].note_label.text()
+        return text or None
+
     def field_widget(self, path: str) -> QWidget:
         """The input widget of a field (QSpinBox, QLineEdit, ...), for the window and tests."""
         return self._fields[path].input
@@ -307,6 +336,11 @@ class ConfigEditor(QWidget):
                         errors.setdefault(p, []).append(part)
                     if not named:
                         general.append(part)
+        for key, message in self._external_errors.items():
+            if key in self._fields:
+                errors.setdefault(key, []).append(message)
+            else:
+                general.append(message)
         self._errors = {p: "\n".join(dict.fromkeys(msgs)) for p, msgs in errors.items()}
         self._general_errors = general
         for path, field in self._fields.items():

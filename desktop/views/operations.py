@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from desktop.core.config_io import PresetInfo
+    from desktop.core.dataset_path import DatasetPathCheck
     from desktop.core.notify import JobEndNotifier
     from desktop.core.secrets import SecretName, SecretStatus, SecretStore
     from desktop.core.service import JobService
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GPUS",
     "ConfigError",
+    "DatasetPathCheck",
     "FitLevel",
     "FtdeskError",
     "JobEndNotifier",
@@ -71,6 +73,7 @@ __all__ = [
     "fit_level",
     "format_exception",
     "import_config",
+    "inspect_dataset_paths",
     "job_end_notifier",
     "last_config_path",
     "list_presets",
@@ -88,6 +91,7 @@ __all__ = [
 #: Names served on first use (`__getattr__`): their modules import pydantic, which the
 #: window's first frame must not pay for.
 _LAZY = {
+    "DatasetPathCheck": "desktop.core.dataset_path",
     "JobEndNotifier": "desktop.core.notify",
     "LocalJobsInhibitor": "desktop.core.sleep_inhibit",
     "SecretName": "desktop.core.secrets",
@@ -431,3 +435,11 @@ def estimate_memory(config: TrainingConfig) -> MemoryEstimate:
     from desktop.core.memory_fit import estimate_for_config, read_model_config
 
     return estimate_for_config(config, read_model_config(config.model.name_or_path))
+
+
+def inspect_dataset_paths(values: dict[str, str]) -> dict[str, DatasetPathCheck]:
+    """A quick look at each dataset path (field path -> value): exists, readable, format and
+    size (blocking: a stat, the first bytes and a line count)."""
+    from desktop.core.dataset_path import inspect_dataset_path
+
+    return {field: inspect_dataset_path(value) for field, value in values.items()}
