@@ -32,11 +32,13 @@ class DatasetPathCheck:
         note: what the path holds when it can be used ("JSONL, 321 lines"), or None.
         local_file: the path is a data file on this machine that looks readable (its records
             can be checked by the trainer runtime's preflight).
+        size_bytes: the file's size (0 when not a local file).
     """
 
     error: str | None = None
     note: str | None = None
     local_file: bool = False
+    size_bytes: int = 0
 
 
 def _size_text(size: int) -> str:
@@ -95,7 +97,9 @@ def inspect_dataset_path(value: str) -> DatasetPathCheck:
         reason = exc.strerror or str(exc)
         return DatasetPathCheck(error=f"{value} cannot be read ({reason}); check its permissions")
     if name.endswith((".parquet", ".pq")):
-        return DatasetPathCheck(note=f"Parquet, {_size_text(size)}", local_file=True)
+        return DatasetPathCheck(
+            note=f"Parquet, {_size_text(size)}", local_file=True, size_bytes=size
+        )
     compressed = name.endswith(".gz")
     if compressed:
         try:
@@ -109,7 +113,7 @@ def inspect_dataset_path(value: str) -> DatasetPathCheck:
         label = "CSV"
     elif first == b"[":
         note = f"JSON array, {_size_text(size)}" if size > 4096 else "JSON array"
-        return DatasetPathCheck(note=note, local_file=True)
+        return DatasetPathCheck(note=note, local_file=True, size_bytes=size)
     elif first == b"{":
         label = "JSONL"
     elif not head.strip():
@@ -122,7 +126,9 @@ def inspect_dataset_path(value: str) -> DatasetPathCheck:
             f"array); use {_KNOWN}"
         )
     if size > COUNT_LIMIT_BYTES:
-        return DatasetPathCheck(note=f"{label}, {_size_text(size)}", local_file=True)
+        return DatasetPathCheck(
+            note=f"{label}, {_size_text(size)}", local_file=True, size_bytes=size
+        )
     lines = _count_lines(path, compressed)
     note = f"{label}, {lines} line{'s' if lines != 1 else ''}"
-    return DatasetPathCheck(note=note, local_file=True)
+    return DatasetPathCheck(note=note, local_file=True, size_bytes=size)

@@ -54,6 +54,21 @@ class ConfigActions(QObject):
 
         #: Checks the dataset paths as they are typed (errors on the fields, notes).
         self.dataset_watch = DatasetFieldWatcher(window.editor, window.ops)
+        from desktop.views.dataset_watch import AutoPreflight
+        from desktop.views.preflight import DataCheckSummary
+
+        #: The quick preflight's verdict under the dataset field (problems, skip button).
+        self.data_summary = DataCheckSummary()
+        dataset_section: Any = window.editor.section("Dataset")
+        dataset_section.form.addRow("", self.data_summary)
+        self.auto_preflight = AutoPreflight(
+            window.editor,
+            window.ops,
+            self.dataset_watch,
+            self.data_summary,
+            self.preflight_request,
+            lambda path, **kw: window.service.runtime.check_data(path, **kw),
+        )
 
     # -- presets and the demo -------------------------------------------------------------------
 

@@ -243,8 +243,9 @@ class ConfigEditor(QWidget):
     def set_external_error(self, key: str, message: str | None) -> None:
         """Set (or clear, with None) an error a background check found.
 
-        `key` is a field path (the error shows on that field, as a schema error would) or any
-        other name (the error shows above the sections). Either way it counts like a schema
+        `key` is a field path (the error shows on that field, as a schema error would), a
+        field path with a "#tag" when several checks judge one field ("dataset.path#records"),
+        or any other name (the error shows above the sections). Either way it counts like a schema
         error: the editor is invalid while it stands, so Start is disabled with its reason.
         The checker clears it when the value it judged changes.
         """
@@ -337,8 +338,9 @@ class ConfigEditor(QWidget):
                     if not named:
                         general.append(part)
         for key, message in self._external_errors.items():
-            if key in self._fields:
-                errors.setdefault(key, []).append(message)
+            on = key.partition("#")[0]  # "dataset.path#records": another check of that field
+            if on in self._fields:
+                errors.setdefault(on, []).append(message)
             else:
                 general.append(message)
         self._errors = {p: "\n".join(dict.fromkeys(msgs)) for p, msgs in errors.items()}
