@@ -82,6 +82,7 @@ __all__ = [
     "read_job_log",
     "read_last_config",
     "read_record",
+    "runtime_blockers",
     "save_settings",
     "show_traceback_dialog",
     "window_state_path",
@@ -194,6 +195,7 @@ class Operations(QObject):
         self.bus = bus
         self.runner = runner or TaskRunner()
         self._running: set[str] = set()
+        self._closed = False
 
     def run(
         self,
@@ -214,6 +216,10 @@ class Operations(QObject):
         Returns:
             The task, or None when an operation of that name is already running.
         """
+        if self._closed:  # a debounce timer that fires after close(): nothing may start now
+            coro.close()
+            log.debug("%s not started: the operations are closed", name)
+            return None
         if name in self._running:
             coro.close()
             self.bus.info(f"{name} is already running")
@@ -288,7 +294,8 @@ class Operations(QObject):
                 self.busy_changed.emit(False)
 
     async def close(self) -> None:
-        """Cancel every operation still running."""
+        """Cancel every operation still running; none starts after this."""
+        self._closed = True
         await self.runner.cancel_all()
 
 
@@ -443,3 +450,18 @@ def inspect_dataset_paths(values: dict[str, str]) -> dict[str, DatasetPathCheck]
     from desktop.core.dataset_path import inspect_dataset_path
 
     return {field: inspect_dataset_path(value) for field, value in values.items()}
+
+
+def runtime_blockers(config: TrainingConfig, doctor: DoctorReport | None, target: str) -> list[str]:
+    """What the launch `target` lacks for `config` ("needs CUDA: ..."), one sentence each.
+
+    Only the local target is judged, by this runtime's doctor report; a target whose
+    capabilities are not known yet (no report; a cloud provider until it declares them) blocks
+    nothing here: its own checks run at launch.
+    """
+    from desktop.core.runtime_fit import TargetCapabilities
+    from desktop.core.runtime_fit import runtime_blockers as blockers
+
+    if target != "local" or doctor is None:
+        return []
+    return blockers(config, TargetCapabilities.from_doctor(doctor))
