@@ -144,3 +144,15 @@ def test_validate_says_the_invalid_record_will_be_skipped(demo_dir: Path, tmp_pa
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"1 invalid record will be skipped (line {BAD_LINE})" in done.stdout, done.stdout
+
+
+def test_check_data_counts_the_invalid_records_and_names_the_option(demo_dir: Path) -> None:
+    from trainer.data import check_dataset
+
+    report = check_dataset(_one_bad_line(demo_dir))
+    assert not report.usable and report.skippable
+    assert report.invalid_records == 1 and report.valid_records == GOOD
+    text = report.to_text()
+    assert f"{GOOD + 1} records ({GOOD} valid)" in text
+    assert f"line {BAD_LINE}: invalid JSON" in text
+    assert f"set dataset.skip_invalid_records to train on the {GOOD} valid records" in text
