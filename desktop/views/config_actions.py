@@ -60,6 +60,7 @@ class ConfigActions(QObject):
 
         #: Checks the dataset paths as they are typed (errors on the fields, notes).
         self.dataset_watch = DatasetFieldWatcher(window.editor, window.ops)
+        self.demo_ready.connect(lambda _folder: self.dataset_watch.recheck())  # its data exists now
         from desktop.views.dataset_watch import AutoPreflight
         from desktop.views.preflight import DataCheckSummary
 

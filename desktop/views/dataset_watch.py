@@ -82,6 +82,12 @@ class DatasetFieldWatcher(QObject):
         editor.config_changed.connect(self._on_editor_config_changed)
         self._on_editor_config_changed()
 
+    def recheck(self) -> None:
+        """Look at the dataset paths again though they did not change (a file written since,
+        such as the demo's data)."""
+        self._values = dict.fromkeys(DATASET_FIELDS, "")
+        self._on_editor_config_changed()
+
     def _on_editor_config_changed(self) -> None:
         raw = self.editor.raw_values()
         changed = False
