@@ -154,3 +154,52 @@ def test_read_record_streams_one_line(tmp_path: Path) -> None:
     assert json.loads(read_record(data, 1)) == {"a": 1}
     assert read_record(data, 2) == "not json"
     assert "fewer than 5 lines" in read_record(data, 5)
+
+
+def test_choosing_a_dataset_runs_the_preflight_lists_its_problems_and_offers_to_skip(
+    qtbot: Any, qloop: Any, demo_home: Path, tmp_path: Path
+) -> None:
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"what is {i} plus one?"},
+                    {"role": "assistant", "content": f"{i + 1}"},
+                ]
+            }
+        )
+        for i in range(40)
+    ]
+    lines.insert(16, '{"messages": [{"role": "user", "content": "broken"')
+    data = tmp_path / "one_bad.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    window = make_window()
+    qtbot.addWidget(window)
+
+    async def body() -> None:
+        await window.start()
+        await until(lambda: window.start_button.isEnabled(), 30)
+        _with_dataset(window, data)  # chosen: no Preflight button pressed
+        summary = window.config_actions.data_summary
+        await until(lambda: summary.report is not None, 120)
+        # Every problem is listed with its line, in the window, not cut in a status bar.
+        assert summary.problem_texts() == [
+            "line 17: invalid JSON: Expecting ',' delimiter (column 51)"
+        ]
+        assert not summary.isHidden() and not summary.problems_list.isHidden()
+        assert "40 valid" in summary.summary_label.text()
+        # Start is blocked with the reason until the person decides.
+        assert not window.start_button.isEnabled()
+        assert "line 17" in window.start_button.toolTip()
+        assert not summary.skip_button.isHidden()
+        assert summary.skip_button.text() == "Skip invalid records (1)"
+        summary.skip_button.click()
+        # The choice is a config field: recorded in the job's config.json, obeyed by the trainer.
+        assert window.editor.config().dataset.skip_invalid_records is True
+        await until(lambda: window.start_button.isEnabled(), 30)
+        assert summary.skip_button.isHidden()
+        assert "1 invalid record will be skipped" in summary.summary_label.text()
+        await window.ops.close()
+        await window.service.close()
+
+    run(qloop, body())

@@ -272,6 +272,13 @@ class DatasetConfig(_Strict):
         title="Train on answers only",
         description="Compute the loss only on assistant turns / completions, not on prompts.",
     )
+    skip_invalid_records: bool = Field(
+        default=False,
+        title="Skip invalid records",
+        description="Skip records that fail the check (bad JSON, missing fields) and train on "
+        "the rest; the trainer logs how many it skipped and their lines. Off: any invalid "
+        "record stops the run.",
+    )
 
     _resolve = field_validator("path", "eval_path")(_resolve_path)
 

@@ -218,6 +218,38 @@ class DataReport(_Report):
     token_stats: TokenStats | None = None
     rendered_example: RenderedExample | None = None
 
+    @property
+    def invalid_records(self) -> int:
+        """Records read that have a problem (what `dataset.skip_invalid_records` would skip)."""
+        return max(self.records - self.valid_records, 0)
+
+    @property
+    def skippable(self) -> bool:
+        """Unusable only for invalid records: every problem names its record and the rest are
+        valid, so `dataset.skip_invalid_records` would train on them."""
+        return (
+            not self.usable
+            and self.valid_records > 0
+            and self.invalid_records > 0
+            and all(p.line is not None for p in self.problems)
+        )
+
+    def skip_summary(self) -> str:
+        """`skipped 1 invalid record (line 17: invalid JSON ...)`: the invalid records, the
+        first few named (what the trainer says when it skips them)."""
+        n = self.invalid_records
+        first = "; ".join(p.render(self.location) for p in self.problems[:3])
+        more = "; ..." if self.problem_count > 3 else ""
+        return f"skipped {n} invalid record{'' if n == 1 else 's'} ({first}{more})"
+
+    def skip_hint(self) -> str:
+        """What to do about skippable invalid records."""
+        return (
+            f"set dataset.skip_invalid_records to train on the {self.valid_records} valid "
+            f"records without the {self.invalid_records} invalid one"
+            f"{'' if self.invalid_records == 1 else 's'}, or fix the file"
+        )
+
     def problem_lines(self) -> list[str]:
         """The listed problems as `line N: message` strings, plus a line for the unlisted."""
         lines = [p.render(self.location) for p in self.problems]
@@ -237,6 +269,8 @@ class DataReport(_Report):
         if self.problem_count:
             out.append(f"{self.problem_count} problem{'s' if self.problem_count != 1 else ''}:")
             out += [f"  {line}" for line in self.problem_lines()]
+        if self.skippable:
+            out.append(f"to train anyway: {self.skip_hint()}")
         for warning in self.warnings:
             out.append(f"warning: {warning}")
         ts = self.token_stats

@@ -323,6 +323,8 @@ class _Run:
         from trainer.data import load_training_data
 
         data = load_training_data(config.dataset, seed=config.training.seed)
+        for skipped in data.skipped or []:  # dataset.skip_invalid_records: say what was left out
+            self.note(f"data: {skipped}", level="warning")
         eval_note = f", {len(data.eval)} eval" if data.eval else ""
         self.note(
             f"data: {len(data.train)} training records{eval_note} "

@@ -461,6 +461,13 @@ def cmd_validate(ctx: Context) -> int:
     print(f"  method   {config.method}")
     for report in reports:
         print(f"  data     {report.path}: {report.records} records, format {report.format}")
+        if report.invalid_records:  # accepted only with dataset.skip_invalid_records
+            lines = ", ".join(str(p.line) for p in report.problems[:10])
+            count = report.invalid_records
+            print(
+                f"  data     {count} invalid record{'s' if count != 1 else ''} will be skipped "
+                f"({report.location} {lines})"
+            )
     return 0
 
 

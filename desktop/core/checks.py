@@ -141,7 +141,9 @@ def check_datasets(
     packing keeps every token, so it is counted without a max_length then.
 
     Raises:
-        DatasetError: a file is unusable; the message lists the problems with line numbers.
+        DatasetError: a file is unusable; the message lists the problems with line numbers
+            (and names `dataset.skip_invalid_records` where only some records are invalid;
+            with it set, such a file passes and its report counts the invalid records).
         RuntimeNotReadyError: the runtime could not run the check (or did not finish in time).
     """
     data = config.dataset
@@ -160,8 +162,25 @@ def check_datasets(
                 all_tokens=not data.train_on_completions_only,
                 timeout_s=timeout_s,
             )
-            reports.append(require_usable(report))
+            reports.append(_usable_or_skipped(report, data.skip_invalid_records))
     return reports
+
+
+def _usable_or_skipped(report: DataReport, skip_invalid: bool) -> DataReport:
+    """The report when the trainer will take the data: usable, or unusable only for invalid
+    records the person chose to skip (`dataset.skip_invalid_records`).
+
+    Raises:
+        DatasetError: the data is unusable; where skipping would help, the message says so.
+    """
+    if report.skippable and report.format is not None:
+        if skip_invalid:
+            return report
+        try:
+            return require_usable(report)
+        except DatasetError as exc:
+            raise DatasetError(f"{exc}\n  to train anyway: {report.skip_hint()}") from exc
+    return require_usable(report)
 
 
 async def gpus_requested(config: TrainingConfig, backend: Provider) -> int:

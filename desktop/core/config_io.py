@@ -85,7 +85,8 @@ PRESET_INFO: dict[str, tuple[str, str, str, float]] = {
     ),
     "qlora-8b-16gb": (
         "QLoRA 8B on 16 GB",
-        "Llama 3.1 8B Instruct in 4-bit NF4 with a LoRA r16 adapter; fits a 16 GB card (T4 class).",
+        "Llama 3.1 8B Instruct in 4-bit NF4 with a LoRA r16 adapter and fp16 compute (a T4 "
+        "has no bf16); fits a 16 GB card (T4 class).",
         "T4 16 GB",
         16,
     ),

@@ -344,9 +344,9 @@ class MemoryEstimate:
         """Everything but activations and overhead: the part that scales with parameters."""
         return self.weights_gb + self.lora_gb + self.gradients_gb + self.optimizer_gb
 
-    def summary(self) -> str:
-        """A multi-line breakdown for a tooltip."""
-        rows = [
+    def rows(self) -> list[tuple[str, float]]:
+        """The breakdown as (label, GB) rows, the total not included."""
+        return [
             (f"Weights ({self.parameters / 1e9:.2f} B params)", self.weights_gb),
             ("LoRA adapter", self.lora_gb),
             (f"Gradients ({self.trainable_parameters / 1e6:,.1f} M trainable)", self.gradients_gb),
@@ -354,7 +354,10 @@ class MemoryEstimate:
             ("Activations", self.activations_gb),
             ("CUDA overhead", self.overhead_gb),
         ]
-        lines = [f"{label}: {gb:.2f} GB" for label, gb in rows]
+
+    def summary(self) -> str:
+        """A multi-line breakdown for a tooltip."""
+        lines = [f"{label}: {gb:.2f} GB" for label, gb in self.rows()]
         lines.append(f"Total: {self.total_gb:.1f} GB")
         return "\n".join(lines) + "\n\nAssumptions:\n" + self.assumptions
 

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
     from desktop.views.main_window import MainWindow
     from desktop.views.preflight import PreflightDialog
     from trainer.config import TrainingConfig
-    from trainer.reports import DataReport
+    from trainer.reports import DataReport, DoctorReport
 
 __all__ = ["DEMO_PRESET", "ConfigActions"]
 
 DEMO_PRESET = "demo-cpu"
+#: The editor's error key for what the launch target lacks (shown above the sections).
+RUNTIME_ERROR = "runtime"
 
 
 class ConfigActions(QObject):
@@ -54,6 +56,30 @@ class ConfigActions(QObject):
         #: The problem the status line was last about, and that line.
         self._validation_line: tuple[FieldProblem, str] | None = None
         window.editor.problems_changed.connect(self._on_editor_problems_changed)
+        #: This runtime's `trainer doctor` report, once the window's runtime check has run.
+        self.runtime_report: DoctorReport | None = None
+        # Another target has other capabilities (a cloud GPU lifts what this runtime lacks).
+        window.editor.launch_target_changed.connect(lambda _t: self.update_runtime_fit())
+        from desktop.views.dataset_watch import DatasetFieldWatcher
+
+        #: Checks the dataset paths as they are typed (errors on the fields, notes).
+        self.dataset_watch = DatasetFieldWatcher(window.editor, window.ops)
+        self.demo_ready.connect(lambda _folder: self.dataset_watch.recheck())  # its data exists now
+        from desktop.views.dataset_watch import AutoPreflight
+        from desktop.views.preflight import DataCheckSummary
+
+        #: The quick preflight's verdict under the dataset field (problems, skip button).
+        self.data_summary = DataCheckSummary()
+        dataset_section: Any = window.editor.section("Dataset")
+        dataset_section.form.addRow("", self.data_summary)
+        self.auto_preflight = AutoPreflight(
+            window.editor,
+            window.ops,
+            self.dataset_watch,
+            self.data_summary,
+            self.preflight_request,
+            lambda path, **kw: window.service.runtime.check_data(path, **kw),
+        )
 
     # -- presets and the demo -------------------------------------------------------------------
 
@@ -115,11 +141,35 @@ class ConfigActions(QObject):
         self.demo_pending = pending
         self.demo_pending_changed.emit(pending)
 
+    def set_runtime_report(self, report: DoctorReport | None) -> None:
+        """The runtime's `trainer doctor` report (the window's runtime check hands it in):
+        what it lacks for the config is then said on the badge and blocks Start."""
+        self.runtime_report = report
+        self.update_runtime_fit()
+
+    def update_runtime_fit(self) -> None:
+        """Say on the badge, and as an editor error that blocks Start, what the launch target
+        lacks for the config (CUDA, bf16, bitsandbytes)."""
+        w = self.window
+        try:
+            config = w.editor.config()  # the schema alone: the editor's own errors aside
+        except ConfigError:
+            blockers: list[str] = []
+        else:
+            blockers = operations.runtime_blockers(
+                config, self.runtime_report, w.editor.launch_target()
+            )
+        w.fit_badge.set_blockers(blockers)
+        w.editor.set_external_error(RUNTIME_ERROR, "\n".join(blockers) or None)
+
     def update_memory_fit(self, retry: QTimer) -> None:
         """Estimate the editor's config's memory in the background for the fit badge (one
         estimate at a time: while one runs, `retry` is restarted to ask again later)."""
         w = self.window
-        if not w.editor.is_valid:
+        self.update_runtime_fit()
+        try:
+            w.editor.config()
+        except ConfigError:
             w.fit_badge.set_estimate(None, "the config is not valid yet")
             return
         if w.ops.is_running("estimate memory"):

@@ -145,6 +145,8 @@ class ConfigEditor(QWidget):
         self._errors: dict[str, str] = {}
         self._general_errors: list[str] = []
         self._problems: list[FieldProblem] = []
+        #: Errors found by background checks (set_external_error), by field path or other key.
+        self._external_errors: dict[str, str] = {}
 
         self.general_error_label = QLabel()
         self.general_error_label.setObjectName("general_error")
@@ -285,6 +287,34 @@ class ConfigEditor(QWidget):
         """The error shown on the field at `path` (dotted, e.g. "lora.r"), or None."""
         return self._errors.get(path)
 
+    def set_external_error(self, key: str, message: str | None) -> None:
+        """Set (or clear, with None) an error a background check found.
+
+        `key` is a field path (the error shows on that field, as a schema error would), a
+        field path with a "#tag" when several checks judge one field ("dataset.path#records"),
+        or any other name (the error shows above the sections). Either way it counts like a schema
+        error: the editor is invalid while it stands, so Start is disabled with its reason.
+        The checker clears it when the value it judged changes.
+        """
+        if message:
+            self._external_errors[key] = message
+        elif self._external_errors.pop(key, None) is None:
+            return
+        self._revalidate()
+
+    def external_error(self, key: str) -> str | None:
+        """The background check's error set under `key`, or None."""
+        return self._external_errors.get(key)
+
+    def set_field_note(self, path: str, text: str | None) -> None:
+        """Show a grey note under the field at `path` (e.g. "JSONL, 321 lines"), or clear it."""
+        self._fields[path].set_note(text)
+
+    def field_note(self, path: str) -> str | None:
+        """The note shown under the field at `path`, or None."""
+        text = self._fields[path].note_label.text()
+        return text or None
+
     def field_widget(self, path: str) -> QWidget:
         """The input widget of a field (QSpinBox, QLineEdit, ...), for the window and tests."""
         return self._fields[path].input
@@ -356,6 +386,7 @@ class ConfigEditor(QWidget):
         invalid = {pr.paths[0] for pr in found if pr.paths}
         if invalid:
             found += self._rules_between_valid_fields(invalid)
+        found += self._external_problems()
         order = {p: i for i, p in enumerate(self._fields)}
         found.sort(key=lambda pr: order[pr.paths[0]] if pr.paths else len(order))
         errors: dict[str, list[str]] = {}
@@ -379,6 +410,19 @@ class ConfigEditor(QWidget):
         if valid != self._valid:
             self._valid = valid
             self.validity_changed.emit(valid)
+
+    def _external_problems(self) -> list[FieldProblem]:
+        """The background checks' errors (`set_external_error`), as problems of their fields."""
+        found = []
+        for key, message in self._external_errors.items():
+            on = key.partition("#")[0]  # "dataset.path#records": another check of that field
+            if on in self._fields:
+                label = self._fields[on].title
+                text = message if message.startswith(label) else f"{label}: {message}"
+                found.append(FieldProblem((on,), text, message))
+            else:
+                found.append(FieldProblem((), message, message))
+        return found
 
     def _cross_field_problems(self, message: str, skip: set[str]) -> list[FieldProblem]:
         """The problems of a cross-field rule's message, except those naming a `skip` field."""

@@ -254,11 +254,18 @@ class FormField:
         self.error_label.setStyleSheet("color: #c9302c;")
         self.error_label.setVisible(False)
         self.error_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        # A background check's word on a good value ("JSONL, 321 lines"), under the error line.
+        self.note_label = QLabel()
+        self.note_label.setObjectName(f"note:{path}")
+        self.note_label.setWordWrap(True)
+        self.note_label.setStyleSheet("color: #666666;")
+        self.note_label.setVisible(False)
         column = QVBoxLayout()
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
         column.addLayout(row)
         column.addWidget(self.error_label)
+        column.addWidget(self.note_label)
         self.container = QWidget()
         self.container.setLayout(column)
         self.error: str | None = None
@@ -415,6 +422,11 @@ class FormField:
         # A per-widget style sheet rather than re-polishing a shared one: cheap, and it avoids
         # holding a reference to Qt's transient style-sheet style object.
         self.input.setStyleSheet(_INVALID_STYLE if message else "")
+
+    def set_note(self, text: str | None) -> None:
+        """Show `text` under the field in grey (what a background check found), or clear it."""
+        self.note_label.setText(text or "")
+        self.note_label.setVisible(bool(text))
 
     # -- slots -----------------------------------------------------------------------------
 

@@ -402,6 +402,7 @@ class MainWindow(QMainWindow):
 
         def done(report: DoctorReport) -> None:
             self._doctor = report
+            self.config_actions.set_runtime_report(report)
             self.runtime_checked.emit(self.status_bar.show_runtime(report))
 
         def failed(exc: BaseException) -> None:

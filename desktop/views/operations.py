@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from desktop.core.config_io import PresetInfo
+    from desktop.core.dataset_path import DatasetPathCheck
     from desktop.core.notify import JobEndNotifier
     from desktop.core.secrets import SecretName, SecretStatus, SecretStore
     from desktop.core.service import JobService
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GPUS",
     "ConfigError",
+    "DatasetPathCheck",
     "FitLevel",
     "FtdeskError",
     "JobEndNotifier",
@@ -72,6 +74,7 @@ __all__ = [
     "fit_level",
     "format_exception",
     "import_config",
+    "inspect_dataset_paths",
     "job_end_notifier",
     "last_config_path",
     "list_presets",
@@ -80,6 +83,7 @@ __all__ = [
     "read_job_log",
     "read_last_config",
     "read_record",
+    "runtime_blockers",
     "save_settings",
     "serve_history",
     "show_traceback_dialog",
@@ -90,6 +94,7 @@ __all__ = [
 #: Names served on first use (`__getattr__`): their modules import pydantic, which the
 #: window's first frame must not pay for.
 _LAZY = {
+    "DatasetPathCheck": "desktop.core.dataset_path",
     "JobEndNotifier": "desktop.core.notify",
     "LocalJobsInhibitor": "desktop.core.sleep_inhibit",
     "SecretName": "desktop.core.secrets",
@@ -192,6 +197,7 @@ class Operations(QObject):
         self.bus = bus
         self.runner = runner or TaskRunner()
         self._running: set[str] = set()
+        self._closed = False
 
     def run(
         self,
@@ -212,6 +218,10 @@ class Operations(QObject):
         Returns:
             The task, or None when an operation of that name is already running.
         """
+        if self._closed:  # a debounce timer that fires after close(): nothing may start now
+            coro.close()
+            log.debug("%s not started: the operations are closed", name)
+            return None
         if name in self._running:
             coro.close()
             self.bus.info(f"{name} is already running")
@@ -286,7 +296,8 @@ class Operations(QObject):
                 self.busy_changed.emit(False)
 
     async def close(self) -> None:
-        """Cancel every operation still running."""
+        """Cancel every operation still running; none starts after this."""
+        self._closed = True
         await self.runner.cancel_all()
 
 
@@ -452,3 +463,26 @@ def estimate_memory(config: TrainingConfig) -> MemoryEstimate:
     from desktop.core.memory_fit import estimate_for_config, read_model_config
 
     return estimate_for_config(config, read_model_config(config.model.name_or_path))
+
+
+def inspect_dataset_paths(values: dict[str, str]) -> dict[str, DatasetPathCheck]:
+    """A quick look at each dataset path (field path -> value): exists, readable, format and
+    size (blocking: a stat, the first bytes and a line count)."""
+    from desktop.core.dataset_path import inspect_dataset_path
+
+    return {field: inspect_dataset_path(value) for field, value in values.items()}
+
+
+def runtime_blockers(config: TrainingConfig, doctor: DoctorReport | None, target: str) -> list[str]:
+    """What the launch `target` lacks for `config` ("needs CUDA: ..."), one sentence each.
+
+    Only the local target is judged, by this runtime's doctor report; a target whose
+    capabilities are not known yet (no report; a cloud provider until it declares them) blocks
+    nothing here: its own checks run at launch.
+    """
+    from desktop.core.runtime_fit import TargetCapabilities
+    from desktop.core.runtime_fit import runtime_blockers as blockers
+
+    if target != "local" or doctor is None:
+        return []
+    return blockers(config, TargetCapabilities.from_doctor(doctor))

@@ -7,6 +7,9 @@ format and counts, the first rows normalised to chat messages, every problem wit
 (selecting one asks for that record: `record_requested(line)`), the token-length histogram
 with the training max length marked and the share of records it cuts, and one example
 rendered through the chat template with the tokens the loss is computed on highlighted.
+
+`DataCheckSummary` is the quick preflight's verdict under the dataset field (run when a dataset
+is chosen): counts, every listed problem with its line, and "Skip invalid records (N)".
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListWidget,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -36,7 +40,13 @@ from PySide6.QtWidgets import (
 if TYPE_CHECKING:
     from trainer.reports import DataReport, RenderedExample, TokenStats
 
-__all__ = ["FORMAT_LABELS", "PreflightDialog", "PreflightPanel", "example_columns"]
+__all__ = [
+    "FORMAT_LABELS",
+    "DataCheckSummary",
+    "PreflightDialog",
+    "PreflightPanel",
+    "example_columns",
+]
 
 
 FORMAT_LABELS: dict[str, str] = {
@@ -383,3 +393,92 @@ class PreflightDialog(QDialog):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.panel)
         self.resize(1100, 780)
+
+
+class DataCheckSummary(QWidget):
+    """The quick preflight's verdict, in the Dataset section: counts, every listed problem with
+    its line, and "Skip invalid records (N)" when only some records are invalid.
+
+    Signals:
+        skip_requested(): the person chose to skip the invalid records.
+    """
+
+    skip_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("data_check_summary")
+        self._report: DataReport | None = None
+        self.summary_label = QLabel()
+        self.summary_label.setObjectName("data_check_text")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.problems_list = QListWidget()
+        self.problems_list.setObjectName("data_check_problems")
+        self.problems_list.setMaximumHeight(120)
+        self.problems_list.setVisible(False)
+        self.skip_button = QPushButton()
+        self.skip_button.setObjectName("skip_invalid_records")
+        self.skip_button.setToolTip(
+            "Train on the valid records only; the trainer logs which lines it skipped "
+            "(sets Skip invalid records in the config)."
+        )
+        self.skip_button.clicked.connect(self.skip_requested)
+        self.skip_button.setVisible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.summary_label)
+        layout.addWidget(self.problems_list)
+        layout.addWidget(self.skip_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.setVisible(False)
+
+    @property
+    def report(self) -> DataReport | None:
+        """The report shown, or None (none yet, or the dataset changed since)."""
+        return self._report
+
+    def problem_texts(self) -> list[str]:
+        """The listed problems as shown ("line 17: invalid JSON ...")."""
+        return [self.problems_list.item(i).text() for i in range(self.problems_list.count())]
+
+    def clear(self) -> None:
+        """Nothing checked (the dataset changed or was emptied)."""
+        self._report = None
+        self.problems_list.clear()
+        self.setVisible(False)
+
+    def set_busy(self, path: str) -> None:
+        """Say that the records of `path` are being checked."""
+        self.clear()
+        self.summary_label.setText(f"Checking the records of {html.escape(path)} …")
+        self.summary_label.setStyleSheet("color: #666666;")
+        self.setVisible(True)
+
+    def show_error(self, message: str) -> None:
+        """The check could not run; say why (Start is not blocked by it)."""
+        self.clear()
+        self.summary_label.setText(f"The dataset check did not run: {html.escape(message)}")
+        self.summary_label.setStyleSheet("color: #9a6700;")
+        self.setVisible(True)
+
+    def show_report(self, report: DataReport, skipping: bool) -> None:
+        """Show `report`; `skipping`: the config already skips its invalid records."""
+        self._report = report
+        fmt = FORMAT_LABELS.get(report.format or "", report.format or "unknown format")
+        text = f"{report.records} records ({report.valid_records} valid), {html.escape(fmt)}"
+        if report.usable:
+            colour, verdict = "#2e7d32", "usable"
+        elif skipping:
+            n = report.invalid_records
+            colour = "#9a6700"
+            verdict = f"{n} invalid record{'s' if n != 1 else ''} will be skipped"
+        else:
+            colour, verdict = "#c9302c", "not usable"
+        self.summary_label.setText(f"{text}: <b style='color:{colour}'>{verdict}</b>")
+        self.summary_label.setStyleSheet("")
+        self.problems_list.clear()
+        self.problems_list.addItems(report.problem_lines())
+        self.problems_list.setVisible(bool(report.problems))
+        self.skip_button.setText(f"Skip invalid records ({report.invalid_records})")
+        self.skip_button.setVisible(report.skippable and not skipping)
+        self.setVisible(True)

@@ -28,6 +28,9 @@ class TrainingData:
     report: DataReport
     source_format: str = ""
     eval_report: DataReport | None = None
+    #: What `dataset.skip_invalid_records` left out ("skipped 1 invalid record (line 17:
+    #: ...)"), one entry per file; empty when nothing was skipped.
+    skipped: list[str] | None = None
 
 
 def _split_eval(
@@ -50,26 +53,28 @@ def _split_eval(
 def load_training_data(ds: DatasetConfig, seed: int = 42) -> TrainingData:
     """Read, check and normalise the training (and eval) data of a config.
 
+    With `ds.skip_invalid_records`, a file whose only problems are invalid records is taken
+    without them, and `TrainingData.skipped` says what was left out; without it, such a file
+    is refused with a message naming its lines and the option.
+
     Raises:
         DataError: the data has problems (all of them are in `.report` and in the message), or
             an eval file that does not match the training data.
     """
     train: list[dict[str, Any]] = []
+    skipped: list[str] = []
     report = scan_source(ds.path, ds.format, ds.field_map, ds.split, train.append)
-    if not report.usable or report.format is None:
-        raise DataError(report.finish())
-    kind = record_kind(report.format)
+    kind = record_kind(_usable_format(report, ds.skip_invalid_records, skipped))
     evals: list[dict[str, Any]] | None = None
     eval_report: ReportDraft | None = None
     if ds.eval_path:
         evals = []
         eval_report = scan_source(ds.eval_path, ds.format, ds.field_map, ds.split, evals.append)
-        if not eval_report.usable or eval_report.format is None:
-            raise DataError(eval_report.finish())
-        if record_kind(eval_report.format) != kind:
+        eval_format = _usable_format(eval_report, ds.skip_invalid_records, skipped)
+        if record_kind(eval_format) != kind:
             eval_report.add_problem(
                 None,
-                f"the eval file holds {record_kind(eval_report.format)} records but the "
+                f"the eval file holds {record_kind(eval_format)} records but the "
                 f"training data holds {kind} records; use the same kind for both",
             )
             eval_report.usable = False
@@ -86,6 +91,27 @@ def load_training_data(ds: DatasetConfig, seed: int = 42) -> TrainingData:
         eval=evals,
         format=kind,
         report=report.finish(),
-        source_format=report.format,
+        source_format=report.format or kind,
         eval_report=None if eval_report is None else eval_report.finish(),
+        skipped=skipped,
     )
+
+
+def _usable_format(draft: ReportDraft, skip_invalid: bool, skipped: list[str]) -> str:
+    """The data's format, when the trainer takes it: usable, or unusable only for invalid
+    records that the person chose to skip (the sink got the valid ones only; what was left
+    out is added to `skipped`).
+
+    Raises:
+        DataError: the data is unusable (naming `dataset.skip_invalid_records` where it would
+            help).
+    """
+    report = draft.finish()
+    if report.usable and report.format is not None:
+        return report.format
+    if report.skippable and report.format is not None:
+        if skip_invalid:
+            skipped.append(f"{report.path}: {report.skip_summary()}")
+            return report.format
+        raise DataError(report, hint=report.skip_hint())
+    raise DataError(report)

@@ -47,9 +47,10 @@ class ReportDraft:
 class DataError(ValueError):
     """Data the trainer cannot use. `.report` holds the full report; str() lists the problems."""
 
-    def __init__(self, report: DataReport) -> None:
+    def __init__(self, report: DataReport, hint: str | None = None) -> None:
         self.report = report
         head = f"{report.path}: the dataset is not usable"
         count = report.problem_count
         head += f" ({count} problem{'s' if count != 1 else ''}):" if count else ""
-        super().__init__("\n".join([head, *report.problem_lines()]))
+        tail = [f"To train anyway: {hint}."] if hint else []
+        super().__init__("\n".join([head, *report.problem_lines(), *tail]))
