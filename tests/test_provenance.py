@@ -164,6 +164,10 @@ def test_a_job_without_provenance_shows_so_and_resumes(
     """A job folder of an older version (no provenance.json) is shown and resumed."""
     home = tmp_path / "home"
     job_id, job_dir, _ = _cancelled_job(home, tmp_path, demo_template, monkeypatch, capsys)
+    (job_dir / "provenance.json").write_text("{not json", encoding="utf-8")
+    damaged = cli(home, "show", job_id)
+    assert damaged.returncode == 0, damaged.stderr
+    assert "provenance: unreadable: " in damaged.stdout and "provenance.json" in damaged.stdout
     (job_dir / "provenance.json").unlink()
 
     shown = cli(home, "show", job_id)
@@ -237,6 +241,22 @@ def test_a_changed_model_folder_needs_force_and_is_recorded_when_forced(
 
     verdict = check_resume(job, runtime, force=True)
     assert verdict.history is not None and "the model changed" in verdict.history
+
+
+def test_other_trainer_packages_need_force(tmp_path: Path, demo_template: Path) -> None:
+    """The versions the record holds against the ones the trainer runtime's doctor reports."""
+    job = _recorded_job(tmp_path, demo_template)
+    path = job.job_dir / "provenance.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["attempts"][-1]["packages"]["torch"] = "1.0.0"
+    path.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(ProvenanceChangedError) as caught:
+        check_resume(job, TrainerRuntime(sys.executable), force=False)
+    torch_now = importlib.metadata.version("torch")
+    assert caught.value.changes == [
+        f"the trainer's packages changed since this job started: torch 1.0.0 → {torch_now}"
+    ]
+    assert "resume with --force to continue with the packages installed now" in str(caught.value)
 
 
 def test_an_unreadable_record_refuses_unless_forced(tmp_path: Path, demo_template: Path) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from trainer.config import TrainingConfig
+from trainer.protocol import write_json_atomic
 from trainer.ranks import is_main_process
 from trainer.reports import (
     PROVENANCE_FILE,
@@ -53,16 +53,7 @@ def package_versions() -> dict[str, str | None]:
 
 def _write(job_dir: Path, record: ProvenanceRecord) -> None:
     """Replace `provenance.json` atomically: a reader sees the old record or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=".provenance-", suffix=".tmp", dir=job_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(record.model_dump_json(indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, job_dir / PROVENANCE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(job_dir / PROVENANCE_FILE, record.model_dump(mode="json"))
 
 
 def _earlier(job_dir: Path) -> tuple[ProvenanceRecord, str | None]:

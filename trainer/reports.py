@@ -21,6 +21,7 @@ layers, so they are frozen.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -621,7 +622,8 @@ class Provenance(_Report):
         if ds.eval_records is not None:
             data.append(f"{ds.eval_records} eval records")
         m = self.model
-        revision = f"{m.revision_kind} {m.revision}" if m.revision else "revision unknown"
+        shown = (m.revision or "")[:12] if m.revision_kind == "fingerprint" else m.revision
+        revision = f"{m.revision_kind} {shown}" if m.revision else "revision unknown"
         packages = ", ".join(f"{k} {v or 'not installed'}" for k, v in self.packages.items())
         lines = [
             f"dataset:  {', '.join(data)}",
@@ -651,8 +653,6 @@ def read_provenance(job_dir: Path) -> ProvenanceRecord | None:
         ValueError: the file cannot be read or is not a provenance record; the message names
             the file and what is wrong.
     """
-    import json
-
     path = job_dir / PROVENANCE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -76,14 +76,44 @@ class JobActions(QObject):
             lambda job: w.bus.info(f"cancelling job {job.id} …"),
         )
 
-    def resume_job(self, job_id: str) -> None:
-        """Resume a cancelled or failed job from its last checkpoint."""
+    def resume_job(self, job_id: str, force: bool = False) -> None:
+        """Resume a cancelled or failed job from its last checkpoint. When what it trained on
+        changed (data, model, trainer packages), the status bar names the change and the
+        person may resume anyway (`force`)."""
         w = self.window
+
+        def refused(exc: BaseException) -> None:
+            if isinstance(exc, operations.ProvenanceChangedError) and self.confirm_resume_anyway(
+                exc
+            ):
+                self.resume_job(job_id, force=True)
+
         w.ops.run(
-            f"resume job {job_id}",
-            w.service.resume(job_id),
+            f"resume job {job_id}" + (" anyway" if force else ""),
+            w.service.resume(job_id, force=force, on_note=w.bus.info),
             lambda job: w.bus.info(f"job {job.id} resumed ({job.state.value})"),
+            None if force else refused,
         )
+
+    def confirm_resume_anyway(self, refusal: operations.ProvenanceChangedError) -> bool:
+        """Ask whether to resume a job whose data, model or trainer changed; True: resume."""
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(self.window)
+        box.setObjectName("confirm_resume_anyway")
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Resume job")
+        box.setText(f"Job {refusal.job_id} would not resume on what it started with.")
+        box.setInformativeText(
+            "\n".join(f"• {change}." for change in refusal.changes)
+            + "\n\nResume anyway (the job's history records the change), or start a new job?"
+        )
+        anyway = box.addButton("Resume anyway", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        box.deleteLater()
+        return clicked is anyway
 
     def duplicate_job(self, job_id: str) -> None:
         """Copy a job's config into the editor."""

@@ -34,6 +34,7 @@ from desktop.core.data_preview import read_record
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
 from desktop.core.paths import data_home
+from desktop.core.provenance_check import ProvenanceChangedError
 
 if TYPE_CHECKING:
     import asyncio
@@ -61,6 +62,7 @@ __all__ = [
     "MemoryEstimate",
     "MessageBus",
     "Operations",
+    "ProvenanceChangedError",
     "RuntimeNotReadyError",
     "SecretName",
     "SecretStatus",
