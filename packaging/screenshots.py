@@ -2,9 +2,11 @@
 
 Runs the app's own window on a fresh data folder and trains the demo through the local provider
 on the CPU (under a minute): two short runs at different learning rates (both completed) and a
-long one cancelled after a few steps. It saves:
+long one cancelled after a few steps, then one whose trainer is killed. It saves:
 
     docs/screenshots/main.png       editor, the three jobs, the two completed runs overlaid
+    docs/screenshots/failed-job.png a run whose trainer was killed (SIGKILL): red, with its
+                                    reason in the row and as the log's last line
     docs/screenshots/preflight.png  the dataset preflight of the demo data
     docs/screenshots/settings.png   the settings dialog
     docs/screenshots/invalid-field.png  Learning rate 0: its error, Start disabled, the error list
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,7 +122,9 @@ def main() -> int:
         )
         window.editor.set_config(config.model_copy(update={"name": name, "training": training}))
 
-    async def run_job(name: str, steps: int, lr: float, cancel_at: int | None = None) -> str:
+    async def run_job(
+        name: str, steps: int, lr: float, cancel_at: int | None = None, kill_at: int | None = None
+    ) -> str:
         known = {window.state.job_at(i).id for i in range(window.state.job_count())}
         set_training(name, steps, lr)
         await _until(lambda: window.start_button.isEnabled(), 60)
@@ -133,10 +138,14 @@ def main() -> int:
         if cancel_at is not None:
             await _until(lambda: (window.state.job(job_id).step or 0) >= cancel_at, 600)
             window.cancel_job(job_id)
+        if kill_at is not None:  # as `kill -9` from a terminal would
+            await _until(lambda: (window.state.job(job_id).step or 0) >= kill_at, 600)
+            os.kill(window.state.job(job_id).handle.pid, signal.SIGKILL)
         await _until(lambda: window.state.job(job_id).state.is_final, 900)
         await _until(lambda: not window.ops.is_running(f"cancel job {job_id}"), 120)
         job = window.state.job(job_id)
         wanted = JobState.CANCELLED if cancel_at is not None else JobState.COMPLETED
+        wanted = JobState.FAILED if kill_at is not None else wanted
         if job.state is not wanted:
             raise RuntimeError(f"job {name} ended {job.state}: {job.state_reason}")
         return job_id
@@ -181,6 +190,15 @@ def main() -> int:
         await asyncio.sleep(1.0)
         window.grab().save(str(out / "main.png"))
 
+        killed = await run_job("demo-killed", 5_000, 1e-3, kill_at=8)
+        # Shown (chart, log) without the table's highlight over its row, so its red reads.
+        window.jobs_view.table.clearSelection()
+        window.state.set_selected_job_ids([killed])
+        await _until(lambda: "job failed" in window.log_view.text.toPlainText(), 60)
+        window.chart.redraw()
+        await asyncio.sleep(1.0)
+        window.grab().save(str(out / "failed-job.png"))
+
         window.run_preflight()
         dialog = window.preflight_dialog()
         dialog.resize(1200, 860)
@@ -210,7 +228,7 @@ def main() -> int:
         loop.close()
         stack.close()
         shutil.rmtree(home, ignore_errors=True)
-    shots = ["main.png", "preflight.png", "settings.png", "invalid-field.png"]
+    shots = ["main.png", "failed-job.png", "preflight.png", "settings.png", "invalid-field.png"]
     for name in shots if args.scene == "all" else [f"{args.scene}.png"]:
         print(out / name)
     return 0

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,80 @@ def test_a_status_message_about_a_job_gives_way_to_the_job_s_newer_state(qtbot: 
     bar.show_info("settings saved")
     state.job_changed(make_job(job_id, "demo", state=JobState.QUEUED))
     assert bar.currentMessage() == "settings saved"
+
+
+def _store_finished_jobs(home: Path, *names: str) -> list[str]:
+    """Finished jobs as an earlier session left them: store rows and folders with a log."""
+    from desktop.core.store import JobStore
+
+    store = JobStore()
+    ids = []
+    for i, name in enumerate(names):
+        job_id = f"20261202-10150{i}-ab1{i}"
+        job_dir = home / "jobs" / job_id
+        job_dir.mkdir(parents=True)
+        (job_dir / "train.log").write_text(f"{name} trained\n", encoding="utf-8")
+        store.add_job(
+            make_job(job_id, name, state=JobState.COMPLETED, job_dir=job_dir, started_at=1.0e9)
+        )
+        ids.append(job_id)
+    store.close()
+    return ids
+
+
+def test_empty_views_say_what_to_do_and_the_last_selected_job_comes_back(
+    qtbot: Any, qloop: Any, demo_home: Path
+) -> None:
+    def shown(hint: Any) -> str:
+        return hint.text() if hint.isVisible() else ""
+
+    async def session(check: Callable[[Any], Awaitable[None]]) -> None:
+        window = make_window()
+        qtbot.addWidget(window)
+        window.show()
+        await window.start()
+        await check(window)
+        await close(window)
+
+    async def first_launch(window: Any) -> None:
+        # No jobs: the chart and the log say what to do next.
+        assert window.state.job_count() == 0
+        assert "No jobs yet" in shown(window.chart_hint) and "Start" in shown(window.chart_hint)
+        assert "No jobs yet" in shown(window.log_hint)
+
+    run(qloop, session(first_launch))
+    first, second = _store_finished_jobs(demo_home, "first", "second")
+
+    async def choose_second(window: Any) -> None:
+        # Nothing was selected last time: the hint points at the table.
+        assert window.state.selected_job_ids == ()
+        assert "No job selected" in shown(window.chart_hint)
+        assert "select a job" in shown(window.chart_hint)
+        assert "No job selected" in shown(window.log_hint)
+        window.jobs_view.select_job_ids([second])
+        assert "no metric points" in shown(window.chart_hint)
+        await until(lambda: "second trained" in window.log_view.text.toPlainText(), 30)
+        assert shown(window.log_hint) == ""
+
+    run(qloop, session(choose_second))
+
+    async def reopened(window: Any) -> None:
+        # The job selected last is selected again, its log shown.
+        assert window.state.selected_job_ids == (second,)
+        assert window.log_view.job_id == second
+        await until(lambda: "second trained" in window.log_view.text.toPlainText(), 30)
+
+    run(qloop, session(reopened))
+    # Gone since (deleted elsewhere): nothing is selected, and nothing complains.
+    from desktop.core.store import JobStore
+
+    store = JobStore()
+    store.delete_job(second)
+    store.close()
+
+    async def gone(window: Any) -> None:
+        assert window.state.selected_job_ids == ()
+        assert window.state.job(first) is not None
+        assert "No job selected" in shown(window.chart_hint)
+
+    run(qloop, session(gone))

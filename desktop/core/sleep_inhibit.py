@@ -1,6 +1,9 @@
 """Keep the computer awake while local jobs train, and let it sleep again afterwards.
 
-Linux: `systemd-inhibit --what=sleep:idle` holding a `sleep infinity` child; macOS:
+Linux: `systemd-inhibit --what=sleep:idle` holding a `cat` child that reads a pipe only this
+process writes to, so the inhibition ends with the app even when the app is killed (the pipe
+closes, `cat` reads its end, systemd-inhibit exits); a `sleep infinity` child would keep the
+machine awake for ever after a crash. macOS:
 `caffeinate -i -w <our pid>`; Windows: `SetThreadExecutionState`. Where none works (no logind,
 no D-Bus, a sandbox), it is a no-op with one log line saying why. `LocalJobsInhibitor` is a
 `JobListener` that holds the inhibition exactly while a local job is active.
@@ -67,16 +70,16 @@ class SleepInhibitor:
                 "--who=Finetune Desk",
                 f"--why={self.reason}",
                 "--mode=block",
-                "sleep",
-                "infinity",
+                "cat",
             ]
         if shutil.which(cmd[0]) is None:
             self._give_up(f"{cmd[0]} is not installed")
             return
         try:
+            # The pipe's write end stays here: when this process ends, the child reads EOF.
             self._proc = subprocess.Popen(
                 cmd,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if cmd[-1] == "cat" else subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -94,13 +97,18 @@ class SleepInhibitor:
             self._windows = False
             log.info("the computer may sleep again")
         proc, self._proc = self._proc, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # the child reads EOF and ends, and the inhibitor with it
         if proc is not None and proc.poll() is None:
-            proc.terminate()
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                proc.terminate()
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             log.info("the computer may sleep again")
         if proc is not None and proc.stderr is not None:
             proc.stderr.close()

@@ -65,6 +65,7 @@ __all__ = [
     "JobTableView",
     "ProgressDelegate",
     "QtJobTableModel",
+    "StateDelegate",
     "format_duration",
 ]
 
@@ -88,8 +89,8 @@ _TYPICAL_VALUES: dict[int, str] = {
 class ProgressDelegate(QStyledItemDelegate):
     """Paints `PROGRESS_ROLE` as a progress bar; cells without progress paint as text.
 
-    The bar of a job that ended (`ENDED_ROLE`) is painted disabled, grey, and one that stopped
-    short says so: only a live job's bar looks live.
+    The bar of a job that ended (`ENDED_ROLE`) is painted disabled, grey: only a live job's bar
+    looks live.
     """
 
     def bar_option(
@@ -103,7 +104,7 @@ class ProgressDelegate(QStyledItemDelegate):
         bar.minimum = 0
         bar.maximum = 100
         bar.progress = value
-        bar.text = f"{value}% · stopped" if ended and value < 100 else f"{value}%"
+        bar.text = f"{value}%"
         bar.textVisible = True
         bar.textAlignment = Qt.AlignmentFlag.AlignCenter
         bar.state = option.state | QStyle.StateFlag.State_Horizontal
@@ -125,6 +126,16 @@ class ProgressDelegate(QStyledItemDelegate):
         style.drawControl(QStyle.ControlElement.CE_ItemViewItem, item, painter, widget)
         bar = self.bar_option(option, index)
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
+
+
+class StateDelegate(QStyledItemDelegate):
+    """The state cell, elided in the middle: a failed job's reason usually ends with the cause
+    ("… (killed by SIGKILL)"), which an end elision would hide."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: ModelIndex) -> None:
+        """The usual option, eliding in the middle."""
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideMiddle
 
 
 # (label, states shown) for the state filter combo; None shows all.
@@ -202,6 +213,8 @@ class JobTableView(QWidget):
         self._size_columns()
         self.progress_delegate = ProgressDelegate(self.table)
         self.table.setItemDelegateForColumn(Column.PROGRESS, self.progress_delegate)
+        self._state_delegate = StateDelegate(self.table)
+        self.table.setItemDelegateForColumn(Column.STATE, self._state_delegate)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._on_table_custom_context_menu_requested)
         self.table.doubleClicked.connect(self._on_table_double_clicked)
@@ -226,7 +239,7 @@ class JobTableView(QWidget):
         header.setMinimumSectionSize(40)
         metrics = self.table.fontMetrics()
         for column in range(len(COLUMNS)):
-            if column == Column.NAME:
+            if column in (Column.NAME, Column.STATE):  # the state holds a failure's reason
                 header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
                 continue
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)

@@ -28,14 +28,16 @@ DEFAULT_MAX_LINES = 10_000
 
 
 def ended_line(job: Job) -> str | None:
-    """The line that closes an ended job's log (a failure with its reason); None while active."""
-    if not job.is_final:
+    """The line that closes a failed job's log: why it failed; None for any other state.
+
+    A completed or cancelled job's log says so itself; a trainer killed from outside, or one
+    that never started, leaves no last word, so the app's reason is the last line.
+    """
+    if job.state is not JobState.FAILED:
         return None
     reason = job.state_reason.strip()
     first = reason.splitlines()[0] if reason else ""
-    if job.state is JobState.FAILED:
-        return f"■ job failed: {first}" if first else "■ job failed (no reason was recorded)"
-    return f"■ job {job.state.value}" + (f": {first}" if first else "")
+    return f"■ job failed: {first}" if first else "■ job failed (no reason was recorded)"
 
 
 class LogView(QWidget):
@@ -47,8 +49,8 @@ class LogView(QWidget):
     highlights every match in view.
 
     With an AppState, `set_job` shows that job's recent lines and new lines of that job
-    arrive through `AppState.log_appended`. Once the job has ended, its last line says so, with
-    the reason of a failure (`ended_line`), and stays last as later lines arrive.
+    arrive through `AppState.log_appended`. Once the job has failed, its last line says why
+    (`ended_line`), and stays last as later lines arrive.
 
     Signals:
         paused_changed(bool): the Pause toggle changed.

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.views import operations
+from desktop.views import operations, window_guides
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.error_list import ErrorList
 from desktop.views.job_actions import JobActions
@@ -298,7 +298,6 @@ class MainWindow(QMainWindow):
             self._update_offline_label()
         self.state = AppState(self)
         self.service.add_listener(self.state)
-        self.status_bar.follow_state(self.state)
         operations.serve_history(self.state, self.service, self.ops)  # a job's, when selected
         from PySide6.QtWidgets import QSystemTrayIcon
 
@@ -357,6 +356,7 @@ class MainWindow(QMainWindow):
         self.editor.config_changed.connect(self._on_editor_config_changed)
         self.editor.launch_target_changed.connect(self._on_editor_launch_target_changed)
         self.job_actions.connect_table()
+        self.chart_hint, self.log_hint = window_guides.install_window_guides(self)
         self._is_ready = True
         self._building = False
         self.timings["ready"] = time.perf_counter()

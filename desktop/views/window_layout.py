@@ -1,5 +1,6 @@
 """The main window's frame: the splitters with their first-frame placeholders, and the memory
-of geometry, splitter sizes and the chosen GPU between starts (`window.ini`).
+of geometry, splitter sizes, the chosen GPU and the selected job between starts
+(`window.ini`).
 
 Light on purpose (Qt only): the window's first paint builds this.
 """
@@ -91,7 +92,8 @@ class Splitters:
 
 
 class LayoutMemory:
-    """Geometry, splitter sizes and the chosen GPU, kept in an INI file between starts.
+    """Geometry, splitter sizes, the chosen GPU and the selected job, kept in an INI file
+    between starts.
 
     Args:
         path: the INI file (`window_state_path()`).
@@ -122,6 +124,15 @@ class LayoutMemory:
             value = self.qsettings.value(splitter.objectName())
             if isinstance(value, QByteArray):
                 splitter.restoreState(value)
+
+    def last_selected_job(self) -> str | None:
+        """The id of the job selected when the window was last used, if any."""
+        value = self.qsettings.value("selected_job") if self._current() else None
+        return value if isinstance(value, str) and value else None
+
+    def remember_selected_job(self, job_id: str | None) -> None:
+        """Keep the selected job's id (written with the layout, or when Qt syncs)."""
+        self.qsettings.setValue("selected_job", job_id or "")
 
     def save(self, window: QMainWindow, splitters: Splitters, badge: MemoryFitBadge) -> None:
         """Remember geometry, splitter sizes and the chosen GPU."""
