@@ -14,8 +14,9 @@ import math
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
+from datetime import timedelta
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 
 import httpx
 import pytest
@@ -133,6 +134,7 @@ def test_create_get_list_and_delete_a_pod(emulator: RunpodEmulator) -> None:
 
             emulator.clock.advance(60)  # past provisioning (30 s) and starting (20 s)
             running = await api.get_pod(created.id)
+            assert api.server_time == emulator.clock.now()  # RunPod's clock, from `Date`
             assert running.status is PodStatus.RUNNING
             assert running.cost == Decimal("0.69")
             assert running.runtime is not None and running.runtime.uptime == 10
@@ -213,6 +215,42 @@ def test_a_429_storm_is_waited_out_with_retry_after(emulator: RunpodEmulator) ->
     assert listed == [pod_id]
     assert creates(emulator) == 4  # three refused, one made: a 429 made no pod
     assert len(emulator.live_pods()) == 1
+
+
+def test_a_retry_after_date_is_measured_on_runpods_clock(emulator: RunpodEmulator) -> None:
+    later = emulator.clock.now() + timedelta(seconds=12)
+    emulator.fault("GET", "/v2/pods", status=429, retry_after=format_datetime(later, usegmt=True))
+
+    async def scenario() -> list[float]:
+        # The local clock is a day off; only RunPod's `Date` and `Retry-After` count.
+        skewed = RunpodApi(
+            http := httpx.AsyncClient(),
+            SecretStr(emulator.api_key),
+            base_url=emulator.url,
+            sleep=(sleeps := RecordedSleeps(emulator)),
+            clock=lambda: later + timedelta(days=1),
+        )
+        async with http:
+            await skewed.list_pods()
+        return sleeps.seen
+
+    assert asyncio.run(scenario()) == [12.0]
+
+
+def test_adoption_looks_again_while_runpods_list_lags(emulator: RunpodEmulator) -> None:
+    emulator.list_lag_s = 5  # a new pod shows in the list 5 s (virtual) after its create
+    emulator.fault("POST", "/v2/pods", status=500, after=True)
+    retry = RetryPolicy(adopt_looks=4, adopt_delay_s=2)
+
+    async def scenario() -> tuple[str, list[float]]:
+        async with client_for(emulator, retry=retry) as (api, sleeps):
+            return (await api.create_pod(pod_request("ftdesk-job-lag"))).id, sleeps.seen
+
+    adopted, slept = asyncio.run(scenario())
+
+    assert slept == [2, 2, 2]  # found at the fourth look, 6 s after the create
+    assert [p.id for p in emulator.live_pods()] == [adopted]
+    assert creates(emulator) == 1
 
 
 def test_no_capacity_is_a_capacity_error_naming_the_gpu(emulator: RunpodEmulator) -> None:

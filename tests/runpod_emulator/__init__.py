@@ -1,5 +1,10 @@
-"""A loopback emulator of RunPod's REST v2 API for the tests (see `runpod_server`)."""
+"""A loopback emulator of RunPod's REST v2 API for the tests.
 
+`runpod_server` holds its state and fault knobs, `runpod_http` serves it, `runpod_openapi`
+checks every request against RunPod's official OpenAPI file.
+"""
+
+from runpod_emulator.runpod_http import serve_emulator
 from runpod_emulator.runpod_openapi import OPENAPI_FILE, OPENAPI_SHA256, OpenApiContract
 from runpod_emulator.runpod_server import (
     HTML_502,
@@ -9,7 +14,6 @@ from runpod_emulator.runpod_server import (
     PodRunner,
     RunpodEmulator,
     VirtualClock,
-    serve_emulator,
 )
 
 __all__ = [

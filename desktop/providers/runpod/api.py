@@ -146,9 +146,19 @@ class RunpodApi:
         self._sleep = sleep
         self.retry = retry or RetryPolicy()
         self._clock = clock
+        self._server_time: datetime | None = None
 
     def __repr__(self) -> str:
         return f"RunpodApi(base_url={self.base_url!r})"
+
+    @property
+    def server_time(self) -> datetime | None:
+        """RunPod's clock at its latest answer (its `Date` header), or None before any.
+
+        Time and cost of a pod are reckoned from this and the pod's `created_at`, both RunPod's,
+        so they agree whatever the local clock says.
+        """
+        return self._server_time
 
     # -- pods ----------------------------------------------------------------------------------
 
@@ -168,9 +178,7 @@ class RunpodApi:
         attempt = 0
         while True:
             try:
-                response = await self._client.post(
-                    self._url("/pods"), json=request.to_body(), headers=self._headers()
-                )
+                response = await self._send("POST", "/pods", body=request.to_body())
             except httpx.TransportError as exc:
                 failure: ProviderError = self._transport_error(call, exc)
                 return await self._adopt(request.name, failure)
@@ -209,11 +217,7 @@ class RunpodApi:
         """
         call = f"{action} pod {pod_id}"
         try:
-            response = await self._client.post(
-                self._url(f"/pods/{pod_id}/action"),
-                json={"action": action},
-                headers=self._headers(),
-            )
+            response = await self._send("POST", f"/pods/{pod_id}/action", body={"action": action})
         except httpx.TransportError as exc:
             raise self._transport_error(call, exc) from None
         if action == "terminate" and response.status_code == 404:
@@ -290,6 +294,7 @@ class RunpodApi:
                     params=params, headers=headers,
                 ) as events:  # fmt: skip
                     response = events.response
+                    self._observe(response)
                     if response.status_code == 404:
                         return
                     if response.status_code == 429 or response.status_code >= 500:
@@ -325,6 +330,26 @@ class RunpodApi:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key.get_secret_value()}"}
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """One request with the key, its answer's `Date` noted; transport errors propagate."""
+        response = await self._client.request(
+            method, self._url(path), params=params, json=body, headers=self._headers()
+        )
+        self._observe(response)
+        return response
+
+    def _observe(self, response: httpx.Response) -> None:
+        when = _header_date(response)
+        if when is not None:
+            self._server_time = when
+
     async def _idempotent(
         self, method: str, path: str, call: str, params: Mapping[str, str] | None = None
     ) -> httpx.Response:
@@ -333,9 +358,7 @@ class RunpodApi:
         while True:
             try:
                 try:
-                    response = await self._client.request(
-                        method, self._url(path), params=params, headers=self._headers()
-                    )
+                    response = await self._send(method, path, params=params)
                 except httpx.TransportError as exc:
                     raise _Retry(self._transport_error(call, exc), None) from None
                 if response.status_code == 429:
@@ -390,12 +413,11 @@ class RunpodApi:
         if value.isdigit():
             seconds = float(value)
         elif value:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None and when.tzinfo is not None:
-                seconds = max(0.0, (when - self._clock()).total_seconds())
+            when = _parse_http_date(value)
+            if when is not None:
+                # A date is on RunPod's clock: measure it from the answer's own Date.
+                now = _header_date(response) or self._clock()
+                seconds = max(0.0, (when - now).total_seconds())
         if seconds is None:
             return self.retry.backoff(attempt)
         return min(seconds, self.retry.retry_after_cap_s)
@@ -471,6 +493,21 @@ class RunpodApi:
         except (ValueError, pydantic.ValidationError):
             log.info("%s: skipped a frame that is not a log line (%r)", call, data[:80])
             return None
+
+
+def _parse_http_date(value: str) -> datetime | None:
+    """An HTTP date (`Wed, 02 Dec 2026 12:00:00 GMT`) as an aware datetime, or None."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _header_date(response: httpx.Response) -> datetime | None:
+    """The answer's `Date` header, or None when absent or unreadable."""
+    value = response.headers.get("Date")
+    return _parse_http_date(value) if value else None
 
 
 def _problem(response: httpx.Response) -> dict[str, Any] | None:
