@@ -326,6 +326,29 @@ def test_an_html_502_page_is_a_server_error_with_a_clean_message(
     assert HTML_502.startswith("<html>")
 
 
+def test_a_success_status_with_a_body_that_is_not_json_is_a_server_error(
+    emulator: RunpodEmulator,
+) -> None:
+    # A captive portal or a misrouted proxy can answer 200 with a page.
+    pod = emulator.add_pod("portal")
+    emulator.fault("GET", f"/v2/pods/{pod.id}", status=200, html=True)
+    emulator.fault("GET", "/v2/pods", status=200, html=True)
+
+    async def scenario() -> list[ServerError]:
+        errors = []
+        async with client_for(emulator) as (api, _):
+            for call in (api.get_pod(pod.id), api.list_pods()):
+                with pytest.raises(ServerError) as caught:
+                    await call
+                errors.append(caught.value)
+        return errors
+
+    calls = (f"get pod {pod.id}", "list pods")
+    for error, call in zip(asyncio.run(scenario()), calls, strict=True):
+        assert f"RunPod answered {call} with HTTP 200" in str(error)
+        assert "502 Bad Gateway" in str(error) and "Expecting value" not in str(error)
+
+
 def test_a_read_retries_a_5xx_and_then_succeeds(emulator: RunpodEmulator) -> None:
     pod = emulator.add_pod("flaky")
     emulator.fault("GET", f"/v2/pods/{pod.id}", status=503, times=2)

@@ -189,7 +189,7 @@ class RunpodApi:
             if response.status_code >= 500:
                 return await self._adopt(request.name, self._error(call, response))
             self._raise_for(call, response, gpu_id=request.gpu.id)
-            return self._parse(call, Pod, response.json())
+            return self._parse(call, Pod, self._json(call, response))
 
     async def get_pod(self, pod_id: str) -> Pod:
         """The pod as RunPod sees it now.
@@ -199,13 +199,13 @@ class RunpodApi:
         """
         call = f"get pod {pod_id}"
         response = await self._idempotent("GET", f"/pods/{pod_id}", call)
-        return self._parse(call, Pod, response.json())
+        return self._parse(call, Pod, self._json(call, response))
 
     async def list_pods(self) -> list[Pod]:
         """Every pod of the account that is not terminated."""
         call = "list pods"
         response = await self._idempotent("GET", "/pods", call)
-        body = response.json()
+        body = self._json(call, response)
         if not isinstance(body, dict) or not isinstance(body.get("pods"), list):
             raise ServerError(f"RunPod answered {call} without a pod list", response.status_code)
         return [self._parse(call, Pod, item) for item in body["pods"]]
@@ -225,7 +225,7 @@ class RunpodApi:
         self._raise_for(call, response)
         if response.status_code == 204 or not response.content:
             return None
-        return self._parse(call, Pod, response.json())
+        return self._parse(call, Pod, self._json(call, response))
 
     async def delete_pod(self, pod_id: str) -> bool:
         """Delete (terminate) a pod for good; a pod that is already gone counts as done.
@@ -247,7 +247,7 @@ class RunpodApi:
         response = await self._idempotent(
             "GET", "/catalog/gpus", call, params={"include": "AVAILABILITY", "product": "POD"}
         )
-        body = response.json()
+        body = self._json(call, response)
         if not isinstance(body, dict) or not isinstance(body.get("gpus"), list):
             raise ServerError(f"RunPod answered {call} without a GPU list", response.status_code)
         return [self._parse(call, GpuType, item) for item in body["gpus"]]
@@ -434,13 +434,7 @@ class RunpodApi:
         status = response.status_code
         problem = _problem(response)
         if problem is None:
-            preview = response.text[:_BODY_PREVIEW_CHARS].strip()
-            preview = " ".join(preview.split())
-            return ServerError(
-                f"RunPod answered {call} with HTTP {status} and a body that is not its API's "
-                f"(it begins {preview!r}); try again later.",
-                status,
-            )
+            return _not_api_body(call, response)
         detail = problem.get("detail") or problem.get("title") or ""
         errors = tuple(str(e) for e in problem.get("errors") or () if e)
         said = f": {detail}" if detail else ""
@@ -472,6 +466,13 @@ class RunpodApi:
             f"RunPod refused {call} (HTTP {status}{said})" + (f": {listed}" if listed else ""),
             errors,
         )
+
+    def _json(self, call: str, response: httpx.Response) -> Any:
+        """A successful answer's JSON body; a page or other text is a `ServerError`."""
+        try:
+            return response.json()
+        except ValueError:
+            raise _not_api_body(call, response) from None
 
     def _parse(self, call: str, model: type[_M], data: Any) -> _M:
         try:
@@ -508,6 +509,16 @@ def _header_date(response: httpx.Response) -> datetime | None:
     """The answer's `Date` header, or None when absent or unreadable."""
     value = response.headers.get("Date")
     return _parse_http_date(value) if value else None
+
+
+def _not_api_body(call: str, response: httpx.Response) -> ServerError:
+    """The error for an answer whose body is not RunPod's JSON (an HTML 502 page, say)."""
+    preview = " ".join(response.text[:_BODY_PREVIEW_CHARS].split())
+    return ServerError(
+        f"RunPod answered {call} with HTTP {response.status_code} and a body that is not its "
+        f"API's (it begins {preview!r}); try again later.",
+        response.status_code,
+    )
 
 
 def _problem(response: httpx.Response) -> dict[str, Any] | None:
