@@ -164,6 +164,34 @@ def test_a_second_delete_is_a_no_op(emulator: RunpodEmulator) -> None:
     assert emulator.live_pods() == []
 
 
+@pytest.mark.parametrize("bad_id", ["", "../catalog/gpus", "abc/action", "a b", "x?y=1"])
+def test_a_malformed_pod_id_is_refused_before_anything_is_sent(
+    emulator: RunpodEmulator, bad_id: str
+) -> None:
+    # Otherwise `delete_pod("")` or a path-like id could address another resource, and a 404
+    # there would read as "already deleted" while the real pod keeps billing.
+    async def scenario() -> list[str]:
+        messages = []
+        async with client_for(emulator) as (api, _):
+            for call in (
+                api.delete_pod(bad_id),
+                api.get_pod(bad_id),
+                api.pod_action(bad_id, "terminate"),
+            ):
+                with pytest.raises(InvalidRequestError) as caught:
+                    await call
+                messages.append(str(caught.value))
+            async with aclosing(api.stream_logs(bad_id)) as stream:
+                with pytest.raises(InvalidRequestError):
+                    await anext(stream)
+        return messages
+
+    messages = asyncio.run(scenario())
+
+    assert all(f"pod id {bad_id!r}" in m for m in messages), messages
+    assert emulator.requests == []
+
+
 def test_a_create_answered_500_after_the_pod_was_made_adopts_that_one_pod(
     emulator: RunpodEmulator,
 ) -> None:

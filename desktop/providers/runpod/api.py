@@ -61,6 +61,8 @@ _NO_CAPACITY = re.compile(
     re.IGNORECASE,
 )
 _BODY_PREVIEW_CHARS = 120
+# RunPod's pod ids are short alphanumerics; anything else would address another resource.
+_POD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 Sleep = Callable[[float], Awaitable[None]]
 _M = TypeVar("_M", bound=pydantic.BaseModel)
@@ -198,7 +200,7 @@ class RunpodApi:
             NotFoundError: No such pod (it was deleted).
         """
         call = f"get pod {pod_id}"
-        response = await self._idempotent("GET", f"/pods/{pod_id}", call)
+        response = await self._idempotent("GET", _pod_path(pod_id), call)
         return self._parse(call, Pod, self._json(call, response))
 
     async def list_pods(self) -> list[Pod]:
@@ -217,7 +219,9 @@ class RunpodApi:
         """
         call = f"{action} pod {pod_id}"
         try:
-            response = await self._send("POST", f"/pods/{pod_id}/action", body={"action": action})
+            response = await self._send(
+                "POST", _pod_path(pod_id, "/action"), body={"action": action}
+            )
         except httpx.TransportError as exc:
             raise self._transport_error(call, exc) from None
         if action == "terminate" and response.status_code == 404:
@@ -234,7 +238,7 @@ class RunpodApi:
             True when this call deleted it, False when RunPod no longer knew it.
         """
         try:
-            await self._idempotent("DELETE", f"/pods/{pod_id}", f"delete pod {pod_id}")
+            await self._idempotent("DELETE", _pod_path(pod_id), f"delete pod {pod_id}")
         except NotFoundError:
             return False
         return True
@@ -278,6 +282,7 @@ class RunpodApi:
             UnreachableError: The stream dropped `log_reconnects` times in a row with no new line.
         """
         call = f"stream logs of pod {pod_id}"
+        path = _pod_path(pod_id, "/logs")
         cursor = last_event_id
         fruitless = 0
         while True:
@@ -290,7 +295,7 @@ class RunpodApi:
             got_line = False
             try:
                 async with aconnect_sse(
-                    self._client, "GET", self._url(f"/pods/{pod_id}/logs"),
+                    self._client, "GET", self._url(path),
                     params=params, headers=headers,
                 ) as events:  # fmt: skip
                     response = events.response
@@ -494,6 +499,16 @@ class RunpodApi:
         except (ValueError, pydantic.ValidationError):
             log.info("%s: skipped a frame that is not a log line (%r)", call, data[:80])
             return None
+
+
+def _pod_path(pod_id: str, suffix: str = "") -> str:
+    """`/pods/<id><suffix>`, after checking that the id is one (never a path or a query)."""
+    if not isinstance(pod_id, str) or not _POD_ID.fullmatch(pod_id):
+        raise InvalidRequestError(
+            f"The pod id {pod_id!r} is not a RunPod pod id (letters, digits, - and _ only); "
+            "nothing was sent."
+        )
+    return f"/pods/{pod_id}{suffix}"
 
 
 def _parse_http_date(value: str) -> datetime | None:
