@@ -454,6 +454,54 @@ def test_the_log_stream_resumes_after_drops_without_losing_or_repeating_a_line(
     assert len(connections) == 3
 
 
+def test_a_later_log_stream_resumes_after_an_earlier_ones_last_cursor(
+    emulator: RunpodEmulator,
+) -> None:
+    pod = emulator.add_pod("resumable")
+    for number in range(1, 7):
+        emulator.append_log(pod.id, f"line {number}")
+
+    async def take(api: RunpodApi, count: int, after: str | None) -> list[tuple[str, str]]:
+        taken = []
+        async with aclosing(api.stream_logs(pod.id, last_event_id=after)) as stream:
+            async for line in stream:
+                taken.append((line.line, line.cursor))
+                if len(taken) == count:
+                    break
+        return taken
+
+    async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        async with client_for(emulator) as (api, _):
+            first = await take(api, 2, None)
+            emulator.append_log(pod.id, "line 7")  # printed while nobody listened
+            second = await take(api, 5, first[-1][1])
+        return first, second
+
+    first, second = asyncio.run(scenario())
+
+    assert [line for line, _ in first + second] == [f"line {n}" for n in range(1, 8)]
+
+
+def test_a_log_stream_that_keeps_failing_gives_up_with_a_clear_error(
+    emulator: RunpodEmulator,
+) -> None:
+    pod = emulator.add_pod("unlucky")
+    emulator.fault("GET", f"/v2/pods/{pod.id}/logs", status=503, times=10)
+
+    async def scenario() -> tuple[str, list[float]]:
+        retry = RetryPolicy(log_reconnects=2)
+        async with client_for(emulator, retry=retry) as (api, sleeps):
+            with pytest.raises(UnreachableError) as caught:
+                async for _ in api.stream_logs(pod.id):
+                    pass
+            return str(caught.value), sleeps.seen
+
+    message, slept = asyncio.run(scenario())
+
+    assert f"log stream for pod {pod.id} dropped 3 times in a row" in message
+    assert slept == [1.0, 2.0]
+
+
 def test_the_log_stream_ends_when_the_pod_is_gone(emulator: RunpodEmulator) -> None:
     pod = emulator.add_pod("short-lived")
     emulator.append_log(pod.id, "only line")
