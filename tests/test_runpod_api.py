@@ -116,7 +116,7 @@ def pod_request(name: str = "ftdesk-20261201-120000-abcd", **changes: object) ->
 
 
 def creates(emulator: RunpodEmulator) -> int:
-    return sum(1 for method, path, _ in emulator.requests if (method, path) == ("POST", "/v2/pods"))
+    return sum(1 for r in emulator.requests if (r.method, r.path) == ("POST", "/v2/pods"))
 
 
 def test_the_openapi_copy_is_runpods_file_byte_for_byte() -> None:
@@ -148,7 +148,7 @@ def test_create_get_list_and_delete_a_pod(emulator: RunpodEmulator) -> None:
     asyncio.run(scenario())
 
     assert emulator.live_pods() == []
-    [body] = [b for m, p, b in emulator.requests if (m, p) == ("POST", "/v2/pods")]
+    [body] = [r.body for r in emulator.requests if (r.method, r.path) == ("POST", "/v2/pods")]
     assert body["gpu"] == {"id": GPU, "count": 1}  # the count is always sent
     assert body["env"] == {"FTDESK_JOB_TOKEN": "job-token-123"}
 
@@ -450,8 +450,13 @@ def test_the_log_stream_resumes_after_drops_without_losing_or_repeating_a_line(
 
     assert lines == [f"step {n}" for n in range(1, 11)]
     assert cursors == sorted(set(cursors))
-    connections = [p for m, p, _ in emulator.requests if p.endswith("/logs")]
-    assert len(connections) == 3
+    connections = [r for r in emulator.requests if r.path.endswith("/logs")]
+    # The first asked for the recent lines; each reconnect resumed after the last line seen.
+    assert [(r.query.get("tail"), r.last_event_id) for r in connections] == [
+        (["100"], None),
+        (None, cursors[2]),
+        (None, cursors[6]),
+    ]
 
 
 def test_a_later_log_stream_resumes_after_an_earlier_ones_last_cursor(
@@ -535,8 +540,9 @@ def test_the_gpu_catalog_has_prices_and_availability(emulator: RunpodEmulator) -
         "NVIDIA A100 80GB PCIe": (Decimal("1.64"), Decimal("1.19"), Availability.NONE),
         "NVIDIA H100 80GB HBM3": (Decimal("2.99"), Decimal("2.69"), Availability.NONE),
     }
-    [(_, _, query)] = [r for r in emulator.requests if r[1] == "/v2/catalog/gpus"]
-    assert query is None  # a GET sends no body
+    [asked] = [r for r in emulator.requests if r.path == "/v2/catalog/gpus"]
+    assert asked.query == {"include": ["AVAILABILITY"], "product": ["POD"]}
+    assert asked.body is None
 
 
 def test_the_api_key_is_in_no_error_text_repr_or_log_record(

@@ -12,6 +12,7 @@ from runpod_emulator.runpod_server import (
     EmulatedPod,
     Fault,
     PodRunner,
+    RecordedRequest,
     RunpodEmulator,
     VirtualClock,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Fault",
     "OpenApiContract",
     "PodRunner",
+    "RecordedRequest",
     "RunpodEmulator",
     "VirtualClock",
     "serve_emulator",

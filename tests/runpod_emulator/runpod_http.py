@@ -18,7 +18,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from runpod_emulator.runpod_server import HTML_502, Answer, Fault, RunpodEmulator, iso, problem
+from runpod_emulator.runpod_server import (
+    HTML_502,
+    Answer,
+    Fault,
+    RecordedRequest,
+    RunpodEmulator,
+    iso,
+    problem,
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -68,7 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         with emulator.lock:
-            emulator.requests.append((method, path, body))
+            emulator.requests.append(
+                RecordedRequest(method, path, query, body, self.headers.get("Last-Event-ID"))
+            )
         op = emulator.contract.find(method, path)
         if op is None:
             self._record(f"{method} {path}: no such operation in the OpenAPI file")

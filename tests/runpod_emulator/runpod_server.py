@@ -149,6 +149,25 @@ class Fault:
     seen: int = 0
 
 
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the emulator received (the `Authorization` header is left out).
+
+    Attributes:
+        method: The HTTP method.
+        path: The path, e.g. `/v2/pods`.
+        query: The query parameters, each with its values.
+        body: The JSON body (or its text when not JSON), None when there was none.
+        last_event_id: The `Last-Event-ID` header of a log stream's reconnect.
+    """
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    last_event_id: str | None
+
+
 @dataclass
 class Answer:
     """An HTTP answer: status, JSON body (or raw text), extra headers."""
@@ -199,7 +218,7 @@ class RunpodEmulator:
         self.contract = contract()
         self.pods: dict[str, EmulatedPod] = {}
         self.gpus = [dict(g) for g in DEFAULT_GPUS]
-        self.requests: list[tuple[str, str, Any]] = []
+        self.requests: list[RecordedRequest] = []
         self.mismatches: list[str] = []
         self.faults: list[Fault] = []
         self.full_gpus: set[str] = set()
