@@ -25,6 +25,7 @@ from runpod_emulator import (
     HTML_502,
     OPENAPI_SHA256,
     EmulatedPod,
+    OpenApiContract,
     RunpodEmulator,
     serve_emulator,
 )
@@ -676,6 +677,23 @@ def test_the_api_base_comes_from_the_argument_then_the_environment_then_runpod(
     monkeypatch.setenv(API_URL_ENV, "http://127.0.0.1:9/v2/")
     assert resolve_api_url() == "http://127.0.0.1:9/v2"
     assert resolve_api_url("https://example.test/v2") == "https://example.test/v2"
+
+
+def test_a_create_request_with_every_field_set_matches_runpods_schema() -> None:
+    full = pod_request(
+        gpu=GpuRequest(id=GPU, count=2, allowed_cuda_versions=("12.8",), min_cuda_version="12.4"),
+        cloud="COMMUNITY",
+        data_center_ids=("US-KS-2",),
+    )
+    body = full.to_body()
+    schema = OpenApiContract()
+    names = {field.alias or name for name, field in CreatePodRequest.model_fields.items()}
+
+    assert set(body) == names  # every field was sent, so every one was checked below
+    assert schema.errors("/components/schemas/CreatePodRequest", body) == []
+    assert schema.errors("/components/schemas/CreatePodRequest", {**body, "bogus": 1}), (
+        "the schema check must refuse an unknown key"
+    )
 
 
 def test_a_create_request_refuses_what_runpod_would_refuse() -> None:
