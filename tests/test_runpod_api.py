@@ -226,6 +226,7 @@ def test_a_create_answered_500_with_no_pod_fails_after_looking_and_never_creates
     assert emulator.live_pods() == []
     assert slept == [2.5, 2.5]  # three looks at the list, spaced for its lag
     assert "HTTP 500" in str(error) and "No pod named ftdesk-job-lost appeared" in str(error)
+    assert error.status == 500
 
 
 def test_a_429_storm_is_waited_out_with_retry_after(emulator: RunpodEmulator) -> None:

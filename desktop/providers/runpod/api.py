@@ -182,14 +182,13 @@ class RunpodApi:
             try:
                 response = await self._send("POST", "/pods", body=request.to_body())
             except httpx.TransportError as exc:
-                failure: ProviderError = self._transport_error(call, exc)
-                return await self._adopt(request.name, failure)
+                return await self._adopt(request.name, self._transport_error(call, exc))
             if response.status_code == 429 and attempt + 1 < self.retry.attempts:
                 await self._sleep(self._retry_after(response, attempt))
                 attempt += 1
                 continue
             if response.status_code >= 500:
-                return await self._adopt(request.name, self._error(call, response))
+                return await self._adopt(request.name, self._server_error(call, response))
             self._raise_for(call, response, gpu_id=request.gpu.id)
             return self._parse(call, Pod, self._json(call, response))
 
@@ -381,7 +380,7 @@ class RunpodApi:
             self._raise_for(call, response)
             return response
 
-    async def _adopt(self, name: str, failure: ProviderError) -> Pod:
+    async def _adopt(self, name: str, failure: ServerError | UnreachableError) -> Pod:
         """After a create that may have made a pod: find it by name, or raise `failure`."""
         for look in range(self.retry.adopt_looks):
             if look:
@@ -404,7 +403,9 @@ class RunpodApi:
             f"{failure} No pod named {name} appeared after {self.retry.adopt_looks} looks; "
             "if one shows up in RunPod's console, delete it there."
         )
-        raise type(failure)(message) from None
+        if isinstance(failure, ServerError):
+            raise ServerError(message, failure.status) from None
+        raise UnreachableError(message) from None
 
     def _transport_error(self, call: str, exc: httpx.TransportError) -> UnreachableError:
         if isinstance(exc, httpx.TimeoutException):
@@ -427,6 +428,13 @@ class RunpodApi:
             return self.retry.backoff(attempt)
         return min(seconds, self.retry.retry_after_cap_s)
 
+    def _server_error(self, call: str, response: httpx.Response) -> ServerError:
+        """The `ServerError` for a 5xx answer, whatever its body."""
+        error = self._error(call, response)
+        if isinstance(error, ServerError):
+            return error
+        return ServerError(str(error), response.status_code)
+
     def _raise_for(self, call: str, response: httpx.Response, gpu_id: str | None = None) -> None:
         if response.status_code < 400:
             return
@@ -443,10 +451,15 @@ class RunpodApi:
         detail = problem.get("detail") or problem.get("title") or ""
         errors = tuple(str(e) for e in problem.get("errors") or () if e)
         said = f": {detail}" if detail else ""
-        if status in (401, 403):
+        if status == 401:
             return AuthError(
-                f"RunPod refused the API key for {call} (HTTP {status}{said}); "
+                f"RunPod refused the API key for {call} (HTTP 401{said}); "
                 "check the key in the settings."
+            )
+        if status == 403:
+            return AuthError(
+                f"RunPod does not let this API key {call} (HTTP 403{said}); the key lacks the "
+                "permission, or the account cannot use this GPU pool."
             )
         if status == 402:
             return BalanceError(
