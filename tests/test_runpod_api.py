@@ -598,6 +598,28 @@ def test_the_api_key_is_in_no_error_text_repr_or_log_record(
     assert [t for t in texts if sentinel in t or sentinel[::-1] in t] == []
 
 
+def test_a_pasted_key_is_trimmed_and_a_blank_or_broken_key_is_refused_without_echoing_it(
+    emulator: RunpodEmulator,
+) -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        refused = []
+        async with client_for(emulator, key=f"  {emulator.api_key}\n") as (api, sleeps):
+            listed = len(await api.list_pods())
+            assert sleeps.seen == []
+        async with httpx.AsyncClient() as http:
+            for bad in ("", "  \n", "rp_half one"):
+                with pytest.raises(AuthError) as caught:
+                    RunpodApi(http, SecretStr(bad), base_url=emulator.url)
+                refused.append(str(caught.value))
+        return listed, refused
+
+    listed, refused = asyncio.run(scenario())
+
+    assert listed == 0
+    assert refused[0] == refused[1] and "No RunPod API key" in refused[0]
+    assert "space or line break" in refused[2] and "rp_half" not in refused[2]
+
+
 def test_the_emulator_refuses_and_records_a_request_that_breaks_the_openapi_file(
     emulator: RunpodEmulator,
 ) -> None:

@@ -142,7 +142,7 @@ class RunpodApi:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._client = client
-        self._key = api_key
+        self._key = _checked_key(api_key)
         register_secret(api_key.get_secret_value())
         self.base_url = resolve_api_url(base_url)
         self._sleep = sleep
@@ -512,6 +512,22 @@ class RunpodApi:
         except (ValueError, pydantic.ValidationError):
             log.info("%s: skipped a frame that is not a log line (%r)", call, data[:80])
             return None
+
+
+def _checked_key(api_key: SecretStr) -> SecretStr:
+    """The key without the blanks a paste adds; a missing or broken one refused (never shown)."""
+    key = api_key.get_secret_value().strip()
+    if not key:
+        raise AuthError(
+            "No RunPod API key is set; add one in the settings (or FTDESK_RUNPOD_API_KEY)."
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        # An HTTP header cannot carry it, and the transport's error would quote it.
+        raise AuthError(
+            "The RunPod API key contains a space or line break; paste it again from RunPod's "
+            "console (Settings → API Keys)."
+        )
+    return SecretStr(key)
 
 
 def _pod_path(pod_id: str, suffix: str = "") -> str:
