@@ -523,6 +523,8 @@ def test_the_log_stream_ends_when_the_pod_is_gone(emulator: RunpodEmulator) -> N
             return lines
 
     assert asyncio.run(scenario()) == ["only line"]
+    # The drop after the line made it reconnect; the 404 of the deleted pod ended the stream.
+    assert len([r for r in emulator.requests if r.path.endswith("/logs")]) == 2
 
 
 def test_the_gpu_catalog_has_prices_and_availability(emulator: RunpodEmulator) -> None:

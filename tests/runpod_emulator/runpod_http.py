@@ -169,8 +169,6 @@ class _Handler(BaseHTTPRequestHandler):
                 fresh = [e for e in pod.logs if e[0] > after and e[2] == source]
                 gone = pod_id not in emulator.pods
             for seq, ts, src, line in fresh:
-                if drop_after is not None and sent >= drop_after:
-                    return None  # the connection drops mid-stream
                 data = json.dumps({"ts": iso(ts), "source": src, "line": line})
                 frame = f"id: {iso(ts)}/{seq:012d}\ndata: {data}\n\n"
                 try:
@@ -179,6 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:
                     return None
                 after, sent = seq, sent + 1
+                if drop_after is not None and sent >= drop_after:
+                    return None  # the connection drops right after this frame
             if gone or self._client_left():
                 return None
             with emulator.lock:
