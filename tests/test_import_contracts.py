@@ -182,6 +182,20 @@ PLANTS = [
         "desktop.models.planted",
         id="layers-direct",
     ),
+    pytest.param(
+        # The trainer's own modules are judged by no other contract, so only this one breaks.
+        {"trainer/planted.py": "import runpod  # planted"},
+        {"no-runpod-sdk"},
+        "trainer.planted -> runpod",
+        id="no-runpod-sdk-direct",
+    ),
+    pytest.param(
+        # In a provider the core's allow-list catches it too.
+        {"desktop/providers/planted.py": "from runpod import api  # planted"},
+        {"no-runpod-sdk", "core-qt-free"},
+        "desktop.providers.planted -> runpod",
+        id="no-runpod-sdk-in-a-provider",
+    ),
 ]
 
 
@@ -231,6 +245,23 @@ def test_the_views_contract_checks_direct_imports_only(
 
     assert statuses == before, output
     assert "desktop.views.planted" not in output
+
+
+def test_the_runpod_sdk_is_in_no_dependency_list() -> None:
+    # We speak REST v2 with our own client; the SDK is GraphQL-only and pulls ~100 packages.
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    lists = {"dependencies": project["dependencies"], **project["optional-dependencies"]}
+    requirement_name = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+    named = {
+        where: [m[1].lower().replace("_", "-") for r in reqs if (m := requirement_name.match(r))]
+        for where, reqs in lists.items()
+    }
+
+    assert all(names for names in named.values()), named
+    assert not [where for where, names in named.items() if "runpod" in names], named
+    constraints = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in constraints if line.lower().startswith("runpod")]
 
 
 def test_the_real_tree_keeps_every_contract() -> None:

@@ -70,6 +70,44 @@ class RateLimitedError(ProviderError):
     """The provider asks us to slow down."""
 
 
+class BalanceError(ProviderError):
+    """The provider account cannot pay for this (HTTP 402): no other hardware choice helps."""
+
+
+class InvalidRequestError(ProviderError):
+    """The provider refused the request as malformed; `errors` lists each problem it named.
+
+    Args:
+        message: The sentence for the user.
+        errors: The provider's individual validation failures, in its words.
+    """
+
+    def __init__(self, message: str, errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class NotFoundError(ProviderError):
+    """The provider knows no such resource (a pod that was deleted, for instance)."""
+
+
+class ServerError(ProviderError):
+    """The provider failed on its side (HTTP 5xx, or an answer that is not its API's).
+
+    Args:
+        message: The sentence for the user.
+        status: The HTTP status, or None when no answer came.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UnreachableError(ProviderError):
+    """The provider could not be reached, or did not answer in time; the message names the call."""
+
+
 class StoreError(FtdeskError):
     """The job database cannot be used (locked too long, corrupt, or from a newer app)."""
 
