@@ -353,3 +353,25 @@ def test_a_run_that_fits_gets_no_disk_warning(small_disk: Path, demo_dir: Path) 
     assert space.fits and space.warning() is None
     assert 0.5e6 <= space.needed_bytes <= 3e6  # the demo keeps 3 (+1) checkpoints of ~0.3 MB
     assert space.free_bytes == free_bytes(small_disk)
+
+
+def test_a_trainer_gone_without_a_status_on_a_full_disk_is_said_to_have_met_it(
+    small_disk: Path, tmp_path: Path, demo_template: Path
+) -> None:
+    import asyncio
+
+    from test_local_provider import copy_demo, make_job, running
+
+    from desktop.models import JobState
+    from desktop.providers.local import EXITED_WITHOUT_STATUS, LocalProvider
+
+    job_dir = copy_demo(demo_template, small_disk / "job")
+    job = make_job(job_dir, "j-full", max_steps=4)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    fill(small_disk)  # so full that the trainer could not even write its last word
+    update = asyncio.run(LocalProvider(tmp_path / "home").poll(running(job, gone.pid, 1.0)))
+    assert update.state is JobState.FAILED
+    assert update.reason.startswith(EXITED_WITHOUT_STATUS), update.reason
+    assert "full" in update.reason and str(job_dir) in update.reason, update.reason
+    assert "free space" in update.reason.lower(), update.reason
