@@ -135,6 +135,22 @@ def complete_checkpoints(job_dir: Path) -> list[int]:
     )
 
 
+def stored_point_count(home: Path) -> int:
+    """Metric points in the store now (read-only: the follower may be writing)."""
+    import sqlite3
+
+    db = home / "ftdesk.sqlite3"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM metrics").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+    finally:
+        conn.close()
+
+
 def metric_steps(events: Path) -> dict[int, float]:
     """step -> loss of every metric event in the file."""
     return {
@@ -177,6 +193,7 @@ def test_a_disk_that_fills_during_a_run(small_disk: Path, tmp_path: Path, demo_d
         wait_for("the job folder", lambda: jobs.is_dir() and any(jobs.iterdir()))
         job_dir = next(jobs.iterdir())
         wait_for("the first checkpoint", lambda: bool(complete_checkpoints(job_dir)))
+        wait_for("a stored point", lambda: stored_point_count(home) > 0)
         trainer_pid = json.loads((job_dir / "launch.json").read_text())["pid"]
         # Pause both; measure; leave room for a few steps' events but not for a checkpoint.
         follower.send_signal(signal.SIGSTOP)
@@ -375,3 +392,19 @@ def test_a_trainer_gone_without_a_status_on_a_full_disk_is_said_to_have_met_it(
     assert update.reason.startswith(EXITED_WITHOUT_STATUS), update.reason
     assert "full" in update.reason and str(job_dir) in update.reason, update.reason
     assert "free space" in update.reason.lower(), update.reason
+
+
+def test_an_event_that_meets_the_full_disk_leaves_no_torn_line(small_disk: Path) -> None:
+    from trainer.protocol import EventWriter
+
+    path = small_disk / "events.jsonl"
+    writer = EventWriter(path)
+    writer.emit("log", level="info", message="x" * 3000)  # most of the file's first page
+    fill(small_disk)
+    with pytest.raises(OSError) as caught:
+        writer.emit("log", level="info", message="y" * 3000)  # crosses into a page not there
+    assert caught.value.errno == errno.ENOSPC
+    writer.close()
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n") and len(text.splitlines()) == 1, text[-200:]
+    assert [e.kind for e in read_all_events(path)] == ["log"]
