@@ -135,6 +135,22 @@ def complete_checkpoints(job_dir: Path) -> list[int]:
     )
 
 
+def stored_point_count(home: Path) -> int:
+    """Metric points in the store now (read-only: the follower may be writing)."""
+    import sqlite3
+
+    db = home / "ftdesk.sqlite3"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM metrics").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+    finally:
+        conn.close()
+
+
 def metric_steps(events: Path) -> dict[int, float]:
     """step -> loss of every metric event in the file."""
     return {
@@ -177,6 +193,7 @@ def test_a_disk_that_fills_during_a_run(small_disk: Path, tmp_path: Path, demo_d
         wait_for("the job folder", lambda: jobs.is_dir() and any(jobs.iterdir()))
         job_dir = next(jobs.iterdir())
         wait_for("the first checkpoint", lambda: bool(complete_checkpoints(job_dir)))
+        wait_for("a stored point", lambda: stored_point_count(home) > 0)
         trainer_pid = json.loads((job_dir / "launch.json").read_text())["pid"]
         # Pause both; measure; leave room for a few steps' events but not for a checkpoint.
         follower.send_signal(signal.SIGSTOP)
@@ -296,15 +313,98 @@ def test_the_store_reads_on_a_full_disk_and_says_a_write_failed(small_disk: Path
     with JobStore(db) as store:  # opening must not need a write
         assert [j.id for j in store.list_jobs()] == [job.id]
         stored = store.get_job(job.id)
-        point = MetricPoint(job_id=job.id, step=1, name="loss", value=1.0, time=1.0)
+        points = [
+            MetricPoint(job_id=job.id, step=step, name="loss", value=1.0, time=1.0)
+            for step in range(1, 3000)  # far more than the pages left (none)
+        ]
         with pytest.raises(DiskFullError, match="full") as caught:
-            store.record_progress(
-                stored,
-                [point] * 1
-                + [
-                    MetricPoint(job_id=job.id, step=s, name="loss", value=1.0, time=1.0)
-                    for s in range(2, 3000)
-                ],
-            )
+            store.record_progress(stored, points)
         assert "free space" in str(caught.value).lower()
         assert store.metric_count(job.id) == 0
+
+
+def test_a_run_whose_checkpoints_will_not_fit_is_warned_about_before_it_starts(
+    small_disk: Path, tmp_path: Path, demo_dir: Path
+) -> None:
+    import re
+
+    home = small_disk / "home"
+    home.mkdir()
+    # Six kept checkpoints of about 0.3 MB each and the output: about 2 MB; 1 MB is free.
+    config = write_config(
+        tmp_path / "cfg", demo_dir, max_steps=40, save_steps=2, save_total_limit=5
+    )
+    fill(small_disk, leave=1024 * 1024)
+    done = cli(home, "run", str(config), "--json", timeout=300)
+    job_dir = next((home / "jobs").iterdir(), None) if (home / "jobs").is_dir() else None
+    try:
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        warned = [i for i, line in enumerate(lines) if line.startswith("warning:")]
+        launched = [i for i, line in enumerate(lines) if ": launched" in line]
+        assert warned and launched and warned[0] < launched[0], done.stderr
+        said = lines[warned[0]]
+        found = re.search(r"needs about ([\d.]+) MB .* has ([\d.]+) MB free", said)
+        assert found, said
+        needed, free = float(found.group(1)), float(found.group(2))
+        assert 1.5 <= needed <= 3.0, said  # the demo: ~0.3 MB a checkpoint, 6 at once
+        assert 0.8 <= free <= 1.2 and needed > free, said
+        assert "save_total_limit" in said, said
+    finally:
+        if job_dir is not None:
+            launch = job_dir / "launch.json"
+            wait_for("the trainer's handle", launch.is_file, timeout=120)
+            pid = json.loads(launch.read_text())["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            wait_for("the trainer to stop", lambda: process_gone(pid), timeout=120)
+
+
+def test_a_run_that_fits_gets_no_disk_warning(small_disk: Path, demo_dir: Path) -> None:
+    from desktop.core.checks import check_disk_space
+    from trainer.config import load_config
+
+    config = load_config(demo_dir / "config.json")
+    config.model.name_or_path = str(demo_dir / "model")
+    space = check_disk_space(config, small_disk / "home" / "jobs")
+    assert space.fits and space.warning() is None
+    assert 0.5e6 <= space.needed_bytes <= 3e6  # the demo keeps 3 (+1) checkpoints of ~0.3 MB
+    assert space.free_bytes == free_bytes(small_disk)
+
+
+def test_a_trainer_gone_without_a_status_on_a_full_disk_is_said_to_have_met_it(
+    small_disk: Path, tmp_path: Path, demo_template: Path
+) -> None:
+    import asyncio
+
+    from test_local_provider import copy_demo, make_job, running
+
+    from desktop.models import JobState
+    from desktop.providers.local import EXITED_WITHOUT_STATUS, LocalProvider
+
+    job_dir = copy_demo(demo_template, small_disk / "job")
+    job = make_job(job_dir, "j-full", max_steps=4)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    fill(small_disk)  # so full that the trainer could not even write its last word
+    update = asyncio.run(LocalProvider(tmp_path / "home").poll(running(job, gone.pid, 1.0)))
+    assert update.state is JobState.FAILED
+    assert update.reason.startswith(EXITED_WITHOUT_STATUS), update.reason
+    assert "full" in update.reason and str(job_dir) in update.reason, update.reason
+    assert "free space" in update.reason.lower(), update.reason
+
+
+def test_an_event_that_meets_the_full_disk_leaves_no_torn_line(small_disk: Path) -> None:
+    from trainer.protocol import EventWriter
+
+    path = small_disk / "events.jsonl"
+    writer = EventWriter(path)
+    writer.emit("log", level="info", message="x" * 3000)  # most of the file's first page
+    fill(small_disk)
+    with pytest.raises(OSError) as caught:
+        writer.emit("log", level="info", message="y" * 3000)  # crosses into a page not there
+    assert caught.value.errno == errno.ENOSPC
+    writer.close()
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n") and len(text.splitlines()) == 1, text[-200:]
+    assert [e.kind for e in read_all_events(path)] == ["log"]

@@ -11,6 +11,8 @@ that an older app does not know.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -371,7 +373,15 @@ class EventWriter:
             record = {"seq": self._next_seq, "time": time.time(), "kind": kind, **fields}
             event = _EVENT_ADAPTER.validate_python(record)
             line = event.model_dump_json(exclude_none=True) + "\n"
-            os.write(self._fd, line.encode("utf-8"))
+            data = line.encode("utf-8")
+            start = os.lseek(self._fd, 0, os.SEEK_END)  # where this line begins (O_APPEND)
+            try:
+                if os.write(self._fd, data) != len(data):  # a full disk takes a line in part
+                    raise OSError(errno.ENOSPC, f"{self.path}: no space left for an event")
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)  # never leave a torn line for a reader
+                raise
             self._next_seq += 1
             return event
 

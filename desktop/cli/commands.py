@@ -23,7 +23,7 @@ from desktop.cli.output import (
     print_json,
     table,
 )
-from desktop.core.errors import ConfigError
+from desktop.core.errors import ConfigError, FtdeskError
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, MetricPoint, data_home, load_settings
 from trainer.config import TrainingConfig
@@ -168,6 +168,20 @@ async def _follow(ctx: Context, service: JobService, job: Job, out: Any) -> int:
     return FOLLOW_EXIT.get(job.state, 1)
 
 
+def _warn_about_disk_space(config_path: Path) -> None:
+    """A `warning:` line on stderr when the run's checkpoints and output will not fit on the
+    jobs folder's drive. Silent when no estimate can be made (the launch names a bad config)."""
+    from desktop.core.checks import check_disk_space, resolve_config
+
+    try:
+        space = check_disk_space(resolve_config(config_path), data_home() / "jobs")
+    except (FtdeskError, OSError):
+        return
+    warning = space.warning()
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 def cmd_run(ctx: Context) -> int:
     """`run CONFIG [--provider local] [--follow] [--json]` and `run --resume JOB`."""
     ns = ctx.ns
@@ -187,6 +201,7 @@ def cmd_run(ctx: Context) -> int:
             if ns.resume:
                 job = await service.resume(ns.resume, force=ns.force, on_note=notes.append)
             else:
+                await asyncio.to_thread(_warn_about_disk_space, Path(ns.config))
                 job = await service.launch(Path(ns.config), provider=ns.provider, name=ns.name)
             progress = sys.stderr if ns.json else sys.stdout
             verb = "resumed" if ns.resume else "launched"

@@ -7,9 +7,12 @@ Qt-free and blocking except where said. `JobService.validate` runs them in this 
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from desktop.core.errors import ConfigError, DatasetError, OfflineError
+from desktop.core.memory_fit import estimate_for_config, read_model_config
 from desktop.core.runtime import TrainerRuntime, require_usable
 from desktop.providers.base import Capability, Provider
 from trainer.config import (
@@ -22,7 +25,9 @@ from trainer.config import (
 from trainer.reports import DataReport
 
 __all__ = [
+    "DiskSpaceCheck",
     "check_datasets",
+    "check_disk_space",
     "check_offline",
     "check_paths",
     "gpus_requested",
@@ -192,3 +197,114 @@ async def gpus_requested(config: TrainingConfig, backend: Provider) -> int:
     if config.hardware.device == "auto" and gpu_aware and not await backend.gpu_slots():
         return 0
     return config.hardware.num_gpus
+
+
+# Bytes per trainable parameter the optimizer saves in a checkpoint (AdamW: two fp32 moments).
+_OPTIMIZER_STATE_BYTES = {
+    "adamw_torch": 8,
+    "adamw_torch_fused": 8,
+    "adamw_8bit": 2,
+    "paged_adamw_8bit": 2,
+    "sgd": 0,
+}
+_SAVED_DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "auto": 2}
+# The small files of a checkpoint besides the weights and optimizer: RNG, scheduler, state.
+_CHECKPOINT_SMALL_FILES = 64 * 1024
+# Tokenizer files when the model is not a local folder whose own files can be measured.
+_TOKENIZER_GUESS = 20 * 1000 * 1000
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+def _size(count: float) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
+@dataclass(frozen=True)
+class DiskSpaceCheck:
+    """What a run's checkpoints and output will take against the free space of their drive.
+
+    Attributes:
+        needed_bytes: the estimate: kept checkpoints (plus the one being written before the
+            oldest is deleted) and the output.
+        free_bytes: free space of the job folder's drive now.
+        folder: the folder whose drive was measured.
+        checkpoint_bytes: one checkpoint, as estimated.
+        checkpoints: how many exist at once at most.
+    """
+
+    needed_bytes: int
+    free_bytes: int
+    folder: Path
+    checkpoint_bytes: int
+    checkpoints: int
+
+    @property
+    def fits(self) -> bool:
+        """Whether the estimate fits in the free space."""
+        return self.needed_bytes <= self.free_bytes
+
+    def warning(self) -> str | None:
+        """One sentence when the run will not fit (needed vs free and what to change), else None."""
+        if self.fits:
+            return None
+        return (
+            f"this run needs about {_size(self.needed_bytes)} for {self.checkpoints} "
+            f"checkpoint(s) of about {_size(self.checkpoint_bytes)} and its output, but the "
+            f"drive holding {self.folder} has {_size(self.free_bytes)} free; free space there, "
+            "lower training.save_total_limit, or the run will stop with a full disk"
+        )
+
+
+def _tokenizer_bytes(model: str) -> int:
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return _TOKENIZER_GUESS
+    return sum((folder / n).stat().st_size for n in _TOKENIZER_FILES if (folder / n).is_file())
+
+
+def check_disk_space(config: TrainingConfig, jobs_folder: Path) -> DiskSpaceCheck:
+    """Estimate the disk space the run's checkpoints and output need (blocking: reads the
+    model's config.json) and measure the free space of `jobs_folder`'s drive.
+
+    One checkpoint holds the trainable weights (the adapter in fp32, or every weight in the
+    model's dtype), the optimizer's state per trainable parameter, the tokenizer and a few
+    small files; `save_total_limit` of them are kept, and one more exists while the next is
+    written and before the oldest is deleted.
+
+    Raises:
+        ConfigError: the model's config.json cannot be read (no estimate is possible).
+    """
+    estimate = estimate_for_config(config, read_model_config(config.model.name_or_path))
+    trainable = estimate.trainable_parameters
+    if config.method == "full":
+        weights = estimate.parameters * _SAVED_DTYPE_BYTES.get(config.model.dtype, 2)
+    else:
+        weights = trainable * 4
+    tokenizer = _tokenizer_bytes(config.model.name_or_path)
+    optimizer = trainable * _OPTIMIZER_STATE_BYTES.get(config.training.optimizer, 8)
+    checkpoint = weights + optimizer + tokenizer + _CHECKPOINT_SMALL_FILES
+    training = config.training
+    count = training.save_total_limit + 1
+    if training.max_steps:
+        count = min(count, max(1, training.max_steps // training.save_steps))
+    output = weights + tokenizer
+    if config.output.merge_adapter and config.method != "full":
+        output += estimate.parameters * _SAVED_DTYPE_BYTES.get(config.model.dtype, 2)
+    folder = jobs_folder
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent  # the jobs folder may not exist yet: measure its drive
+    return DiskSpaceCheck(
+        needed_bytes=count * checkpoint + output,
+        free_bytes=shutil.disk_usage(folder).free,
+        folder=jobs_folder,
+        checkpoint_bytes=checkpoint,
+        checkpoints=count,
+    )

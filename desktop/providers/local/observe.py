@@ -4,11 +4,13 @@ A final state is reported only once the trainer has written `status.json` or is 
 are read before the state is judged, so a trainer that is gone has had all its events read.
 While the trainer lives, `status.json` counts only when it carries that process's pid and start
 (`write_status` signs it): a file anyone else wrote waits until the trainer is gone. A job
-whose folder was deleted is failed with that reason and its trainer killed.
+whose folder was deleted is failed with that reason and its trainer killed. A trainer gone
+without a final status from a full drive is failed saying so.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,6 +67,15 @@ def written_by(status: StatusFile, identity: ProcessIdentity) -> bool:
         and status.writer_start_ticks is not None
         and status.writer_start_ticks == identity.start_ticks
     )
+
+
+def _drive_full(job_dir: Path) -> bool:
+    """Whether the job folder's drive has no room left (less than 1 MiB; the trainer keeps a
+    256 KiB reserve for its last word, so a silent exit with less is the disk's doing)."""
+    try:
+        return shutil.disk_usage(job_dir).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 def _without_replayed_states(job: Job, events: list[Event]) -> list[Event]:
@@ -167,6 +178,11 @@ def observe_started(
     reason = EXITED_WITHOUT_STATUS
     if code is not None:
         reason += f" ({describe_exit(code)})"
+    if _drive_full(job_dir):
+        reason += (
+            f"; the drive holding {job_dir} is full, which kept the trainer from writing its "
+            "final status: free space there, then run --resume"
+        )
     return base.model_copy(
         update={
             "state": only_if_changed(job, JobState.FAILED),
