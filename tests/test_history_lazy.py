@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from app_helpers import run, until
 from PySide6.QtCore import QItemSelectionModel
 from view_helpers import make_job
@@ -224,3 +225,35 @@ def test_the_chart_says_loading_until_the_history_arrives(qtbot: Any) -> None:
     assert chart.loading_label.isHidden()
     drawn = chart.drawn("a", "loss")
     assert drawn is not None and drawn[0].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_window_store_checks_the_jobs_at_open_and_the_history_after(tmp_path: Path) -> None:
+    from desktop.core.errors import StoreError
+
+    db = tmp_path / DB_FILENAME
+    with JobStore(db) as store:
+        job = make_job("j", state=JobState.COMPLETED, job_dir=tmp_path / "j")
+        store.add_job(job)
+        store.record_progress(
+            job,
+            [
+                MetricPoint(job_id="j", step=s, name=n, value=1.0 / s, time=float(s))
+                for s in range(1, 2001)
+                for n in SERIES
+            ],
+        )
+    page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    start = (db.stat().st_size // page // 2) * page  # a page of the metrics table
+    with open(db, "r+b") as fh:
+        fh.seek(start)
+        fh.write(bytes((i * 73 + 41) % 256 for i in range(2 * page)))
+
+    with pytest.raises(StoreError, match="damaged"):
+        JobStore(db)  # the full check at open, as the CLI opens it
+    # A window opens it checking the jobs' own tables (small), so it is ready at once, and
+    # checks the history on its own thread afterwards: the damage is reported all the same.
+    with JobStore(db, check_history=False) as store:
+        assert [j.id for j in store.list_jobs()] == ["j"]
+        with pytest.raises(StoreError, match="damaged") as caught:
+            store.check_history()
+    assert str(db) in str(caught.value) and "move it aside" in str(caught.value)
