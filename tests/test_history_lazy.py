@@ -127,6 +127,7 @@ def test_the_window_starts_with_no_series_and_loads_only_the_selected_job(
 
 def test_loaded_finished_jobs_are_bounded_but_selected_and_live_ones_stay(qapp: object) -> None:
     state = AppState(max_loaded_jobs=2)
+    state.lazy_history = True  # as the window's operations.serve_history sets it
     wanted: list[str] = []
     state.history_wanted.connect(wanted.append)
     for job_id in ("a", "b", "c", "d"):
@@ -214,6 +215,7 @@ def test_the_chart_says_loading_until_the_history_arrives(qtbot: Any) -> None:
     from desktop.views.chart.widget import LossChart
 
     state = AppState()
+    state.lazy_history = True
     state.job_added(make_job("a", state=JobState.COMPLETED))
     chart = LossChart(state)
     qtbot.addWidget(chart)
@@ -257,3 +259,17 @@ def test_a_window_store_checks_the_jobs_at_open_and_the_history_after(tmp_path: 
         with pytest.raises(StoreError, match="damaged") as caught:
             store.check_history()
     assert str(db) in str(caught.value) and "move it aside" in str(caught.value)
+
+
+def test_a_state_nobody_loads_history_for_asks_for_none(qtbot: Any) -> None:
+    from desktop.views.chart.widget import LossChart
+
+    state = AppState()  # no operations.serve_history: benchmarks, chart tests
+    wanted: list[str] = []
+    state.history_wanted.connect(wanted.append)
+    state.job_added(make_job("a", state=JobState.COMPLETED))
+    chart = LossChart(state)
+    qtbot.addWidget(chart)
+    state.set_selected_job_ids(["a"])
+    assert wanted == [] and not state.history_loading("a")
+    assert chart.loading_label.isHidden()
