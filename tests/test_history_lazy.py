@@ -273,3 +273,56 @@ def test_a_state_nobody_loads_history_for_asks_for_none(qtbot: Any) -> None:
     state.set_selected_job_ids(["a"])
     assert wanted == [] and not state.history_loading("a")
     assert chart.loading_label.isHidden()
+
+
+@pytest.mark.expect_log("damaged")
+def test_the_window_is_ready_over_damaged_history_and_then_says_so(
+    qapp: Any, demo_home: Path
+) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.views import app as app_module
+    from desktop.views.main_window import MainWindow
+
+    db = demo_home / DB_FILENAME
+    with JobStore(db) as store:
+        job = make_job("j", state=JobState.COMPLETED, job_dir=demo_home / "jobs" / "j")
+        store.add_job(job)
+        store.record_progress(
+            job,
+            [
+                MetricPoint(job_id="j", step=s, name=n, value=1.0 / s, time=float(s))
+                for s in range(1, 2001)
+                for n in SERIES
+            ],
+        )
+    page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    with open(db, "r+b") as fh:
+        fh.seek((db.stat().st_size // page // 2) * page)
+        fh.write(bytes((i * 73 + 41) % 256 for i in range(2 * page)))
+
+    seen: list[Any] = []
+    waited = [0]
+
+    def poll() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+        window = next((w for w in windows if w.isVisible()), None)
+        if window is not None and window.is_ready and "damaged" in window.status_bar.toolTip():
+            seen.append((window.state.job_count(), window.status_bar.toolTip()))
+            window.close()
+            return
+        waited[0] += 100
+        if waited[0] > 60_000:
+            seen.append(None)
+            for w in QApplication.topLevelWidgets():
+                w.close()
+            return
+        QTimer.singleShot(100, poll)
+
+    QTimer.singleShot(100, poll)
+    assert app_module.main([]) == 0
+    assert seen and seen[0] is not None, "the damage never reached the status bar"
+    jobs, message = seen[0]
+    assert jobs == 1  # the window came up with the job, its history unread
+    assert str(db) in message and "move it aside" in message
