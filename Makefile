@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/ingest.py
 	$(PY) bench/gui_startup.py
 	$(PY) bench/chart.py
+	$(PY) bench/history_scale.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from app_helpers import run, until
 from PySide6.QtCore import QItemSelectionModel
 from view_helpers import make_job
@@ -126,6 +127,7 @@ def test_the_window_starts_with_no_series_and_loads_only_the_selected_job(
 
 def test_loaded_finished_jobs_are_bounded_but_selected_and_live_ones_stay(qapp: object) -> None:
     state = AppState(max_loaded_jobs=2)
+    state.lazy_history = True  # as the window's operations.serve_history sets it
     wanted: list[str] = []
     state.history_wanted.connect(wanted.append)
     for job_id in ("a", "b", "c", "d"):
@@ -213,6 +215,7 @@ def test_the_chart_says_loading_until_the_history_arrives(qtbot: Any) -> None:
     from desktop.views.chart.widget import LossChart
 
     state = AppState()
+    state.lazy_history = True
     state.job_added(make_job("a", state=JobState.COMPLETED))
     chart = LossChart(state)
     qtbot.addWidget(chart)
@@ -224,3 +227,102 @@ def test_the_chart_says_loading_until_the_history_arrives(qtbot: Any) -> None:
     assert chart.loading_label.isHidden()
     drawn = chart.drawn("a", "loss")
     assert drawn is not None and drawn[0].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_window_store_checks_the_jobs_at_open_and_the_history_after(tmp_path: Path) -> None:
+    from desktop.core.errors import StoreError
+
+    db = tmp_path / DB_FILENAME
+    with JobStore(db) as store:
+        job = make_job("j", state=JobState.COMPLETED, job_dir=tmp_path / "j")
+        store.add_job(job)
+        store.record_progress(
+            job,
+            [
+                MetricPoint(job_id="j", step=s, name=n, value=1.0 / s, time=float(s))
+                for s in range(1, 2001)
+                for n in SERIES
+            ],
+        )
+    page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    start = (db.stat().st_size // page // 2) * page  # a page of the metrics table
+    with open(db, "r+b") as fh:
+        fh.seek(start)
+        fh.write(bytes((i * 73 + 41) % 256 for i in range(2 * page)))
+
+    with pytest.raises(StoreError, match="damaged"):
+        JobStore(db)  # the full check at open, as the CLI opens it
+    # A window opens it checking the jobs' own tables (small), so it is ready at once, and
+    # checks the history on its own thread afterwards: the damage is reported all the same.
+    with JobStore(db, check_history=False) as store:
+        assert [j.id for j in store.list_jobs()] == ["j"]
+        with pytest.raises(StoreError, match="damaged") as caught:
+            store.check_history()
+    assert str(db) in str(caught.value) and "move it aside" in str(caught.value)
+
+
+def test_a_state_nobody_loads_history_for_asks_for_none(qtbot: Any) -> None:
+    from desktop.views.chart.widget import LossChart
+
+    state = AppState()  # no operations.serve_history: benchmarks, chart tests
+    wanted: list[str] = []
+    state.history_wanted.connect(wanted.append)
+    state.job_added(make_job("a", state=JobState.COMPLETED))
+    chart = LossChart(state)
+    qtbot.addWidget(chart)
+    state.set_selected_job_ids(["a"])
+    assert wanted == [] and not state.history_loading("a")
+    assert chart.loading_label.isHidden()
+
+
+@pytest.mark.expect_log("damaged")
+def test_the_window_is_ready_over_damaged_history_and_then_says_so(
+    qapp: Any, demo_home: Path
+) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.views import app as app_module
+    from desktop.views.main_window import MainWindow
+
+    db = demo_home / DB_FILENAME
+    with JobStore(db) as store:
+        job = make_job("j", state=JobState.COMPLETED, job_dir=demo_home / "jobs" / "j")
+        store.add_job(job)
+        store.record_progress(
+            job,
+            [
+                MetricPoint(job_id="j", step=s, name=n, value=1.0 / s, time=float(s))
+                for s in range(1, 2001)
+                for n in SERIES
+            ],
+        )
+    page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    with open(db, "r+b") as fh:
+        fh.seek((db.stat().st_size // page // 2) * page)
+        fh.write(bytes((i * 73 + 41) % 256 for i in range(2 * page)))
+
+    seen: list[Any] = []
+    waited = [0]
+
+    def poll() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+        window = next((w for w in windows if w.isVisible()), None)
+        if window is not None and window.is_ready and "damaged" in window.status_bar.toolTip():
+            seen.append((window.state.job_count(), window.status_bar.toolTip()))
+            window.close()
+            return
+        waited[0] += 100
+        if waited[0] > 60_000:
+            seen.append(None)
+            for w in QApplication.topLevelWidgets():
+                w.close()
+            return
+        QTimer.singleShot(100, poll)
+
+    QTimer.singleShot(100, poll)
+    assert app_module.main([]) == 0
+    assert seen and seen[0] is not None, "the damage never reached the status bar"
+    jobs, message = seen[0]
+    assert jobs == 1  # the window came up with the job, its history unread
+    assert str(db) in message and "move it aside" in message

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from desktop.core.errors import StoreError
 
@@ -130,11 +130,13 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
         log.info("job database migrated to schema version %d", version + 1)
 
 
-def quick_check(conn: sqlite3.Connection) -> str | None:
-    """SQLite's `PRAGMA quick_check`: None when the file is sound, else its first finding."""
-    rows = conn.execute("PRAGMA quick_check").fetchall()
+def quick_check(conn: sqlite3.Connection, tables: Sequence[str] = ()) -> str | None:
+    """SQLite's `PRAGMA quick_check` (of the whole file, or of `tables` only): None when the
+    file is sound, else its first finding."""
+    pragmas = [f"PRAGMA quick_check({t})" for t in tables] or ["PRAGMA quick_check"]
+    rows = [row for pragma in pragmas for row in conn.execute(pragma).fetchall()]
     findings = [line for row in rows for line in str(row[0]).splitlines() if line.strip()]
-    if findings == ["ok"]:
+    if set(findings) == {"ok"}:
         return None
     first = next((f for f in findings if not f.startswith("***")), findings[0])
     return first.strip()

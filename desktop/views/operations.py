@@ -451,6 +451,7 @@ def serve_history(state: AppState, service: JobService, ops: Operations) -> None
             state.history_failed(job_id)
 
     state.history_wanted.connect(wanted)
+    state.lazy_history = True
 
 
 def local_jobs_inhibitor() -> LocalJobsInhibitor:

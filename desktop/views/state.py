@@ -5,8 +5,9 @@ AppState keeps frozen `Job` snapshots in order, the metric series of each job in
 buffers, the recent log lines of each job and the selected job ids, and re-emits everything as Qt
 signals that item models translate one row at a time.
 
-History is loaded lazily: the window starts from the snapshots alone. Selecting a job whose
-stored history is not in memory emits `history_wanted(job_id)`; the window reads it off the UI
+History is loaded lazily (`lazy_history`, which `operations.serve_history` turns on): the
+window starts from the snapshots alone. Selecting a job whose stored history is not in memory
+emits `history_wanted(job_id)`; the window reads it off the UI
 thread (`operations.serve_history`) and hands it to `set_history`, which puts the stored points
 before any that streamed in meanwhile. Live points stream in through `metrics_added` whether or
 not the history is loaded. At most `max_loaded_jobs` finished, unselected jobs keep their
@@ -161,6 +162,9 @@ class AppState(QObject):
         # in least-recently-selected order.
         self._history: OrderedDict[str, bool] = OrderedDict()
         self._max_loaded = max_loaded_jobs
+        self.lazy_history = False
+        """True once something answers `history_wanted` (the window); without it, a state
+        holds what it is given and asks for nothing (benchmarks, tests of the chart)."""
         self._jobs: list[Job] = []
         self._rows: dict[str, int] = {}
         self._metrics: dict[str, dict[str, MetricSeries]] = {}
@@ -217,7 +221,7 @@ class AppState(QObject):
             return
         self._selected = ordered
         missing = []
-        for job_id in ordered:
+        for job_id in ordered if self.lazy_history else ():
             if job_id in self._history:
                 self._history.move_to_end(job_id)
             else:

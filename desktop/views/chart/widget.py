@@ -9,8 +9,7 @@ downsamples, clips, checks finiteness or measures bounds over the whole series; 
 for auto-range is known from the pyramid's index, not scanned. The decimated view is recomputed
 only when data, the visible x range or the plot width changed. A redraw happens on a
 single-shot timer only after AppState said that data changed; an idle chart runs no timer.
-A job's history arrives after its selection (AppState loads it lazily): meanwhile the chart
-says "Loading history …"; the history is drawn at once when it comes, not on the timer.
+A selected job's lazily loaded history shows "Loading history …", then is drawn at once.
 """
 
 from __future__ import annotations
@@ -153,6 +152,8 @@ class LossChart(QWidget):
         self.grad_norm_check.toggled.connect(self.set_grad_norm_visible)
         self.loading_label = QLabel("Loading history …", self)
         self.loading_label.hide()
+        (policy := self.loading_label.sizePolicy()).setRetainSizeWhenHidden(True)
+        self.loading_label.setSizePolicy(policy)  # showing it must not re-lay out the plot
 
         controls = QHBoxLayout()
         controls.setContentsMargins(4, 0, 4, 0)
@@ -199,7 +200,7 @@ class LossChart(QWidget):
         for job_id in ids:
             self._colors.setdefault(job_id, JOB_COLORS[len(self._colors) % len(JOB_COLORS)])
         self._dirty_jobs.update(ids)
-        self._update_loading_label()
+        self.loading_label.setVisible(any(map(self._state.history_loading, self._job_ids)))
         self._schedule()
 
     @property
@@ -584,13 +585,10 @@ class LossChart(QWidget):
 
     def _on_state_history_changed(self, job_id: str) -> None:
         if job_id in self._job_ids:
-            self._update_loading_label()
+            self.loading_label.setVisible(any(map(self._state.history_loading, self._job_ids)))
             if not self._state.history_loading(job_id):  # just clicked: draw it now
                 self._dirty_jobs.add(job_id)
                 self.redraw()
-
-    def _update_loading_label(self) -> None:
-        self.loading_label.setVisible(any(map(self._state.history_loading, self._job_ids)))
 
     def _on_state_row_removed(self, _row: int) -> None:
         gone = [job_id for job_id in self._job_ids if self._state.job(job_id) is None]
