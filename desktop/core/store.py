@@ -134,8 +134,9 @@ class JobStore:
             migrate(conn)
             finding = store_schema.quick_check(conn)
         except sqlite3.DatabaseError as exc:
+            error = self._error(exc, "open", conn)  # checks the file: before closing it
             conn.close()
-            raise self._error(exc, "open", conn) from exc
+            raise error from exc
         except StoreError as exc:  # a newer schema: name the file, so the person knows which
             conn.close()
             raise StoreError(f"{self.path}: {exc}") from exc
@@ -170,7 +171,7 @@ class JobStore:
                 self._conn = None
 
     def _damaged(self, finding: str) -> StoreError:
-        return StoreError(
+        return store_schema.StoreDamagedError(
             f"{self.path}: the job database is damaged (SQLite's check says: {finding}), so "
             "nothing was read from it; move it aside (for example to "
             f"{self.path.name}.damaged) and run the command again with a new, empty one, or "
@@ -202,7 +203,7 @@ class JobStore:
                 "windows or commands and try again"
             )
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-            return StoreError(
+            return store_schema.StoreDamagedError(
                 f"{self.path}: this file is not a Finetune Desk job database ({text}); move it "
                 "away or point FTDESK_HOME at another folder"
             )

@@ -4,6 +4,10 @@
 service and the main window, then runs until the window closes. Jobs keep running after the
 window closes; the next start reattaches to them.
 
+Before the window loads its jobs, the job database is opened once in a worker thread; when
+it fails its check, a dialog names the problem and offers Repair (rebuild it from the job
+folders, in a worker thread, then open as usual) or Quit (nothing changed, exit code 1).
+
 Unexpected exceptions anywhere on the Qt thread (a slot, a callback) reach the same traceback
 dialog as failed operations and are written to `data_home()/logs/finetune-desk.log`; the app
 keeps running.
@@ -118,6 +122,43 @@ def build_window(
     return window
 
 
+async def _store_usable(window: Any) -> tuple[bool, str]:
+    """Check the job database before the window loads it; offer the repair when it is damaged.
+
+    Returns:
+        (usable, report): usable is True when the store can be opened (sound, or rebuilt now)
+        and False when the person chose Quit or closed the window (nothing was changed); the
+        report says what a repair did ("" without one), for the status bar.
+    """
+    import asyncio
+
+    from desktop.core.paths import data_home
+    from desktop.core.repair import rebuild_store, store_problem
+    from desktop.views.repair_dialog import RepairDialog
+
+    home = data_home()
+    problem = await asyncio.to_thread(store_problem, home)
+    if problem is None:
+        return True, ""
+    log.warning("the job database failed its check: %s", problem)
+    dialog = RepairDialog(problem, window)
+    window.closed.connect(dialog.reject)
+    if not await dialog.ask():
+        return False, ""
+    try:
+        aside, count, skipped = await asyncio.to_thread(rebuild_store, home)
+    finally:
+        dialog.finish()
+    for line in skipped:
+        log.info("repair skipped %s", line)
+    report = (
+        f"Rebuilt {count} job(s) from {home / 'jobs'}"
+        + (f" ({len(skipped)} folder(s) could not be read; see the log)" if skipped else "")
+        + f"; the damaged database is kept as {aside}"
+    )
+    return True, report
+
+
 def _install_excepthook(window: Any) -> None:
     """Route exceptions that escape Qt slots to the traceback dialog; keep running."""
     previous = sys.excepthook
@@ -198,12 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
 
-    async def run() -> None:
+    async def run() -> int:
         closed = asyncio.Event()
         window.closed.connect(closed.set)
         if window.isHidden():  # closed before the loop ran
             closed.set()
+        usable, repaired = await _store_usable(window)
+        if not usable:
+            window.close()
+            return 1
         await window.start()
+        if repaired:
+            window.bus.info(repaired)
         log.info("window ready %.3f s after import", time.perf_counter() - _T0)
         if ns.demo:
             window.load_preset(DEMO_PRESET)
@@ -212,13 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             await window.ops.close()
         if window.service is not None:
             await window.service.close()
+        return 0
 
     try:
-        loop.run_until_complete(run())
+        code: int = loop.run_until_complete(run())
     finally:
         window.deleteLater()
         loop.close()
-    return 0
+    return code
 
 
 if __name__ == "__main__":
