@@ -139,3 +139,15 @@ def test_quit_leaves_the_damaged_store_untouched(qapp: Any, demo_home: Path) -> 
     assert db.read_bytes() == before
     assert not list(demo_home.glob(f"{DB_FILENAME}.damaged-*"))
     assert _main_window() is None
+
+
+def test_the_offer_names_what_sqlite_found(tmp_path: Path) -> None:
+    """The check at open runs on the open connection: its finding is SQLite's own words about
+    the file, not the error of a check run after the connection was closed."""
+    from desktop.core.repair import store_problem
+
+    home = tmp_path / "home"
+    db, _ = _damaged_home(home)
+    problem = store_problem(home)
+    assert problem is not None and str(db) in problem and "damaged" in problem, problem
+    assert "closed database" not in problem, problem
