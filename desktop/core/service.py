@@ -19,6 +19,7 @@ import asyncio
 import functools
 import importlib
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -109,7 +110,9 @@ class JobService:
         on_bug: called with a summary and the exception when a listener raises (a bug): the
             window shows its traceback dialog; default: printed with the traceback on stderr.
         disk_full_give_up_s: how long a watcher keeps retrying while the disk is full before it
-            stops, says why, and records the job in `abandoned` (job id -> that sentence).
+            stops, says why, and records the job in `abandoned` (job id -> that sentence);
+            default: never (the window keeps watching and catches up once space is freed; the
+            CLI's followers pass `DISK_FULL_GIVE_UP_S`).
     """
 
     def __init__(
@@ -124,7 +127,7 @@ class JobService:
         check_timeout_s: float = 300.0,
         on_error: Callable[[str], None] | None = None,
         on_bug: BugHandler | None = None,
-        disk_full_give_up_s: float = DISK_FULL_GIVE_UP_S,
+        disk_full_give_up_s: float = math.inf,
     ) -> None:
         self._settings = settings or Settings()
         self._offline = self._settings.offline if offline is None else offline
@@ -652,7 +655,7 @@ class JobService:
                 continue
             if failing:
                 log.info("job %s: reading progress works again", job_id)
-            failing, delay = False, interval
+            failing, delay, full_since = False, interval, None  # a later full disk starts anew
             if job.is_final:
                 await self._emit_logs(job, final=True)
                 return

@@ -161,8 +161,8 @@ class JobStore:
             tables = () if check_history else ("meta", "jobs", "transitions")
             finding = store_schema.quick_check(conn, tables)
         except sqlite3.DatabaseError as exc:
+            error = self._error(exc, "open", conn)  # checks the file: before closing it
             conn.close()
-            error = self._error(exc, "open", conn)
             if not isinstance(error, DiskFullError) or self._wal_holds_rows():
                 raise error from exc
             conn, finding = self._open_as_it_stands(error)
@@ -238,7 +238,7 @@ class JobStore:
             raise self._damaged(finding)
 
     def _damaged(self, finding: str) -> StoreError:
-        return StoreError(
+        return store_schema.StoreDamagedError(
             f"{self.path}: the job database is damaged (SQLite's check says: {finding}), so "
             "nothing was read from it; move it aside (for example to "
             f"{self.path.name}.damaged) and run the command again with a new, empty one, or "
@@ -272,7 +272,7 @@ class JobStore:
                 "windows or commands and try again"
             )
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-            return StoreError(
+            return store_schema.StoreDamagedError(
                 f"{self.path}: this file is not a Finetune Desk job database ({text}); move it "
                 "away or point FTDESK_HOME at another folder"
             )

@@ -14,9 +14,21 @@ from collections.abc import Callable, Sequence
 
 from desktop.core.errors import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "quick_check", "schema_version"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "StoreDamagedError",
+    "migrate",
+    "quick_check",
+    "schema_version",
+]
 
 log = logging.getLogger("desktop.core.store")
+
+
+class StoreDamagedError(StoreError):
+    """The job database failed SQLite's check, or is not a database at all: it can be rebuilt
+    from the job folders (`desktop.core.repair.rebuild_store`, `finetune-desk repair`)."""
 
 
 def _migrate_0_to_1(conn: sqlite3.Connection) -> None:

@@ -4,6 +4,10 @@
 service and the main window, then runs until the window closes. Jobs keep running after the
 window closes; the next start reattaches to them.
 
+Before the window loads its jobs, the job database is opened once in a worker thread; when
+it fails its check, a dialog names the problem and offers Repair (rebuild it from the job
+folders, in a worker thread, then open as usual) or Quit (nothing changed, exit code 1).
+
 Unexpected exceptions anywhere on the Qt thread (a slot, a callback) reach the same traceback
 dialog as failed operations and are written to `data_home()/logs/finetune-desk.log`; the app
 keeps running.
@@ -73,7 +77,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _open_store_early() -> Callable[[], Any]:
     """Open the job store on a worker thread now; returns a call that waits for it (None if
-    opening failed: the job service then opens it again and reports the error as always).
+    opening failed: the job service then opens it again and reports the error as always,
+    unless the store is damaged, which `_store_usable` offers to repair first).
 
     The check at open covers the jobs' own tables; the whole file's (about a second per 400 MB
     of history) runs after the window is ready (`_check_history_later`).
@@ -82,11 +87,18 @@ def _open_store_early() -> Callable[[], Any]:
 
     def open_store() -> None:
         try:
-            from desktop.core.store import JobStore
+            from desktop.core.paths import data_home
+            from desktop.core.store import DB_FILENAME, JobStore
 
-            opened.append(JobStore(check_history=False))
-        except Exception:  # the service's own open reports it, as always
+            # A small file is checked whole at once (well under a second), so damage anywhere
+            # is offered a repair before the window loads; a big one gets the whole-file check
+            # after ready (`_check_history_later`).
+            db = data_home() / DB_FILENAME
+            whole = not db.exists() or db.stat().st_size < _CHECK_WHOLE_BELOW
+            opened.append(JobStore(db, check_history=whole))
+        except Exception as exc:  # the service's own open reports it, as always
             log.debug("opening the job store early failed", exc_info=True)
+            _EARLY_ERRORS.append(exc)
 
     thread = threading.Thread(target=open_store, name="open job store", daemon=True)
     thread.start()
@@ -96,6 +108,13 @@ def _open_store_early() -> Callable[[], Any]:
         return opened[0] if opened else None
 
     return wait
+
+
+#: A job database smaller than this is checked whole when the window opens it.
+_CHECK_WHOLE_BELOW = 64 * 1024 * 1024
+
+#: Why the early open of the job store failed (read by `_store_usable`).
+_EARLY_ERRORS: list[BaseException] = []
 
 
 def _check_history_later(store: Any, bus: Any, loop: Any) -> None:
@@ -170,6 +189,53 @@ def build_window(
         deferred=deferred,
     )
     return window
+
+
+async def _store_usable(window: Any, opened: Callable[[], Any] | None) -> tuple[bool, str]:
+    """Check the job database before the window loads it; offer the repair when it is damaged.
+
+    `opened` waits for the early open (`_open_store_early`), whose failure is the check; without
+    it the database is opened here once.
+
+    Returns:
+        (usable, report): usable is True when the store can be opened (sound, or rebuilt now)
+        and False when the person chose Quit or closed the window (nothing was changed); the
+        report says what a repair did ("" without one), for the status bar.
+    """
+    import asyncio
+
+    from desktop.core.paths import data_home
+    from desktop.core.repair import rebuild_store, store_problem
+    from desktop.core.store_schema import StoreDamagedError
+    from desktop.views.repair_dialog import RepairDialog
+
+    home = data_home()
+    if opened is not None:
+        problem = None
+        if await asyncio.to_thread(opened) is None and _EARLY_ERRORS:
+            error = _EARLY_ERRORS[-1]
+            problem = str(error) if isinstance(error, StoreDamagedError) else None
+    else:
+        problem = await asyncio.to_thread(store_problem, home)
+    if problem is None:
+        return True, ""
+    log.warning("the job database failed its check: %s", problem)
+    dialog = RepairDialog(problem, window)
+    window.closed.connect(dialog.reject)
+    if not await dialog.ask():
+        return False, ""
+    try:
+        aside, count, skipped = await asyncio.to_thread(rebuild_store, home)
+    finally:
+        dialog.finish()
+    for line in skipped:
+        log.info("repair skipped %s", line)
+    report = (
+        f"Rebuilt {count} job(s) from {home / 'jobs'}"
+        + (f" ({len(skipped)} folder(s) could not be read; see the log)" if skipped else "")
+        + f"; the damaged database is kept as {aside}"
+    )
+    return True, report
 
 
 def _install_excepthook(window: Any) -> None:
@@ -259,15 +325,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
 
-    async def run() -> None:
+    async def run() -> int:
         closed = asyncio.Event()
         window.closed.connect(closed.set)
         if window.isHidden():  # closed before the loop ran
             closed.set()
+        usable, repaired = await _store_usable(window, early[0] if early else None)
+        if not usable:
+            window.close()
+            return 1
         await window.start()
         store = early[0]() if early else None
         if store is not None and window.service is not None and window.service.store is store:
             _check_history_later(store, window.bus, loop)
+        if repaired:
+            window.bus.info(repaired)
         log.info("window ready %.3f s after import", time.perf_counter() - _T0)
         if ns.demo:
             window.load_preset(DEMO_PRESET)
@@ -276,16 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             await window.ops.close()
         if window.service is not None:
             await window.service.close()
+        return 0
 
     try:
-        loop.run_until_complete(run())
+        code: int = loop.run_until_complete(run())
     finally:
         window.deleteLater()
         loop.close()
         store = early[0]() if early else None
         if store is not None:  # the service does not close a store it was given
             store.close()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QTimer
 
 from desktop.views import operations
 
@@ -82,11 +82,15 @@ class JobActions(QObject):
         person may resume anyway (`force`)."""
         w = self.window
 
-        def refused(exc: BaseException) -> None:
-            if isinstance(exc, operations.ProvenanceChangedError) and self.confirm_resume_anyway(
-                exc
-            ):
+        def ask(exc: operations.ProvenanceChangedError) -> None:
+            if self.confirm_resume_anyway(exc):
                 self.resume_job(job_id, force=True)
+
+        def refused(exc: BaseException) -> None:
+            if isinstance(exc, operations.ProvenanceChangedError):
+                # Asked from the Qt loop, not inside the refused task: a modal dialog's nested
+                # loop must not step other asyncio tasks from within this one (qasync).
+                QTimer.singleShot(0, lambda: ask(exc))
 
         w.ops.run(
             f"resume job {job_id}" + (" anyway" if force else ""),

@@ -34,7 +34,6 @@ from desktop.core.data_preview import read_record
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
 from desktop.core.paths import data_home
-from desktop.core.provenance_check import ProvenanceChangedError
 
 if TYPE_CHECKING:
     import asyncio
@@ -99,6 +98,7 @@ _LAZY = {
     "DatasetPathCheck": "desktop.core.dataset_path",
     "JobEndNotifier": "desktop.core.notify",
     "LocalJobsInhibitor": "desktop.core.sleep_inhibit",
+    "ProvenanceChangedError": "desktop.core.provenance_check",
     "SecretName": "desktop.core.secrets",
     "SecretStatus": "desktop.core.secrets",
     "SecretStore": "desktop.core.secrets",

@@ -39,6 +39,8 @@ def chart_hint_text(state: AppState, job_ids: tuple[str, ...]) -> str | None:
         )
     if any(state.series_names(job_id) for job_id in job_ids):
         return None
+    if any(state.history_loading(job_id) for job_id in job_ids):
+        return None  # the chart says "Loading history …" itself
     job = state.job(job_ids[-1])
     name = job.name if job is not None else job_ids[-1]
     if job is not None and job.is_final:
@@ -110,6 +112,7 @@ def install_window_guides(window: MainWindow) -> tuple[EmptyHint, EmptyHint]:
         signal.connect(chart_hint.refresh)
         signal.connect(log_hint.refresh)
     state.metrics_appended.connect(chart_hint.refresh)
+    state.history_changed.connect(chart_hint.refresh)
     log_view.text.document().contentsChanged.connect(log_hint.refresh)
     memory = window.layout_memory
 
