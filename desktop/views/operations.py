@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from desktop.core.config_io import PresetInfo
     from desktop.core.dataset_path import DatasetPathCheck
     from desktop.core.notify import JobEndNotifier
+    from desktop.core.provenance_check import ProvenanceChangedError
     from desktop.core.secrets import SecretName, SecretStatus, SecretStore
     from desktop.core.service import JobService
     from desktop.core.sleep_inhibit import LocalJobsInhibitor
