@@ -428,10 +428,14 @@ def test_the_agents_own_watchdog_thread_deletes_an_abandoned_pod(
     )
     proc = start_agent(env)
     try:
-        wait_until(lambda: len(api.deletes()) == 1, "the watchdog's DELETE")
-        assert api.deletes()[0].authorization == f"Bearer {POD_KEY}"
-        record = json.loads((tmp_path / "workspace" / JOB / "agent.json").read_text())
-        assert record["reason"] == "heartbeat lost" and record["pod_deleted"] is True
+        record_path = tmp_path / "workspace" / JOB / "agent.json"
+
+        def deleted() -> bool:  # the record is rewritten once RunPod answered the DELETE
+            return record_path.exists() and json.loads(record_path.read_text())["pod_deleted"]
+
+        wait_until(deleted, "the watchdog's DELETE and its record")
+        assert [d.authorization for d in api.deletes()] == [f"Bearer {POD_KEY}"]
+        assert json.loads(record_path.read_text())["reason"] == "heartbeat lost"
         # the agent keeps answering after the delete was sent
         assert proc.json("GET", "/health")["watchdog"]["deleted"] is True
     finally:
