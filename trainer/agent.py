@@ -263,17 +263,22 @@ class Agent:
                     f"{runtime.get('error', 'try again shortly')}",
                 )
             env = {k: v for k, v in self.env.items() if k not in HIDDEN_FROM_TRAINER}
-            code = None
+            # The boot copy holds only the agent: the trainer comes from the bundle (or the
+            # image), so the boot folder leaves the trainer's import path.
+            boot = env.pop("FTDESK_BOOT_DIR", None)
+            real_boot = os.path.realpath(boot) if boot else None
+            paths = [
+                p
+                for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                if p and os.path.realpath(p) != real_boot
+            ]
             if (self.job_dir / BUNDLE).is_file():
-                code = self.job_dir / "code"
                 try:
-                    unpack(self.job_dir / BUNDLE, code)
+                    unpack(self.job_dir / BUNDLE, self.job_dir / "code")
                 except (ValueError, OSError, tarfile.TarError) as exc:
                     raise AgentError(400, str(exc)) from None
-            if code is not None:
-                env["PYTHONPATH"] = os.pathsep.join(
-                    p for p in (str(code), env.get("PYTHONPATH", "")) if p
-                )
+                paths.insert(0, str(self.job_dir / "code"))
+            env["PYTHONPATH"] = os.pathsep.join(paths)
             python = runtime.get("python") or sys.executable
             (self.job_dir / TRAINING_STARTED).write_text(f"{self.clock.now()}\n")
             with open(self.job_dir / "train.log", "ab") as log:
