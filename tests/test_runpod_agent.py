@@ -440,3 +440,16 @@ def test_the_agents_own_watchdog_thread_deletes_an_abandoned_pod(
         assert proc.json("GET", "/health")["watchdog"]["deleted"] is True
     finally:
         proc.stop()
+
+
+def test_a_record_that_cannot_be_written_does_not_keep_the_pod_alive(
+    tmp_path: Path, api: FakeRunPodApi
+) -> None:
+    clock = FakeClock(CREATED_EPOCH + 60)
+    agent = _agent(tmp_path, clock)
+    # agent.json's temporary file cannot be written: a folder is in its place.
+    (agent.job_dir / f".agent.json.{os.getpid()}.tmp").mkdir()
+    dog = _watchdog(agent, clock, api, lease_s=10)
+    clock.sleep(11)
+    dog.tick()
+    assert len(api.deletes()) == 1 and dog.deleted

@@ -27,8 +27,10 @@ import contextlib
 import email.utils
 import json
 import os
+import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -319,6 +321,13 @@ class Watchdog:
             self._delete(now)
 
     def _record(self) -> None:
+        try:
+            self._write_record()
+        except OSError as exc:
+            # The pod must go even when its record cannot be written: money comes first.
+            print(f"watchdog: cannot write {AGENT_RECORD}: {exc}", file=sys.stderr, flush=True)
+
+    def _write_record(self) -> None:
         write_final_record(
             self._job_dir,
             {
@@ -348,7 +357,10 @@ class Watchdog:
     def run(self, stop: threading.Event, interval_s: float) -> None:
         """Tick every `interval_s` until `stop` is set or the pod is deleted (a thread's body)."""
         while not stop.is_set() and not self.deleted:
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # a bug in one tick must not end the guard for good
+                traceback.print_exc()
             self._wake.wait(interval_s)
             self._wake.clear()
 
