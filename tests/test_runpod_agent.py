@@ -453,3 +453,28 @@ def test_a_record_that_cannot_be_written_does_not_keep_the_pod_alive(
     clock.sleep(11)
     dog.tick()
     assert len(api.deletes()) == 1 and dog.deleted
+
+
+def test_cancel_sends_sigterm_to_the_trainer_and_confirm_waits_for_its_end(
+    tmp_path: Path, api: FakeRunPodApi
+) -> None:
+    job = tmp_path / "workspace" / JOB
+    job.mkdir(parents=True)
+    python = _stand_in_trainer(tmp_path, runs=True)
+    (job / ".runtime.json").write_text(json.dumps({"state": "installing"}))
+    proc = start_agent(agent_env(tmp_path / "workspace", JOB, api))
+    try:
+        _upload(proc, "config.json", b"{}")
+        status, body, _ = proc.request("POST", "/start", {})
+        assert status == 409 and "installing" in json.loads(body)["error"]
+        (job / ".runtime.json").write_text(json.dumps({"state": "ready", "python": str(python)}))
+        assert proc.json("POST", "/start", {})["started"] is True
+        assert proc.request("POST", "/artifacts/confirm", {})[0] == 409  # still training
+        assert proc.json("POST", "/cancel", {}) == {"cancelled": True}
+        wait_until(lambda: proc.json("GET", "/health")["state"] == "ended", "the trainer to end")
+        assert (job / "sigterm.txt").read_text().strip() == "got-sigterm"
+        assert proc.json("POST", "/cancel", {}) == {"cancelled": False}
+        assert proc.json("POST", "/artifacts/confirm", {}) == {"confirmed": True}
+        wait_until(lambda: len(api.deletes()) == 1, "the DELETE right after the confirmation")
+    finally:
+        proc.stop()

@@ -135,14 +135,21 @@ def test_a_restarted_container_never_trains_twice(
     assert api.deletes() == []  # the app decides; the watchdog still guards money
 
 
+@pytest.mark.parametrize(
+    ("name", "record"),
+    [
+        ("agent.json", {"final": True, "reason": "keep-alive passed"}),
+        ("status.json", {"state": "completed", "exit_code": 0}),
+    ],
+)
 def test_a_restart_after_the_job_ended_deletes_the_pod_and_starts_nothing(
-    tmp_path: Path, api: FakeRunPodApi
+    tmp_path: Path, api: FakeRunPodApi, name: str, record: dict[str, object]
 ) -> None:
     workspace = tmp_path / "workspace"
     job = workspace / JOB
     job.mkdir(parents=True)
     (job / ".bootstrap-started").write_text("1\n")
-    (job / "agent.json").write_text(json.dumps({"final": True, "reason": "keep-alive passed"}))
+    (job / name).write_text(json.dumps(record))
     env = agent_env(workspace, JOB, api, FTDESK_PYTHON=sys.executable)
     result = subprocess.run(
         ["sh", str(_script(tmp_path))], env=env, capture_output=True, text=True, timeout=120
