@@ -28,7 +28,7 @@ from runpod_pod_fakes import (
     wait_until,
 )
 
-from trainer.agent import Agent
+from trainer.agent import Agent, AgentError
 from trainer.agent_watchdog import PodApi, Watchdog, WatchdogLimits
 
 JOB = "20260101-000000-abcd"
@@ -478,3 +478,20 @@ def test_cancel_sends_sigterm_to_the_trainer_and_confirm_waits_for_its_end(
         wait_until(lambda: len(api.deletes()) == 1, "the DELETE right after the confirmation")
     finally:
         proc.stop()
+
+
+def test_uploads_are_refused_once_training_started(tmp_path: Path, api: FakeRunPodApi) -> None:
+    clock = FakeClock(CREATED_EPOCH + 60)
+    agent = _agent(tmp_path, clock, trainer="runs")
+    try:
+        config_before = (agent.job_dir / "config.json").read_bytes()
+        with pytest.raises(AgentError, match="training started") as refused:
+            agent.upload_chunk("config.json", 0, b'{"changed": true}')
+        assert refused.value.status == 409
+        with pytest.raises(AgentError, match="training started"):
+            agent.commit("config.json", {"sha256": "0" * 64, "size": 1})
+        assert (agent.job_dir / "config.json").read_bytes() == config_before
+        assert list((agent.job_dir / ".uploads").iterdir()) == []
+    finally:
+        agent.cancel_training()
+        wait_until(lambda: not agent.training_running(), "the stand-in to stop")

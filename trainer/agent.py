@@ -24,7 +24,7 @@ constant time) or gets 401 with no detail. Bodies are JSON unless said; errors a
 - `PUT /files/<name>?offset=N`: the body is the chunk at byte N (the current offset; 0 starts
   over); `{"offset"}`.
 - `POST /files/<name>/commit` `{"sha256", "size"}`: verifies, renames atomically; a mismatch
-  deletes the partial file.
+  deletes the partial file. Uploads are refused (409) once training started.
 - `POST /start`: `python -m trainer run --job-dir <job>` (the bundle unpacked first), with the
   environment minus `RUNPOD_API_KEY` and the job token, stdout and stderr appended to
   `<job>/train.log`; `{"started", "pid"}`.
@@ -174,6 +174,12 @@ class Agent:
             raise AgentError(400, f"file name {name!r} leads out of the job folder")
         return target
 
+    def _refuse_after_start(self) -> None:
+        # A running (or finished) training read these files: changing them would make the
+        # job's record lie about what it trained on.
+        if self.recovery or (self.job_dir / TRAINING_STARTED).exists():
+            raise AgentError(409, "training started: its files are fixed; upload to a new job")
+
     def _part(self, name: str) -> Path:
         return self.job_dir / ".uploads" / (name.replace("/", "__") + ".part")
 
@@ -192,6 +198,7 @@ class Agent:
         self.upload_path(name)
         part = self._part(name)
         with self._lock:
+            self._refuse_after_start()
             current = part.stat().st_size if part.exists() else 0
             if offset not in (current, 0):
                 raise AgentError(
@@ -213,6 +220,7 @@ class Agent:
             raise AgentError(400, 'commit needs {"sha256": "<hex>", "size": <bytes>}')
         part = self._part(name)
         with self._lock:
+            self._refuse_after_start()
             if not part.exists():
                 raise AgentError(409, f"{name}: nothing uploaded; PUT the chunks first")
             actual_size, actual = part.stat().st_size, sha256_file(part)
