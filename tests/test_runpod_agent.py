@@ -495,3 +495,20 @@ def test_uploads_are_refused_once_training_started(tmp_path: Path, api: FakeRunP
     finally:
         agent.cancel_training()
         wait_until(lambda: not agent.training_running(), "the stand-in to stop")
+
+
+def test_the_artifact_list_answers_before_a_big_file_is_hashed(
+    agent_proc: AgentProcess, tmp_path: Path
+) -> None:
+    big = tmp_path / "workspace" / JOB / "output" / "model.safetensors"
+    big.parent.mkdir(parents=True)
+    with open(big, "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)  # sparse: big to hash, cheap to make
+    first = agent_proc.json("GET", "/artifacts")
+    assert first == {
+        "files": [{"path": "output/model.safetensors", "size": 64 * 1024 * 1024, "sha256": None}],
+        "pending": 1,
+    }
+    wait_until(lambda: agent_proc.json("GET", "/artifacts")["pending"] == 0, "the hash")
+    digest = hashlib.sha256(bytes(64 * 1024 * 1024)).hexdigest()
+    assert agent_proc.json("GET", "/artifacts")["files"][0]["sha256"] == digest
