@@ -17,8 +17,11 @@ def _custom(tmp_path: Path) -> TrainingConfig:
     data = tmp_path / "data.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     cfg = load_preset("qlora-8b-16gb")
+    # bf16 on purpose (the preset itself computes in fp16 for a T4): the export must carry it.
     return cfg.model_copy(
         update={
+            "model": cfg.model.model_copy(update={"dtype": "bf16"}),
+            "quantization": cfg.quantization.model_copy(update={"compute_dtype": "bf16"}),
             "dataset": cfg.dataset.model_copy(update={"path": str(data), "eval_split": 0.1}),
             "training": cfg.training.model_copy(
                 update={"max_steps": 123, "learning_rate": 3e-5, "seed": 7, "eval_steps": 20}

@@ -308,7 +308,8 @@ def test_empty_views_say_what_to_do_and_the_last_selected_job_comes_back(
         assert "select a job" in shown(window.chart_hint)
         assert "No job selected" in shown(window.log_hint)
         window.jobs_view.select_job_ids([second])
-        assert "no metric points" in shown(window.chart_hint)
+        # Once its history is read (no hint while it loads: the chart says "Loading history").
+        await until(lambda: "no metric points" in shown(window.chart_hint), 30)
         await until(lambda: "second trained" in window.log_view.text.toPlainText(), 30)
         assert shown(window.log_hint) == ""
 
