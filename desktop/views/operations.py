@@ -33,7 +33,7 @@ from PySide6.QtWidgets import QWidget
 from desktop.core.data_preview import read_record
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
-from desktop.core.paths import data_home
+from desktop.core.paths import data_home, resource_path
 
 if TYPE_CHECKING:
     import asyncio
@@ -79,6 +79,7 @@ __all__ = [
     "read_job_log",
     "read_last_config",
     "read_record",
+    "resource_path",
     "save_settings",
     "show_traceback_dialog",
     "window_state_path",
