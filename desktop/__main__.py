@@ -21,6 +21,11 @@ def wants_window(args: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the window or run a CLI command; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--scheduler"]:
+        # Hidden: how a frozen bundle (no `python -m`) starts the local queue's scheduler.
+        from desktop.providers.local.scheduler import main as scheduler_main
+
+        return scheduler_main(args[1:])
     if args[:1] == ["--self-test"]:
         from desktop.self_test import run_self_test
 
