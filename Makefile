@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: run test lint screenshots bench clean
+.PHONY: run test lint screenshots bench dist clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/gui_startup.py
 	$(PY) bench/chart.py
 	$(PY) bench/history_scale.py
+
+# The frozen app (PyInstaller onedir, no ML stack): dist/finetune-desk/finetune-desk.
+dist: $(VENV)/.installed-test
+	$(VENV)/bin/pyinstaller --noconfirm --clean packaging/finetune-desk.spec
+	QT_QPA_PLATFORM=offscreen dist/finetune-desk/finetune-desk --self-test
+	du -sh dist/finetune-desk
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

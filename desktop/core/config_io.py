@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from desktop.core.errors import ConfigError
+from desktop.core.paths import resource_path
 from trainer.config import (
     ConfigFileError,
     TrainingConfig,
@@ -108,10 +108,8 @@ PRESET_INFO: dict[str, tuple[str, str, str, float]] = {
 
 
 def presets_dir() -> Path:
-    """The folder holding the preset files (inside a PyInstaller bundle too)."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    root = Path(bundle) if bundle else Path(__file__).resolve().parents[2]
-    return root / "resources" / "presets"
+    """The folder holding the preset files (`resource_path`: checkout, wheel and bundle)."""
+    return resource_path("presets")
 
 
 def list_presets(directory: Path | None = None) -> list[PresetInfo]:

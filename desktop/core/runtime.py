@@ -31,12 +31,19 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", DataReport, DoctorReport, DemoReport)
 
-__all__ = ["TrainerRuntime", "require_usable", "source_root"]
+__all__ = ["NOT_SET_UP", "TrainerRuntime", "require_usable", "source_root"]
 
 # Where a person fixes a broken runtime; every RuntimeNotReadyError ends with it.
 _FIX = (
     "choose a Python with the train extra (pip install 'finetune-desk[train]') as the trainer "
     "runtime in Settings, then run: finetune-desk doctor"
+)
+
+
+# A frozen app has no Python of its own to train with: the runtime must be chosen or set up.
+NOT_SET_UP = (
+    "the trainer runtime is not set up yet: choose a Python with the train extra in Settings → "
+    "Trainer runtime (`finetune-desk runtime setup` will set one up for you in a later version)"
 )
 
 
@@ -46,7 +53,13 @@ def source_root() -> Path | None:
     The trainer ships with the app: a runtime needs only its requirements. From a checkout that
     is not installed in the runtime, this folder goes on PYTHONPATH. An installed package (in
     site-packages) is not added: another interpreter must not load this one's site-packages.
+    A frozen bundle carries the trainer as source files in `trainer_src/` (its own copy is
+    compiled into the executable, which no runtime can import).
     """
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle is not None:
+        frozen_source = Path(bundle) / "trainer_src"
+        return frozen_source if (frozen_source / "trainer").is_dir() else None
     import trainer
 
     root = Path(trainer.__file__).resolve().parent.parent
@@ -63,7 +76,9 @@ class TrainerRuntime:
     """The trainer runtime (a Python interpreter with the train extra) seen from the app.
 
     Args:
-        python: the interpreter; None means the app's own (`sys.executable`).
+        python: the interpreter; None means the app's own (`sys.executable`), except in a
+            frozen bundle, whose executable is no Python: the runtime is then "not set up" and
+            every command raises `RuntimeNotReadyError(NOT_SET_UP)`.
         offline: give every child the offline environment (`OFFLINE_ENV`).
 
     Attributes:
@@ -72,7 +87,8 @@ class TrainerRuntime:
     """
 
     def __init__(self, python: str | None = None, *, offline: bool = False) -> None:
-        self.python: str = python or sys.executable
+        frozen = bool(getattr(sys, "frozen", False))
+        self.python: str = python or ("" if frozen else sys.executable)
         self.offline: bool = offline
 
     @classmethod
@@ -111,7 +127,13 @@ class TrainerRuntime:
         return env
 
     def argv(self, command: str, *args: str) -> list[str]:
-        """`[python, "-m", "trainer", command, *args]`."""
+        """`[python, "-m", "trainer", command, *args]`.
+
+        Raises:
+            RuntimeNotReadyError: no runtime is set up (a frozen app without one).
+        """
+        if not self.python:
+            raise RuntimeNotReadyError(NOT_SET_UP)
         return [self.python, "-m", "trainer", command, *args]
 
     def run_json(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,10 +107,8 @@ def import_heavy_modules() -> None:
 
 
 def icon_path() -> Path:
-    """resources/icon.svg (inside a PyInstaller bundle too)."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    root = Path(bundle) if bundle else Path(__file__).resolve().parents[2]
-    return root / "resources" / "icon.svg"
+    """resources/icon.svg (`resource_path`: checkout, wheel and PyInstaller bundle alike)."""
+    return operations.resource_path("icon.svg")
 
 
 class MainWindow(QMainWindow):

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import QWidget
 from desktop.core.data_preview import read_record
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.memory_fit import GPUS, FitLevel, MemoryEstimate, fit_level
-from desktop.core.paths import data_home
+from desktop.core.paths import data_home, resource_path
 
 if TYPE_CHECKING:
     import asyncio
@@ -86,6 +86,7 @@ __all__ = [
     "read_last_config",
     "read_record",
     "runtime_blockers",
+    "resource_path",
     "save_settings",
     "serve_history",
     "show_traceback_dialog",

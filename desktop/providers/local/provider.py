@@ -157,6 +157,17 @@ def _identity_of(handle: ProviderHandle) -> ProcessIdentity:
     return ProcessIdentity.from_extra(handle.pid, handle.pid_start_time or 0.0, handle.extra)
 
 
+def scheduler_command(home: Path) -> list[str]:
+    """The command that starts the detached scheduler for `home`.
+
+    From source or an install: `python -m desktop.providers.local.scheduler`. A frozen bundle
+    has no `-m`: its executable takes the hidden `--scheduler` subcommand (desktop.__main__).
+    """
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "--scheduler", "--home", str(home)]
+    return [sys.executable, "-m", "desktop.providers.local.scheduler", "--home", str(home)]
+
+
 class LocalProvider:
     """Runs jobs on this machine; see the module docstring for the whole picture.
 
@@ -209,10 +220,7 @@ class LocalProvider:
         self.cancel_grace_s = cancel_grace_s
         self.env_provider = env_provider
         self.doctor_timeout_s = doctor_timeout_s
-        self.scheduler_argv = list(
-            scheduler_argv
-            or [sys.executable, "-m", "desktop.providers.local.scheduler", "--home", str(home)]
-        )
+        self.scheduler_argv = list(scheduler_argv or scheduler_command(self.home))
         self.queue = JobQueue(self.home)
         self._lock = threading.Lock()
         # Trainers and schedulers this process started: reaped here while it lives.
