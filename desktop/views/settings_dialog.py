@@ -366,7 +366,8 @@ class SettingsDialog(QDialog):
     def _default_python() -> str:
         import sys
 
-        return sys.executable
+        # A frozen app's own executable is no Python: "" gives the runtime's "not set up yet".
+        return "" if getattr(sys, "frozen", False) else sys.executable
 
     def _pick_interpreter(self, current: str) -> str | None:
         path, _ = QFileDialog.getOpenFileName(self, "Python interpreter for the trainer", current)
