@@ -2,10 +2,10 @@
 
 One `JobService` serves the CLI and the window: the use-cases. It checks a config before
 anything is spent (`checks`), writes the job directory (`job_dirs`), hands the job to a provider
-built from the registry (`desktop.providers.base`) and then watches it with one tracked polling
-task per active job (`watch.JobWatcher`); each poll's findings are stored by `ingest` in a
-worker thread, so a watcher that dies at any moment loses nothing and counts nothing twice when
-it comes back. Listeners hear of every change once (`job_events.JobEvents`).
+built from the registry on first use (`provider_pool`) and then watches it with one tracked
+polling task per active job (`watch.JobWatcher`); each poll's findings are stored by `ingest` in
+a worker thread, so a watcher that dies at any moment loses nothing and counts nothing twice
+when it comes back. Listeners hear of every change once (`job_events.JobEvents`).
 
 It never reports a state it did not observe: states come from the trainer's status events and
 from what the provider saw (a process that is gone, a `status.json`).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import logging
 import math
 import shutil
@@ -32,7 +31,6 @@ from desktop.core.checks import (
     resolve_config,
 )
 from desktop.core.errors import (
-    ConfigError,
     FtdeskError,
     JobStateError,
     OfflineError,
@@ -41,8 +39,8 @@ from desktop.core.errors import (
 )
 from desktop.core.job_dirs import create_job_dir, hold_job_lock, resume_point
 from desktop.core.job_events import JobEvents
-from desktop.core.job_secrets import secrets_for_job
 from desktop.core.provenance_check import check_resume
+from desktop.core.provider_pool import ProviderPool, import_provider
 from desktop.core.runtime import TrainerRuntime
 from desktop.core.store import JobStore
 from desktop.core.tasks import BugHandler, TaskRunner, print_bug
@@ -57,7 +55,7 @@ from desktop.models import (
     data_home,
     metric_columns,
 )
-from desktop.providers.base import Capability, Provider, ProviderContext, get_provider_factory
+from desktop.providers.base import Capability, Provider
 from trainer.checkpoint_check import ResumePoint
 from trainer.config import TrainingConfig
 from trainer.reports import DataReport
@@ -123,10 +121,11 @@ class JobService:
         self._runtime = TrainerRuntime.from_settings(self._settings, offline=self._offline)
         self._owns_store = store is None
         self.store: JobStore = store if store is not None else JobStore()
-        self._providers: dict[str, Provider] = dict(providers or {})
+        self._pool = ProviderPool(
+            providers, settings=self._settings, runtime=self._runtime, secret_store=secret_store
+        )
         self._runner = runner or TaskRunner()
         self._runner.set_failure_handler(self._on_task_failed)
-        self._secret_store = secret_store
         self._check_timeout_s = check_timeout_s
         self._on_error = on_error
         self._events = JobEvents(on_bug or print_bug)
@@ -172,17 +171,7 @@ class JobService:
         self._settings = settings
         self._offline = settings.offline if offline is None else offline
         self._runtime = TrainerRuntime.from_settings(settings, offline=self._offline)
-        context = self._context()
-        for backend in self._providers.values():
-            backend.apply_context(context)
-
-    def _context(self) -> ProviderContext:
-        return ProviderContext(
-            settings=self._settings,
-            home=data_home(),
-            runtime=self._runtime,
-            secrets=self.trainer_env,
-        )
+        self._pool.apply(settings, self._runtime)
 
     # -- listeners ----------------------------------------------------------------------------
 
@@ -228,46 +217,17 @@ class JobService:
             ConfigError: no such provider.
             OfflineError: the provider needs the network and offline mode is on.
         """
-        backend = self._providers.get(name)
-        if backend is None:
-            backend = self._build_provider(name)
-            self._providers[name] = backend
+        backend = self._pool.get(name)
         if self._offline and Capability.OFFLINE not in backend.capabilities:
             raise OfflineError(f"offline mode: provider {name!r} needs the network; use 'local'")
         return backend
-
-    def _build_provider(self, name: str) -> Provider:
-        self._import_provider(name)
-        try:
-            factory = get_provider_factory(name)
-        except KeyError as exc:
-            raise ConfigError(f"--provider: {exc.args[0]}") from None
-        return factory(self._context())
-
-    @staticmethod
-    def _import_provider(name: str) -> None:
-        # A provider package registers its factory when imported; "local" always exists.
-        importlib.import_module("desktop.providers.local")
-        if name.isidentifier():
-            try:
-                importlib.import_module(f"desktop.providers.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"desktop.providers.{name}":
-                    raise  # the provider exists but lacks something it needs
 
     def trainer_env(self, job: Job) -> dict[str, str]:
         """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
 
         Called by the provider in a worker thread at launch; see `job_secrets.secrets_for_job`.
         """
-        return secrets_for_job(job, self._secrets)
-
-    def _secrets(self) -> SecretStore:
-        if self._secret_store is None:
-            from desktop.core.secrets import SecretStore
-
-            self._secret_store = SecretStore()
-        return self._secret_store
+        return self._pool.trainer_env(job)
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -495,10 +455,10 @@ class JobService:
     async def logs(self, job_id: str, since: int = 0) -> LogChunk:
         """The job's console output (`train.log`) from byte `since`, read by its provider."""
         job = await self._get(job_id)
-        if job.provider not in self._providers:
+        if not self._pool.is_built(job.provider):
             # The first log shown (a finished job clicked) imports the provider's package:
             # a worker thread's business, not the window's.
-            await asyncio.to_thread(self._import_provider, job.provider)
+            await asyncio.to_thread(import_provider, job.provider)
         return await self.provider(job.provider).logs(job, since)
 
     def series_columns(self, job_id: str) -> dict[str, SeriesColumns]:
@@ -586,11 +546,7 @@ class JobService:
         await self._runner.cancel_all()
         if self._owns_store:
             self.store.close()
-        for name, backend in self._providers.items():
-            try:
-                await backend.aclose()
-            except Exception:
-                log.exception("closing provider %s failed", name)
+        await self._pool.aclose()
 
     # -- watching -----------------------------------------------------------------------------
 
