@@ -2,12 +2,10 @@
 
 One `JobService` serves the CLI and the window: the use-cases. It checks a config before
 anything is spent (`checks`), writes the job directory (`job_dirs`), hands the job to a provider
-built from the registry (`desktop.providers.base`) and then watches it with one tracked polling
-task per active job; each poll's findings are stored by `ingest` in a worker thread, so a
-watcher that dies at any moment loses nothing and counts nothing twice when it comes back.
-
-This module is over 600 lines because it is the one object of the use-cases (launch, resume,
-cancel, delete, watch); its helpers already live in checks, ingest, job_dirs and runtime.
+built from the registry on first use (`provider_pool`) and then watches it with one tracked
+polling task per active job (`watch.JobWatcher`); each poll's findings are stored by `ingest` in
+a worker thread, so a watcher that dies at any moment loses nothing and counts nothing twice
+when it comes back. Listeners hear of every change once (`job_events.JobEvents`).
 
 It never reports a state it did not observe: states come from the trainer's status events and
 from what the provider saw (a process that is gone, a `status.json`).
@@ -17,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import logging
 import math
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -35,40 +31,31 @@ from desktop.core.checks import (
     resolve_config,
 )
 from desktop.core.errors import (
-    ConfigError,
     FtdeskError,
-    JobNotFoundError,
     JobStateError,
     OfflineError,
     ProviderError,
     is_disk_full,
 )
-from desktop.core.ingest import (
-    Ingested,
-    ingest_in_worker,
-    mark_unreachable,
-    split_log_lines,
-    take_ingest_lock,
-)
 from desktop.core.job_dirs import create_job_dir, hold_job_lock, resume_point
-from desktop.core.job_secrets import secrets_for_job
+from desktop.core.job_events import JobEvents
 from desktop.core.provenance_check import check_resume
-from desktop.core.redaction import redact
+from desktop.core.provider_pool import ProviderPool, import_provider
 from desktop.core.runtime import TrainerRuntime
 from desktop.core.store import JobStore
 from desktop.core.tasks import BugHandler, TaskRunner, print_bug
+from desktop.core.watch import JobWatcher
 from desktop.models import (
     Job,
     JobListener,
     JobState,
-    JobUpdate,
     LogChunk,
     SeriesColumns,
     Settings,
     data_home,
     metric_columns,
 )
-from desktop.providers.base import Capability, Provider, ProviderContext, get_provider_factory
+from desktop.providers.base import Capability, Provider
 from trainer.checkpoint_check import ResumePoint
 from trainer.config import TrainingConfig
 from trainer.reports import DataReport
@@ -134,19 +121,28 @@ class JobService:
         self._runtime = TrainerRuntime.from_settings(self._settings, offline=self._offline)
         self._owns_store = store is None
         self.store: JobStore = store if store is not None else JobStore()
-        self._providers: dict[str, Provider] = dict(providers or {})
+        self._pool = ProviderPool(
+            providers, settings=self._settings, runtime=self._runtime, secret_store=secret_store
+        )
         self._runner = runner or TaskRunner()
         self._runner.set_failure_handler(self._on_task_failed)
-        self._secret_store = secret_store
         self._check_timeout_s = check_timeout_s
         self._on_error = on_error
-        self._on_bug: BugHandler = on_bug or print_bug
-        self._listeners: list[JobListener] = []
-        self._log_offsets: dict[str, int] = {}
-        self._log_carry: dict[str, str] = {}
-        self._seen: dict[str, Job] = {}
-        self._disk_full_give_up_s = disk_full_give_up_s
-        self.abandoned: dict[str, str] = {}
+        self._events = JobEvents(on_bug or print_bug)
+        self._watcher = JobWatcher(
+            self.store,
+            self._events,
+            self._runner,
+            provider=self.provider,
+            poll_interval_s=lambda: self._settings.poll_interval_s,
+            report=self._report,
+            disk_full_give_up_s=disk_full_give_up_s,
+        )
+
+    @property
+    def abandoned(self) -> dict[str, str]:
+        """Jobs whose watcher gave up on a full disk: job id -> the sentence that said so."""
+        return self._watcher.abandoned
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -175,40 +171,17 @@ class JobService:
         self._settings = settings
         self._offline = settings.offline if offline is None else offline
         self._runtime = TrainerRuntime.from_settings(settings, offline=self._offline)
-        context = self._context()
-        for backend in self._providers.values():
-            backend.apply_context(context)
-
-    def _context(self) -> ProviderContext:
-        return ProviderContext(
-            settings=self._settings,
-            home=data_home(),
-            runtime=self._runtime,
-            secrets=self.trainer_env,
-        )
+        self._pool.apply(settings, self._runtime)
 
     # -- listeners ----------------------------------------------------------------------------
 
     def add_listener(self, listener: JobListener) -> None:
         """Tell `listener` about every job added, changed or removed from now on."""
-        self._listeners.append(listener)
+        self._events.add_listener(listener)
 
     def remove_listener(self, listener: JobListener) -> None:
         """Stop telling `listener`."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
-    def _emit(self, method: str, *args: Any) -> None:
-        """Tell every listener; one that raises is a bug for `on_bug`, and the rest still hear."""
-        for listener in list(self._listeners):
-            try:
-                getattr(listener, method)(*args)
-            except Exception as exc:
-                # A bug, not an expected failure: the bug path shows and logs its traceback.
-                try:
-                    self._on_bug(f"a job listener failed in {method}: {exc}", exc)
-                except Exception:
-                    log.exception("the bug handler itself failed")
+        self._events.remove_listener(listener)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -233,7 +206,7 @@ class JobService:
 
     def is_watching(self, job_id: str) -> bool:
         """Whether a polling task is running for the job."""
-        return self._runner.is_running(_watch_name(job_id))
+        return self._watcher.is_watching(job_id)
 
     # -- providers ----------------------------------------------------------------------------
 
@@ -244,46 +217,17 @@ class JobService:
             ConfigError: no such provider.
             OfflineError: the provider needs the network and offline mode is on.
         """
-        backend = self._providers.get(name)
-        if backend is None:
-            backend = self._build_provider(name)
-            self._providers[name] = backend
+        backend = self._pool.get(name)
         if self._offline and Capability.OFFLINE not in backend.capabilities:
             raise OfflineError(f"offline mode: provider {name!r} needs the network; use 'local'")
         return backend
-
-    def _build_provider(self, name: str) -> Provider:
-        self._import_provider(name)
-        try:
-            factory = get_provider_factory(name)
-        except KeyError as exc:
-            raise ConfigError(f"--provider: {exc.args[0]}") from None
-        return factory(self._context())
-
-    @staticmethod
-    def _import_provider(name: str) -> None:
-        # A provider package registers its factory when imported; "local" always exists.
-        importlib.import_module("desktop.providers.local")
-        if name.isidentifier():
-            try:
-                importlib.import_module(f"desktop.providers.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"desktop.providers.{name}":
-                    raise  # the provider exists but lacks something it needs
 
     def trainer_env(self, job: Job) -> dict[str, str]:
         """The secrets a job's trainer gets, as environment variables (`{"HF_TOKEN": ...}`).
 
         Called by the provider in a worker thread at launch; see `job_secrets.secrets_for_job`.
         """
-        return secrets_for_job(job, self._secrets)
-
-    def _secrets(self) -> SecretStore:
-        if self._secret_store is None:
-            from desktop.core.secrets import SecretStore
-
-            self._secret_store = SecretStore()
-        return self._secret_store
+        return self._pool.trainer_env(job)
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -345,11 +289,10 @@ class JobService:
             return self.store.get_job(job_id)
 
         job = await asyncio.to_thread(create)
-        self._seen[job.id] = job
-        self._emit("job_added", job)
+        self._events.added(job)
         await self._hand_to_provider(job, backend, "launch")
         job = await self._get(job.id)
-        self._watch(job)
+        self._watcher.watch(job)
         return job
 
     async def _hand_to_provider(self, job: Job, backend: Provider, what: str) -> None:
@@ -359,7 +302,7 @@ class JobService:
             failed = await asyncio.to_thread(
                 self.store.transition, job, JobState.FAILED, f"{what} failed: {exc}"
             )
-            self._changed(failed)
+            self._events.changed(failed)
             if isinstance(exc, FtdeskError):
                 raise
             raise ProviderError(
@@ -379,7 +322,7 @@ class JobService:
                         raise
             return self.store.get_job(job.id)
 
-        self._changed(await asyncio.to_thread(save))
+        self._events.changed(await asyncio.to_thread(save))
 
     async def cancel(self, job_id: str) -> Job:
         """Ask the provider to stop the job (idempotent). The state changes when it is observed.
@@ -401,7 +344,7 @@ class JobService:
                 raise JobStateError(f"job {job.id} has already ended ({job.state.value})")
             await self.provider(job.provider).cancel(job)
         if not self.is_watching(job.id):
-            self._watch(job)
+            self._watcher.watch(job)
         return await self._get(job.id)
 
     async def resume(
@@ -435,7 +378,7 @@ class JobService:
                     f"finetune-desk command; see: finetune-desk show {job.id}"
                 )
             job = await self._resume_locked(job.id, force, on_note)
-        self._watch(job)
+        self._watcher.watch(job)
         return job
 
     async def _resume_locked(
@@ -476,7 +419,7 @@ class JobService:
                 f"job {job.id}: already resuming in another finetune-desk command; see: "
                 f"finetune-desk show {job.id}"
             ) from None
-        self._changed(job)
+        self._events.changed(job)
         if verdict.said and on_note is not None:
             on_note(verdict.said)
         await self._hand_to_provider(job, backend, "resume")
@@ -502,21 +445,20 @@ class JobService:
         job = await self._get(job_id)
         if not job.is_final:
             raise JobStateError(f"job {job.id} is {job.state.value}; cancel it before deleting it")
-        self._runner.cancel(_watch_name(job.id))
+        self._watcher.stop(job.id)
         await asyncio.to_thread(self.store.delete_job, job.id)
         # Only a folder that is a job dir (it holds the job's config.json) is ever removed.
         if delete_files and (job.job_dir / "config.json").is_file():
             await asyncio.to_thread(shutil.rmtree, job.job_dir)
-        self._seen.pop(job.id, None)
-        self._emit("job_removed", job.id)
+        self._events.removed(job.id)
 
     async def logs(self, job_id: str, since: int = 0) -> LogChunk:
         """The job's console output (`train.log`) from byte `since`, read by its provider."""
         job = await self._get(job_id)
-        if job.provider not in self._providers:
+        if not self._pool.is_built(job.provider):
             # The first log shown (a finished job clicked) imports the provider's package:
             # a worker thread's business, not the window's.
-            await asyncio.to_thread(self._import_provider, job.provider)
+            await asyncio.to_thread(import_provider, job.provider)
         return await self.provider(job.provider).logs(job, since)
 
     def series_columns(self, job_id: str) -> dict[str, SeriesColumns]:
@@ -545,21 +487,20 @@ class JobService:
         store = self.store
         jobs = await asyncio.to_thread(self.jobs)
         for job in jobs:
-            self._seen[job.id] = job
-            self._emit("job_added", job)
+            self._events.added(job)
         if with_history:
             history = await asyncio.to_thread(
                 lambda: [(j.id, metric_columns(store.metrics(j.id))) for j in jobs]
             )
             for job_id, columns in history:
                 if columns:
-                    self._emit("metrics_added", job_id, columns)
+                    self._events.emit("metrics_added", job_id, columns)
         for job in jobs:
             if job.is_final:
                 continue
             try:
                 if Capability.REATTACH in self.provider(job.provider).capabilities:
-                    self._watch(job)
+                    self._watcher.watch(job)
                 else:
                     log.info("job %s: its provider cannot reattach; not watched", job.id)
             except FtdeskError as exc:
@@ -595,9 +536,9 @@ class JobService:
         if job.is_final:
             return job
         if not self.is_watching(job.id):
-            self._watch(job)
+            self._watcher.watch(job)
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._runner.wait(_watch_name(job.id)), timeout)
+            await asyncio.wait_for(self._watcher.wait(job.id), timeout)
         return await self._get(job.id)
 
     async def close(self) -> None:
@@ -605,125 +546,17 @@ class JobService:
         await self._runner.cancel_all()
         if self._owns_store:
             self.store.close()
-        for name, backend in self._providers.items():
-            try:
-                await backend.aclose()
-            except Exception:
-                log.exception("closing provider %s failed", name)
+        await self._pool.aclose()
 
     # -- watching -----------------------------------------------------------------------------
-
-    def _watch(self, job: Job) -> None:
-        name = _watch_name(job.id)
-        if job.is_final or self._runner.is_running(name):
-            return
-        self._runner.start(name, self._watch_loop(job.id))
-
-    async def _watch_loop(self, job_id: str) -> None:
-        delay = self._settings.poll_interval_s
-        failing = False
-        full_since: float | None = None
-        while True:
-            # Read each round: settings applied meanwhile change the pace of running watchers.
-            interval = self._settings.poll_interval_s
-            try:
-                job = await self.poll_once(job_id)
-            except JobNotFoundError:
-                return  # deleted meanwhile (by this app or another)
-            except (FtdeskError, OSError) as exc:
-                # A locked database, a job dir on a disk that went away: keep trying, slower,
-                # and say so once. Anything else is a bug and goes to the runner's handler.
-                if not failing:
-                    verb = "save" if is_disk_full(exc) else "read"
-                    self._report(f"job {job_id}: cannot {verb} its progress ({exc}); retrying")
-                failing = True
-                if not is_disk_full(exc):
-                    full_since = None
-                elif full_since is None:
-                    full_since = time.monotonic()
-                elif time.monotonic() - full_since >= self._disk_full_give_up_s:
-                    # A full disk rarely frees itself: stop, so a follower can end and say why.
-                    gave_up = (
-                        f"job {job_id}: stopped watching it after "
-                        f"{self._disk_full_give_up_s:g} s of failed saves: {exc}"
-                    )
-                    self.abandoned[job_id] = gave_up
-                    self._report(gave_up)
-                    return
-                delay = min(delay * 2, 30.0)
-                await asyncio.sleep(delay)
-                continue
-            if failing:
-                log.info("job %s: reading progress works again", job_id)
-            failing, delay, full_since = False, interval, None  # a later full disk starts anew
-            if job.is_final:
-                await self._emit_logs(job, final=True)
-                return
-            await asyncio.sleep(interval)
 
     async def poll_once(self, job_id: str) -> Job:
         """Poll the job's provider once and store what it saw; returns the new snapshot.
 
         When another process is ingesting this job right now, this one only reads the store.
-        The parsing and the store writes run in a worker thread.
+        The parsing and the store writes run in a worker thread (see `watch.JobWatcher`).
         """
-        job = await self._get(job_id)
-        if job.is_final:
-            return job
-        # Taken here, not in a worker (a non-blocking flock: no wait): a cancelled worker call
-        # would take the lock with nobody left to release it.
-        mine, lock = take_ingest_lock(job.job_dir)
-        try:
-            job = await self._get(job_id)  # what another process may have stored meanwhile
-            if not mine or job.is_final:
-                self._changed(job)
-                return job
-            backend = self.provider(job.provider)
-            try:
-                update: JobUpdate = await backend.poll(job)
-            except ProviderError as exc:
-                reason = f"{job.provider} provider unreachable: {exc}"
-                job = await asyncio.to_thread(mark_unreachable, self.store, job, reason)
-                self._changed(job)
-                return job
-            done = await ingest_in_worker(self.store, job, update)
-            self._publish(done)
-            job = done.job
-        finally:
-            if lock is not None:
-                lock.release()
-        await self._emit_logs(job)
-        return job
-
-    def _publish(self, done: Ingested) -> None:
-        """Tell the listeners what one ingest stored, in the order it was stored."""
-        for step in done.steps:
-            self._changed(step)
-        if done.columns:
-            self._emit("metrics_added", done.job.id, done.columns)
-        self._changed(done.job)
-
-    def _changed(self, job: Job) -> None:
-        if self._seen.get(job.id) != job:
-            self._seen[job.id] = job
-            self._emit("job_changed", job)
-
-    async def _emit_logs(self, job: Job, final: bool = False) -> None:
-        if not self._listeners:
-            return
-        since = self._log_offsets.get(job.id, 0)
-        try:
-            chunk = await self.provider(job.provider).logs(job, since)
-        except (FtdeskError, OSError) as exc:
-            log.debug("no logs for job %s: %s", job.id, exc)
-            return
-        if chunk.next_offset == since and not final:
-            return
-        self._log_offsets[job.id] = chunk.next_offset
-        text = self._log_carry.pop(job.id, "") + chunk.text
-        lines, self._log_carry[job.id] = split_log_lines(text, final=final)
-        if lines:
-            self._emit("log_added", job.id, [redact(line) for line in lines])
+        return await self._watcher.poll_once(job_id)
 
     def _on_task_failed(self, name: str, exc: BaseException) -> None:
         self._report(f"{name} stopped: {exc}")
@@ -731,10 +564,6 @@ class JobService:
     def _report(self, message: str) -> None:
         if self._on_error is not None:
             self._on_error(message)
-
-
-def _watch_name(job_id: str) -> str:
-    return f"watch job {job_id}"
 
 
 # A cancel waits this long for a resume in another process (its trainer runtime check may

@@ -18,7 +18,6 @@ Layout:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from PySide6.QtWidgets import (
 from desktop.views import operations, window_guides
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.error_list import ErrorList
+from desktop.views.heavy_imports import HEAVY_MODULES, import_heavy_modules
 from desktop.views.job_actions import JobActions
 from desktop.views.operations import window_state_path
 from desktop.views.status_bar import WindowStatusBar
@@ -49,7 +49,7 @@ from desktop.views.window_layout import LayoutMemory, Splitters
 
 # Everything below is imported when the window builds its heavy parts, after its first paint
 # (asyncio, pydantic models, numpy, pyqtgraph, the job service cost ~0.8 s together): see
-# HEAVY_MODULES.
+# heavy_imports.HEAVY_MODULES.
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QSystemTrayIcon
 
@@ -78,32 +78,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Modules the window needs only once it is on screen; `MainWindow.build()` imports them in a
-#: worker thread (pure Python imports; no widget is created off the GUI thread).
-HEAVY_MODULES = (
-    "asyncio",
-    "numpy",
-    "pydantic",
-    "trainer.config",
-    "desktop.models",
-    "desktop.core.config_io",
-    "desktop.views.state",
-    "desktop.core.service",
-    "desktop.core.notify",
-    "desktop.core.sleep_inhibit",
-    "pyqtgraph",
-    "desktop.views.config_editor",
-    "desktop.views.job_table",
-    "desktop.views.log_view",
-    "desktop.views.chart.widget",
-)
-
-
-def import_heavy_modules() -> None:
-    """Import `HEAVY_MODULES` (safe in a worker thread: module code only, no widgets)."""
-    for name in HEAVY_MODULES:
-        importlib.import_module(name)
 
 
 def icon_path() -> Path:

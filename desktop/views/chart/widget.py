@@ -14,14 +14,11 @@ A selected job's lazily loaded history shows "Loading history …", then is draw
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-import pyqtgraph.exporters
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import (
@@ -42,6 +39,7 @@ from desktop.views.chart.curves import (
     XAxisMode,
     follow_extent,
 )
+from desktop.views.chart.export import CsvColumn, write_png, write_wide_csv
 from desktop.views.chart.smoothing import EmaSmoother, FloatArray
 from desktop.views.state import AppState, MetricSeries
 
@@ -329,11 +327,7 @@ class LossChart(QWidget):
     def export_png(self, path: str | Path, width: int = 1600) -> Path:
         """Save the plot as a PNG `width` pixels wide; returns the path written."""
         self.redraw()
-        exporter = pyqtgraph.exporters.ImageExporter(self.plot.getPlotItem())
-        exporter.parameters()["width"] = int(width)
-        target = Path(path)
-        exporter.export(str(target))
-        return target
+        return write_png(self.plot.getPlotItem(), path, width)
 
     def export_csv(self, path: str | Path) -> Path:
         """Save what is plotted as a wide CSV: one row per step, columns per job and series.
@@ -343,7 +337,7 @@ class LossChart(QWidget):
         smoothed ones. A cell is empty where a series has no point at that step.
         """
         self.redraw()
-        columns: list[tuple[str, FloatArray, FloatArray]] = []  # (title, steps, values)
+        columns: list[CsvColumn] = []
         for job_id in self._job_ids:
             job = self._state.job(job_id)
             label = job.name if job is not None else job_id
@@ -366,20 +360,7 @@ class LossChart(QWidget):
                 columns.append((f"{label}/{name}", steps, series.value[: curve.ready]))
                 if curve.smoothed is not None:
                     columns.append((f"{label}/{name}_smoothed", steps, curve.smoothed))
-        all_steps = np.unique(np.concatenate([c[1] for c in columns])) if columns else np.empty(0)
-        table = np.full((all_steps.shape[0], len(columns)), np.nan)
-        for j, (_title, steps, values) in enumerate(columns):
-            # A repeated step (a resumed run) keeps its last value.
-            table[np.searchsorted(all_steps, steps), j] = values
-        target = Path(path)
-        with target.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["step", *(c[0] for c in columns)])
-            for step, row in zip(all_steps, table, strict=True):
-                writer.writerow(
-                    [f"{step:.0f}", *("" if math.isnan(v) else repr(float(v)) for v in row)]
-                )
-        return target
+        return write_wide_csv(path, columns)
 
     # -- drawing ------------------------------------------------------------------------------
 
