@@ -16,7 +16,7 @@ of a data file) are named here. No helper here starts a process: the trainer's c
 through `JobService.runtime` (`desktop.core.runtime.TrainerRuntime`).
 
 The window's first frame imports this module, so it stays light: asyncio, pydantic, the task
-runner and the keychain are imported when first used (`HEAVY_MODULES` in main_window.py).
+runner and the keychain are imported when first used (`HEAVY_MODULES` in heavy_imports.py).
 """
 
 from __future__ import annotations
