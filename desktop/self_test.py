@@ -59,7 +59,7 @@ def _window() -> str:
     from PySide6.QtWidgets import QApplication
 
     from desktop.views.app import build_window
-    from desktop.views.main_window import import_heavy_modules
+    from desktop.views.heavy_imports import import_heavy_modules
 
     app = QApplication.instance() or QApplication(["finetune-desk"])
     assert isinstance(app, QApplication)
