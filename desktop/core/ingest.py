@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from desktop.models import (
 from trainer.protocol import (
     ArtifactEvent,
     ErrorEvent,
+    Event,
     MetricEvent,
     ProgressEvent,
     StatusEvent,
@@ -120,7 +121,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     store transaction, so a watcher that dies at any moment loses nothing and counts nothing
     twice when it comes back.
     """
-    points: list[MetricPoint] = points_from_events(job.id, update.events)
+    points, resumed_from_step = _points_after_the_last_resume(job.id, update.events)
     fields: dict[str, Any] = {}
     observed: list[tuple[JobState, str, float | None]] = []  # (state, reason, when it happened)
     error_message = ""
@@ -188,7 +189,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     transitions = [(state, redact(reason), at) for state, reason, at in transitions]
 
     changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
-    if not points and not changed and not transitions:
+    if not points and not changed and not transitions and resumed_from_step is None:
         return Ingested(job)
     steps = []
     for state, reason, at in transitions[:-1]:
@@ -196,8 +197,28 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
         steps.append(job)
     snapshot = job.model_copy(update=changed)
     last = transitions[-1] if transitions else None
-    job = store.record_progress(snapshot, points, last)
+    job = store.record_progress(snapshot, points, last, resumed_from_step=resumed_from_step)
     return Ingested(job, tuple(steps), metric_columns(points) if points else {})
+
+
+def _points_after_the_last_resume(
+    job_id: str, events: Sequence[Event]
+) -> tuple[list[MetricPoint], int | None]:
+    """The points to store, and the step the last resumed attempt among `events` started at.
+
+    A resumed attempt starts again at its checkpoint's step: every point logged before its start
+    past that step (stored, or earlier in this poll) belongs to a history that no longer
+    happened, even when the new attempt dies before logging those steps again. The store
+    deletes the stored ones (`record_progress(resumed_from_step=...)`); this drops this poll's.
+    """
+    start, step = 0, None
+    for i, event in enumerate(events):
+        if isinstance(event, StatusEvent) and event.resumed_from_step is not None:
+            start, step = i, event.resumed_from_step
+    if step is None:
+        return points_from_events(job_id, events), None
+    before = [p for p in points_from_events(job_id, events[:start]) if p.step <= step]
+    return before + points_from_events(job_id, events[start:]), step
 
 
 def plan_transitions(

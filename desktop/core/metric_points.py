@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from desktop.models import MetricPoint
 from trainer.protocol import Event, MetricEvent
 
-__all__ = ["insert_points", "make_points", "points_from_events"]
+__all__ = ["delete_points_after", "insert_points", "make_points", "points_from_events"]
 
 
 def _probe_series() -> tuple[str, ...] | None:
@@ -176,8 +176,20 @@ _INSERT_BLOCK = (
 )
 
 
-def insert_points(conn: sqlite3.Connection, points: Sequence[MetricPoint]) -> None:
-    """Insert (or replace) points in order, so a later duplicate keeps the newest value."""
+def insert_points(
+    conn: sqlite3.Connection,
+    points: Sequence[MetricPoint],
+    *,
+    job_id: str = "",
+    resumed_from_step: int | None = None,
+) -> None:
+    """Insert (or replace) points in order, so a later duplicate keeps the newest value.
+
+    With `resumed_from_step` (a resumed attempt of `job_id` started at that checkpoint step),
+    the job's stored points past that step are deleted first (`delete_points_after`).
+    """
+    if resumed_from_step is not None:
+        delete_points_after(conn, job_id, resumed_from_step)
     n = len(points)
     full = n - n % _BLOCK_ROWS
     if full:
@@ -186,3 +198,10 @@ def insert_points(conn: sqlite3.Connection, points: Sequence[MetricPoint]) -> No
         conn.executemany(_INSERT_BLOCK, zip(*[values] * (5 * _BLOCK_ROWS), strict=False))
     if n > full:
         conn.executemany(_INSERT_POINT, map(_point_row, islice(points, full, None)))
+
+
+def delete_points_after(conn: sqlite3.Connection, job_id: str, step: int) -> None:
+    """Delete the job's points past `step`: a resumed attempt starts again at its checkpoint's
+    step, so the points an earlier attempt logged after it belong to a history that no longer
+    happened (the resumed attempt may die before logging those steps again)."""
+    conn.execute("DELETE FROM metrics WHERE job_id = ? AND step > ?", (job_id, step))
