@@ -16,13 +16,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from test_cli import cli, job_id_from, metric_values, stored_values, wait_for, write_config
 
+from desktop.core.metric_points import points_across_resumes
 from desktop.core.store import JobStore
-from trainer.protocol import StatusEvent, latest_complete_checkpoint, read_all_events
+from trainer.protocol import (
+    MetricEvent,
+    StatusEvent,
+    latest_complete_checkpoint,
+    read_all_events,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -132,3 +139,31 @@ def test_a_resume_that_dies_short_of_the_old_last_step_leaves_no_old_points(
         assert max(p.step for p in points) == new_last
         assert store.metric_count(job_id) == count
     assert len(metric_values(events)) > count  # the events file keeps the old attempt's tail
+    # A store rebuilt from the folder (`repair`) reads the whole file the same way.
+    rebuilt, cut = points_across_resumes(job_id, read_all_events(events))
+    assert cut == checkpoint
+    assert {(p.step, p.name): p.value for p in rebuilt} == newest
+
+
+def _metric(seq: int, step: int, loss: float) -> MetricEvent:
+    return MetricEvent(seq=seq, time=float(seq), step=step, loss=loss)
+
+
+def _resumed(seq: int, step: int) -> StatusEvent:
+    return StatusEvent(seq=seq, time=float(seq), state="training", resumed_from_step=step)
+
+
+def test_points_across_resumes_keep_only_the_history_that_happened() -> None:
+    """Three attempts in one stream (as a rebuild or a long-unread poll sees them): 1-8, then
+    a resume from 4 that reached 6, then a resume from 5 that reached 7. What stands: 1-4 of
+    the first, 5 of the second, 6-7 of the third; stored points are cut after step 4."""
+    events: list[Any] = [_metric(i, i, 1.0) for i in range(1, 9)]
+    events += [_resumed(9, 4), _metric(10, 5, 2.0), _metric(11, 6, 2.0)]
+    events += [_resumed(12, 5), _metric(13, 6, 3.0), _metric(14, 7, 3.0)]
+    points, cut = points_across_resumes("j", events)
+    assert cut == 4
+    assert [(p.step, p.value) for p in points if p.name == "loss"] == [
+        (1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0), (5, 2.0), (6, 3.0), (7, 3.0)
+    ]  # fmt: skip
+    plain, none = points_across_resumes("j", events[:8])
+    assert none is None and len(plain) == 8

@@ -14,20 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from desktop.core.file_lock import FileLock, LockBusy
+from desktop.core.metric_points import points_across_resumes
 from desktop.core.redaction import redact
-from desktop.core.store import JobStore, points_from_events
+from desktop.core.store import JobStore
 from desktop.models import (
     Job,
     JobState,
     JobUpdate,
-    MetricPoint,
     SeriesColumns,
     can_transition,
     metric_columns,
@@ -35,7 +35,6 @@ from desktop.models import (
 from trainer.protocol import (
     ArtifactEvent,
     ErrorEvent,
-    Event,
     MetricEvent,
     ProgressEvent,
     StatusEvent,
@@ -121,7 +120,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     store transaction, so a watcher that dies at any moment loses nothing and counts nothing
     twice when it comes back.
     """
-    points, resumed_from_step = _points_after_the_last_resume(job.id, update.events)
+    points, resumed_from_step = points_across_resumes(job.id, update.events)
     fields: dict[str, Any] = {}
     observed: list[tuple[JobState, str, float | None]] = []  # (state, reason, when it happened)
     error_message = ""
@@ -199,26 +198,6 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     last = transitions[-1] if transitions else None
     job = store.record_progress(snapshot, points, last, resumed_from_step=resumed_from_step)
     return Ingested(job, tuple(steps), metric_columns(points) if points else {})
-
-
-def _points_after_the_last_resume(
-    job_id: str, events: Sequence[Event]
-) -> tuple[list[MetricPoint], int | None]:
-    """The points to store, and the step the last resumed attempt among `events` started at.
-
-    A resumed attempt starts again at its checkpoint's step: every point logged before its start
-    past that step (stored, or earlier in this poll) belongs to a history that no longer
-    happened, even when the new attempt dies before logging those steps again. The store
-    deletes the stored ones (`record_progress(resumed_from_step=...)`); this drops this poll's.
-    """
-    start, step = 0, None
-    for i, event in enumerate(events):
-        if isinstance(event, StatusEvent) and event.resumed_from_step is not None:
-            start, step = i, event.resumed_from_step
-    if step is None:
-        return points_from_events(job_id, events), None
-    before = [p for p in points_from_events(job_id, events[:start]) if p.step <= step]
-    return before + points_from_events(job_id, events[start:]), step
 
 
 def plan_transitions(

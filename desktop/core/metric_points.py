@@ -20,9 +20,15 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 
 from desktop.models import MetricPoint
-from trainer.protocol import Event, MetricEvent
+from trainer.protocol import Event, MetricEvent, StatusEvent
 
-__all__ = ["delete_points_after", "insert_points", "make_points", "points_from_events"]
+__all__ = [
+    "delete_points_after",
+    "insert_points",
+    "make_points",
+    "points_across_resumes",
+    "points_from_events",
+]
 
 
 def _probe_series() -> tuple[str, ...] | None:
@@ -162,6 +168,35 @@ def points_from_events(job_id: str, events: Iterable[Event]) -> list[MetricPoint
                     {"job_id": job_id, "step": step, "name": name, "value": float(value), "time": t}
                 )
     return make_points(fields)
+
+
+def points_across_resumes(
+    job_id: str, events: Sequence[Event]
+) -> tuple[list[MetricPoint], int | None]:
+    """The points of `events` that still stand, and the step stored points are cut after.
+
+    A resumed attempt (its status event carries `resumed_from_step`) starts again at its
+    checkpoint's step: every point logged before its start past that step belongs to a history
+    that no longer happened, even when the new attempt dies before logging those steps again.
+    This drops such points among `events`; the caller deletes the stored ones past the returned
+    step (the lowest any resume among `events` started at; None when none resumed) in the same
+    transaction (`JobStore.record_progress(resumed_from_step=...)`).
+    """
+    starts = [
+        (i, event.resumed_from_step)
+        for i, event in enumerate(events)
+        if isinstance(event, StatusEvent) and event.resumed_from_step is not None
+    ]
+    if not starts:
+        return points_from_events(job_id, events), None
+    points: list[MetricPoint] = []
+    begin = 0
+    for i, step in starts:
+        points += points_from_events(job_id, events[begin:i])
+        points = [p for p in points if p.step <= step]
+        begin = i
+    points += points_from_events(job_id, events[begin:])
+    return points, min(step for _, step in starts)
 
 
 _INSERT_POINT = (
