@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
-from test_cli import cli, job_id_from, wait_for, write_config
+from test_cli import cli, job_id_from, max_metric_step, wait_for, write_config
 from test_hostile_trainer_checkpoints import damage_checkpoint
 from view_helpers import make_job
 
@@ -91,6 +91,9 @@ def test_a_damaged_newest_checkpoint_is_skipped_alike_by_show_resume_and_the_tra
     job_dir = (home / "jobs" / job_id).resolve()
     events = job_dir / "events.jsonl"
     wait_for(lambda: _saved(events, 10), 240, "checkpoint 10")
+    # A step past 10 logged: the cancel lands later still, so its save is a second checkpoint
+    # (a cancel landing at step 10 itself would leave only one).
+    wait_for(lambda: max_metric_step(events) > 10, 240, "a step past checkpoint 10")
     monkeypatch.setenv("FTDESK_HOME", str(home))
     assert main(["cancel", job_id]) == 0  # the cancel saves one more checkpoint, past step 10
     capsys.readouterr()
