@@ -151,6 +151,28 @@ def stored_point_count(home: Path) -> int:
         conn.close()
 
 
+def running_scheduler_pid(home: Path) -> int | None:
+    """The pid of the local queue's scheduler while one runs (it holds `scheduler.lock` for its
+    whole life and logs "scheduler started (pid N)"), else None. Probing creates the lock file:
+    call it before the disk is filled."""
+    import re
+
+    from desktop.providers.local.process import LockBusy
+    from desktop.providers.local.queue import JobQueue
+
+    queue = JobQueue(home)
+    probe = queue.scheduler_lock()
+    try:
+        probe.acquire(blocking=False)
+    except LockBusy:
+        said = queue.scheduler_log.read_text(encoding="utf-8", errors="replace")
+        pids = re.findall(r"scheduler started \(pid (\d+)\)", said)
+        assert pids, f"a scheduler holds the lock but its log names no pid: {said[-500:]}"
+        return int(pids[-1])
+    probe.release()
+    return None
+
+
 def metric_steps(events: Path) -> dict[int, float]:
     """step -> loss of every metric event in the file."""
     return {
@@ -195,9 +217,15 @@ def test_a_disk_that_fills_during_a_run(small_disk: Path, tmp_path: Path, demo_d
         wait_for("the first checkpoint", lambda: bool(complete_checkpoints(job_dir)))
         wait_for("a stored point", lambda: stored_point_count(home) > 0)
         trainer_pid = json.loads((job_dir / "launch.json").read_text())["pid"]
-        # Pause both; measure; leave room for a few steps' events but not for a checkpoint.
+        # Pause every process that writes to the disk (the follower, the trainer and the
+        # queue's scheduler if one runs; only the paused follower could start one); measure;
+        # leave room for a few steps' events but not for a checkpoint, so it is the trainer's
+        # checkpoint, and nothing else's write, that meets the full disk.
         follower.send_signal(signal.SIGSTOP)
         os.killpg(trainer_pid, signal.SIGSTOP)
+        scheduler_pid = running_scheduler_pid(home)
+        if scheduler_pid is not None:
+            os.kill(scheduler_pid, signal.SIGSTOP)
         newest = complete_checkpoints(job_dir)[-1]
         expected = newest + CHECKPOINT_STEPS  # the checkpoint that meets the full disk
         fill(small_disk, leave=96 * 1024)
@@ -205,6 +233,8 @@ def test_a_disk_that_fills_during_a_run(small_disk: Path, tmp_path: Path, demo_d
         wait_for("the trainer to die on the full disk", lambda: process_gone(trainer_pid))
         # The trainer freed what it could; something else takes it (the disk stays full).
         fill(small_disk)
+        if scheduler_pid is not None:
+            os.kill(scheduler_pid, signal.SIGCONT)
         follower.send_signal(signal.SIGCONT)
 
         # (a) the follower gives up within a bounded time, saying why and what to do.

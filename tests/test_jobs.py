@@ -646,9 +646,10 @@ def test_ingest_writes_off_the_loop_thread_and_tells_listeners_on_it(
             job: Job,
             points: Any,
             transition: tuple[JobState, str] | None = None,
+            **more: Any,
         ) -> Job:
             writes.append(("record_progress", threading.get_ident()))
-            return super().record_progress(job, points, transition)
+            return super().record_progress(job, points, transition, **more)
 
     heard: list[tuple[str, int]] = []
 
@@ -694,11 +695,15 @@ def test_a_cancelled_poll_keeps_the_ingest_lock_until_its_write_is_done(
         """The real store, whose progress write waits for the test's word."""
 
         def record_progress(
-            self, job: Job, points: Any, transition: tuple[JobState, str] | None = None
+            self,
+            job: Job,
+            points: Any,
+            transition: tuple[JobState, str] | None = None,
+            **more: Any,
         ) -> Job:
             inside.set()
             assert gate.wait(30)
-            return super().record_progress(job, points, transition)
+            return super().record_progress(job, points, transition, **more)
 
     def lock_is_free(job_dir: Path) -> bool:
         mine, lock = take_ingest_lock(job_dir)

@@ -102,3 +102,38 @@ def test_resume_names_the_changed_dataset_and_resume_anyway_forces_it(
     finally:
         store.close()
     assert len(reasons) == 1 and "forced over: the dataset changed" in reasons[0], reasons
+
+
+def test_resuming_a_job_without_provenance_says_so_in_the_status_bar(
+    qtbot: Any, qloop: Any, demo_home: Path, trained_lora_job: Path
+) -> None:
+    """The note that a job has no provenance.json (made by an older version) must reach the
+    person: it is part of the "resumed" message, not a message that one replaces in the same
+    tick."""
+    from desktop.views.app import build_window
+
+    job = _cancelled_copy(trained_lora_job, demo_home)
+    (job.job_dir / "provenance.json").unlink()
+    window = build_window(
+        settings=Settings(poll_interval_s=0.25, cancel_grace_s=5), check_runtime=False
+    )
+    qtbot.addWidget(window)
+    shown: list[str] = []
+    window.statusBar().messageChanged.connect(shown.append)
+
+    async def body() -> None:
+        await window.start()
+        await until(lambda: window.state.job(job.id) is not None, 30)
+        window.job_actions.resume_job(job.id)
+        await until(lambda: [m for m in shown if f"job {job.id} resumed" in m], 120)
+        await until(
+            lambda: (j := window.state.job(job.id)) is not None and j.state is JobState.COMPLETED,
+            240,
+        )
+        window.close()
+        await window.ops.close()
+        await window.service.close()
+
+    run(qloop, body())
+    [resumed] = [m for m in shown if f"job {job.id} resumed" in m]
+    assert "no provenance recorded" in resumed, shown

@@ -12,15 +12,21 @@ import contextlib
 import json
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from test_cli import cli, job_id_from, wait_for, write_config
+from test_cli import cli, job_id_from, max_metric_step, wait_for, write_config
 from test_hostile_trainer_checkpoints import damage_checkpoint
+from view_helpers import make_job
 
 from desktop.cli import main
+from desktop.core.job_dirs import resume_point
+from desktop.core.store import JobStore
+from trainer.checkpoint_check import checkpoint_problem, latest_loadable_checkpoint
 from trainer.protocol import (
     ArtifactEvent,
     EventWriter,
@@ -85,6 +91,9 @@ def test_a_damaged_newest_checkpoint_is_skipped_alike_by_show_resume_and_the_tra
     job_dir = (home / "jobs" / job_id).resolve()
     events = job_dir / "events.jsonl"
     wait_for(lambda: _saved(events, 10), 240, "checkpoint 10")
+    # A step past 10 logged: the cancel lands later still, so its save is a second checkpoint
+    # (a cancel landing at step 10 itself would leave only one).
+    wait_for(lambda: max_metric_step(events) > 10, 240, "a step past checkpoint 10")
     monkeypatch.setenv("FTDESK_HOME", str(home))
     assert main(["cancel", job_id]) == 0  # the cancel saves one more checkpoint, past step 10
     capsys.readouterr()
@@ -180,3 +189,74 @@ def test_a_resume_from_a_checkpoint_at_max_steps_finishes_without_training(
     assert output == (job / "checkpoints" / "checkpoint-12" / weights).read_bytes()
     summary = json.loads((job / "output" / "training_summary.json").read_text(encoding="utf-8"))
     assert summary["steps"] == 12 and summary["resumed_from_step"] == 12
+
+
+def _checkpoint_with_an_optimizer(job_dir: Path, step: int) -> Path:
+    """A complete checkpoint whose optimizer.pt is a zip laid out the way torch.save writes it
+    (members stored uncompressed), with one large member of known bytes."""
+    folder = job_dir / "checkpoints" / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}), "utf-8")
+    with zipfile.ZipFile(folder / "optimizer.pt", "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("optimizer/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("optimizer/data/0", bytes(range(256)) * 256)
+        archive.writestr("optimizer/version", b"3\n")
+    return folder
+
+
+def _show_resume_point(
+    home: Path, job_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> Any:
+    """`finetune-desk show JOB --json`'s resume point for a failed job in `job_dir`."""
+    job_id = job_dir.name
+    with JobStore(home / "ftdesk.sqlite3") as store:
+        store.add_job(make_job(job_id, state="failed", job_dir=job_dir))
+    monkeypatch.setenv("FTDESK_HOME", str(home))
+    capsys.readouterr()
+    assert main(["show", job_id, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["resume_point"]
+
+
+@pytest.mark.parametrize("cheap_sees_it", [False, True], ids=["flipped-byte", "truncated"])
+def test_show_checks_checkpoints_cheaply_and_the_resume_thoroughly(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cheap_sees_it: bool,
+) -> None:
+    """`show` must not read every byte of a checkpoint's optimizer (tens of GB on a full
+    fine-tune): it checks the zip's directory and sizes. A flipped byte inside a member's data
+    only the resume's thorough check (every member's CRC) finds; a truncated file, both."""
+    home = tmp_path / "home"
+    job_dir = home / "jobs" / "20260101-000000-abcd"
+    older = _checkpoint_with_an_optimizer(job_dir, 10)
+    newest = _checkpoint_with_an_optimizer(job_dir, 20)
+    optimizer = newest / "optimizer.pt"
+    data = bytearray(optimizer.read_bytes())
+    if cheap_sees_it:
+        del data[len(data) // 2 :]
+    else:
+        member = data.index(bytes(range(256)))
+        data[member + 1000] ^= 0xFF  # inside the member's data, not the directory
+    optimizer.write_bytes(bytes(data))
+
+    # show: the cheap check.
+    point = _show_resume_point(home, job_dir, monkeypatch, capsys)
+    if cheap_sees_it:
+        assert point["step"] == 10, point
+        [skipped] = point["skipped"]
+        assert skipped["step"] == 20 and "optimizer.pt" in skipped["problem"], skipped
+    else:
+        assert point["step"] == 20 and point["skipped"] == [], point
+
+    assert checkpoint_problem(older) is None and checkpoint_problem(older, thorough=False) is None
+    thorough = checkpoint_problem(newest)
+    assert thorough is not None and thorough.startswith("optimizer.pt "), thorough
+    cheap = checkpoint_problem(newest, thorough=False)
+    if cheap_sees_it:
+        assert cheap is not None and cheap.startswith("optimizer.pt "), cheap
+    else:
+        assert cheap is None, cheap
+    # The resume itself walks back to checkpoint 10 either way.
+    assert resume_point(job_dir).step == 10
+    assert latest_loadable_checkpoint(job_dir).step == 10

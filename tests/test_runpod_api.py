@@ -333,6 +333,32 @@ def test_a_refused_body_is_an_invalid_request_error_with_runpods_errors(
     assert emulator.live_pods() == []
 
 
+def test_a_refused_create_that_echoes_its_body_puts_no_env_value_in_the_error(
+    emulator: RunpodEmulator,
+) -> None:
+    """A validator that quotes what it rejected (its detail, each error) must not carry a
+    pod's HF token into an error the CLI prints or the status bar shows: RunPod's words pass
+    through the app's redaction, and a create's env values are masked whatever it says."""
+    token = "hf_sentinel9c1e4b7d2a6f8e0c3b5d"  # never registered as a secret anywhere
+    emulator.fault("POST", "/v2/pods", status=422, echo_body=True)
+    request = pod_request(env={"HF_TOKEN": SecretStr(token), "FTDESK_JOB_TOKEN": SecretStr("jt")})
+
+    async def scenario() -> InvalidRequestError:
+        async with client_for(emulator) as (api, _):
+            with pytest.raises(InvalidRequestError) as caught:
+                await api.create_pod(request)
+            return caught.value
+
+    error = asyncio.run(scenario())
+    [sent] = [r for r in emulator.requests if (r.method, r.path) == ("POST", "/v2/pods")]
+    assert sent.body["env"]["HF_TOKEN"] == token  # the server did get it, and quoted it back
+    assert "HTTP 422" in str(error) and "HF_TOKEN" in str(error), str(error)
+    said = " ".join([str(error), repr(error), *error.errors, *map(str, error.args)])
+    assert token not in said and token[:12] not in said, said
+    assert any("HF_TOKEN" in e for e in error.errors), error.errors
+    assert emulator.live_pods() == []
+
+
 def test_an_html_502_page_is_a_server_error_with_a_clean_message(
     emulator: RunpodEmulator,
 ) -> None:

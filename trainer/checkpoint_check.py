@@ -14,6 +14,11 @@ The checks read what loading reads without building tensors: a safetensors file'
 its length, a torch file's zip directory and the CRC of every member, JSON files whole.
 Torch-free, and part of the trainer contract the app imports (standard library and
 `trainer.protocol` only).
+
+Reading every member's CRC reads the whole file (an optimizer's state is tens of GB on a full
+fine-tune), so only the resume itself does (`thorough=True`). A look that merely reports where
+a resume would start (`finetune-desk show`) passes `thorough=False`: the zip directory and that
+every member lies within the file, which finds a torn file but not a flipped byte in a member.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def _torch_file_problem(path: Path) -> str | None:
+def _torch_file_problem(path: Path, thorough: bool) -> str | None:
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as fh:
             if fh.read(1) == _PICKLE_PROTOCOL:
@@ -66,10 +71,23 @@ def _torch_file_problem(path: Path) -> str | None:
         return "is damaged or torn (not a readable torch file)"
     try:
         with zipfile.ZipFile(path) as archive:
+            if not thorough:
+                return _zip_extent_problem(archive, path.stat().st_size)
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError) as exc:
         return f"is damaged or torn ({exc})"
     return f"is damaged (a checksum mismatch in {bad})" if bad else None
+
+
+def _zip_extent_problem(archive: zipfile.ZipFile, size: int) -> str | None:
+    """Whether every member the zip directory lists lies within the file (its local header
+    and data); reads only the directory, never the members' data."""
+    for info in archive.infolist():
+        # A local header is 30 bytes plus the name (its extra field is not counted: unknown).
+        end = info.header_offset + 30 + len(info.filename.encode()) + info.compress_size
+        if end > size:
+            return f"is torn ({info.filename} ends past the file's {size} bytes)"
+    return None
 
 
 def _json_problem(path: Path) -> str | None:
@@ -84,16 +102,20 @@ def _json_problem(path: Path) -> str | None:
     return None
 
 
-def checkpoint_problem(folder: Path) -> str | None:
+def checkpoint_problem(folder: Path, *, thorough: bool = True) -> str | None:
     """Why the checkpoint in `folder` cannot be loaded (its first bad file and what is wrong
-    with it, e.g. "adapter_model.safetensors is torn (...)"), or None when every file checks."""
+    with it, e.g. "adapter_model.safetensors is torn (...)"), or None when every file checks.
+
+    `thorough=False` skips the CRC of torch files' members, which reads them whole (see the
+    module docstring): for a report, never for the resume itself.
+    """
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         suffix = path.suffix.lower()
         try:
             if suffix == ".safetensors":
                 why = _safetensors_problem(path)
             elif suffix in _TORCH_SUFFIXES:
-                why = _torch_file_problem(path)
+                why = _torch_file_problem(path, thorough)
             elif suffix == ".json":
                 why = _json_problem(path)
             else:
@@ -134,17 +156,19 @@ class ResumePoint(NamedTuple):
         return str(self.path) + (f"; {skipped}" if skipped else "")
 
 
-def latest_loadable_checkpoint(job_dir: Path) -> ResumePoint:
+def latest_loadable_checkpoint(job_dir: Path, *, thorough: bool = True) -> ResumePoint:
     """The checkpoint `trainer run --resume` continues from: the newest complete one (see
     `trainer.protocol.find_checkpoints`) whose files all check (`checkpoint_problem`).
 
     Each newer complete checkpoint is checked and named in `skipped` with what is wrong; older
     ones are not read (a checkpoint's files can be gigabytes). Unpacks as (step, path, skipped).
+    `thorough=False` (a report, not the resume) skips reading torch files whole; see
+    `checkpoint_problem`.
     """
     skipped: list[SkippedCheckpoint] = []
     for path in reversed(find_checkpoints(job_dir)):
         step = checkpoint_step(path) or 0
-        problem = checkpoint_problem(path)
+        problem = checkpoint_problem(path, thorough=thorough)
         if problem is None:
             return ResumePoint(step, path, tuple(skipped))
         skipped.append(SkippedCheckpoint(step, path, problem))

@@ -24,6 +24,7 @@ from desktop.cli.output import (
     table,
 )
 from desktop.core.errors import ConfigError, FtdeskError
+from desktop.core.job_dirs import resume_point
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, MetricPoint, data_home, load_settings
 from trainer.config import TrainingConfig
@@ -273,7 +274,10 @@ def cmd_show(ctx: Context) -> int:
         service = ctx.service()
         try:
             job = (await service.refresh(ctx.ns.job))[0]
-            point = await service.resume_point(job.id)
+            point = None
+            if job.state in (JobState.CANCELLED, JobState.FAILED):
+                # A report: the cheap check, never a read of every checkpoint byte (tens of GB).
+                point = await asyncio.to_thread(resume_point, job.job_dir, thorough=False)
             transitions = service.store.transitions(job.id)
             return job, transitions, service.store.metric_count(job.id), point
         finally:

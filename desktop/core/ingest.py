@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from desktop.core.file_lock import FileLock, LockBusy
+from desktop.core.metric_points import points_across_resumes
 from desktop.core.redaction import redact
-from desktop.core.store import JobStore, points_from_events
+from desktop.core.store import JobStore
 from desktop.models import (
     Job,
     JobState,
     JobUpdate,
-    MetricPoint,
     SeriesColumns,
     can_transition,
     metric_columns,
@@ -120,7 +120,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     store transaction, so a watcher that dies at any moment loses nothing and counts nothing
     twice when it comes back.
     """
-    points: list[MetricPoint] = points_from_events(job.id, update.events)
+    points, resumed_from_step = points_across_resumes(job.id, update.events)
     fields: dict[str, Any] = {}
     observed: list[tuple[JobState, str, float | None]] = []  # (state, reason, when it happened)
     error_message = ""
@@ -188,7 +188,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
     transitions = [(state, redact(reason), at) for state, reason, at in transitions]
 
     changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
-    if not points and not changed and not transitions:
+    if not points and not changed and not transitions and resumed_from_step is None:
         return Ingested(job)
     steps = []
     for state, reason, at in transitions[:-1]:
@@ -196,7 +196,7 @@ def ingest(store: JobStore, job: Job, update: JobUpdate) -> Ingested:
         steps.append(job)
     snapshot = job.model_copy(update=changed)
     last = transitions[-1] if transitions else None
-    job = store.record_progress(snapshot, points, last)
+    job = store.record_progress(snapshot, points, last, resumed_from_step=resumed_from_step)
     return Ingested(job, tuple(steps), metric_columns(points) if points else {})
 
 

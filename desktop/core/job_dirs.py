@@ -63,16 +63,18 @@ def create_job_dir(root: Path, id_source: Callable[[], str] = new_job_id) -> tup
     raise FileExistsError(f"{root}: {MAX_ID_DRAWS} job ids in a row were already taken")
 
 
-def resume_point(job_dir: Path) -> ResumePoint:
+def resume_point(job_dir: Path, *, thorough: bool = True) -> ResumePoint:
     """Where `trainer run --resume` would continue: the newest checkpoint that loads, and each
     newer one it would skip, with why (unpacks as step, path, skipped).
 
     The trainer's own rule (`trainer.checkpoint_check.latest_loadable_checkpoint`), so the app
     never promises or records a resume point the trainer would pass over (a save interrupted
     mid-way, or a checkpoint whose files are damaged). It reads the checked files: call it in a
-    worker thread.
+    worker thread. `thorough=False` is for a report (`show`): it checks torch files' zip
+    directories and sizes without reading them whole, so a flipped byte inside one is found
+    only by the resume itself.
     """
-    return latest_loadable_checkpoint(job_dir)
+    return latest_loadable_checkpoint(job_dir, thorough=thorough)
 
 
 def job_lock(job_dir: Path) -> FileLock:

@@ -20,9 +20,15 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 
 from desktop.models import MetricPoint
-from trainer.protocol import Event, MetricEvent
+from trainer.protocol import Event, MetricEvent, StatusEvent
 
-__all__ = ["insert_points", "make_points", "points_from_events"]
+__all__ = [
+    "delete_points_after",
+    "insert_points",
+    "make_points",
+    "points_across_resumes",
+    "points_from_events",
+]
 
 
 def _probe_series() -> tuple[str, ...] | None:
@@ -164,6 +170,35 @@ def points_from_events(job_id: str, events: Iterable[Event]) -> list[MetricPoint
     return make_points(fields)
 
 
+def points_across_resumes(
+    job_id: str, events: Sequence[Event]
+) -> tuple[list[MetricPoint], int | None]:
+    """The points of `events` that still stand, and the step stored points are cut after.
+
+    A resumed attempt (its status event carries `resumed_from_step`) starts again at its
+    checkpoint's step: every point logged before its start past that step belongs to a history
+    that no longer happened, even when the new attempt dies before logging those steps again.
+    This drops such points among `events`; the caller deletes the stored ones past the returned
+    step (the lowest any resume among `events` started at; None when none resumed) in the same
+    transaction (`JobStore.record_progress(resumed_from_step=...)`).
+    """
+    starts = [
+        (i, event.resumed_from_step)
+        for i, event in enumerate(events)
+        if isinstance(event, StatusEvent) and event.resumed_from_step is not None
+    ]
+    if not starts:
+        return points_from_events(job_id, events), None
+    points: list[MetricPoint] = []
+    begin = 0
+    for i, step in starts:
+        points += points_from_events(job_id, events[begin:i])
+        points = [p for p in points if p.step <= step]
+        begin = i
+    points += points_from_events(job_id, events[begin:])
+    return points, min(step for _, step in starts)
+
+
 _INSERT_POINT = (
     "INSERT OR REPLACE INTO metrics (job_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)"
 )
@@ -176,8 +211,20 @@ _INSERT_BLOCK = (
 )
 
 
-def insert_points(conn: sqlite3.Connection, points: Sequence[MetricPoint]) -> None:
-    """Insert (or replace) points in order, so a later duplicate keeps the newest value."""
+def insert_points(
+    conn: sqlite3.Connection,
+    points: Sequence[MetricPoint],
+    *,
+    job_id: str = "",
+    resumed_from_step: int | None = None,
+) -> None:
+    """Insert (or replace) points in order, so a later duplicate keeps the newest value.
+
+    With `resumed_from_step` (a resumed attempt of `job_id` started at that checkpoint step),
+    the job's stored points past that step are deleted first (`delete_points_after`).
+    """
+    if resumed_from_step is not None:
+        delete_points_after(conn, job_id, resumed_from_step)
     n = len(points)
     full = n - n % _BLOCK_ROWS
     if full:
@@ -186,3 +233,10 @@ def insert_points(conn: sqlite3.Connection, points: Sequence[MetricPoint]) -> No
         conn.executemany(_INSERT_BLOCK, zip(*[values] * (5 * _BLOCK_ROWS), strict=False))
     if n > full:
         conn.executemany(_INSERT_POINT, map(_point_row, islice(points, full, None)))
+
+
+def delete_points_after(conn: sqlite3.Connection, job_id: str, step: int) -> None:
+    """Delete the job's points past `step`: a resumed attempt starts again at its checkpoint's
+    step, so the points an earlier attempt logged after it belong to a history that no longer
+    happened (the resumed attempt may die before logging those steps again)."""
+    conn.execute("DELETE FROM metrics WHERE job_id = ? AND step > ?", (job_id, step))

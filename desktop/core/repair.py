@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from desktop.core.metric_points import points_from_events
+from desktop.core.metric_points import points_across_resumes
 from desktop.core.store import DB_FILENAME, JobStore
 from desktop.core.store_schema import StoreDamagedError
 from desktop.models import Job, JobState
@@ -112,7 +112,7 @@ def rebuild_store(home: Path) -> tuple[Path | None, int, list[str]]:
                 skipped.append(f"{folder}: {str(exc).splitlines()[0]}")
                 continue
             store.add_job(job, REBUILT_REASON)
-            points = points_from_events(job.id, events)
+            points, _ = points_across_resumes(job.id, events)  # none a resume superseded
             if points:
                 store.record_progress(store.get_job(job.id), points)
             count += 1

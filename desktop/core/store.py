@@ -529,12 +529,14 @@ class JobStore:
         job: Job,
         points: Sequence[MetricPoint],
         transition: tuple[JobState, str] | tuple[JobState, str, float | None] | None = None,
+        resumed_from_step: int | None = None,
     ) -> Job:
         """Store metric points, the job snapshot and an optional transition in ONE transaction.
 
         `job` is the snapshot to save; it carries `events_offset` / `events_last_seq`, so the
         stored points always match the stored offset, even after a kill -9. A transition's
-        optional third item is when it happened (default: now).
+        optional third item is when it happened (default: now). `resumed_from_step` (a resumed
+        attempt started there) first deletes the stored points past it.
 
         Returns:
             The saved snapshot (`job`, moved to the transition's state when one is given).
@@ -554,7 +556,7 @@ class JobStore:
         if transition is not None:
             new = self._changed_state(job, transition[0], transition[1], {})
         with self._write("store metrics") as conn:
-            insert_points(conn, points)
+            insert_points(conn, points, job_id=job_id, resumed_from_step=resumed_from_step)
             if transition is not None:
                 self._insert_transition(conn, job_id, job.state, *transition)
             self._save(conn, new, job.state)

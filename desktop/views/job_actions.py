@@ -92,10 +92,18 @@ class JobActions(QObject):
                 # loop must not step other asyncio tasks from within this one (qasync).
                 QTimer.singleShot(0, lambda: ask(exc))
 
+        # The resume's notes (no provenance recorded, the changes a force went over) go into
+        # its done message: one posted on its own would be replaced by that in the same tick.
+        notes: list[str] = []
+
+        def resumed(job: Job) -> None:
+            said = "".join(f"; {note}" for note in notes)
+            w.bus.info(f"job {job.id} resumed ({job.state.value}){said}")
+
         w.ops.run(
             f"resume job {job_id}" + (" anyway" if force else ""),
-            w.service.resume(job_id, force=force, on_note=w.bus.info),
-            lambda job: w.bus.info(f"job {job.id} resumed ({job.state.value})"),
+            w.service.resume(job_id, force=force, on_note=notes.append),
+            resumed,
             None if force else refused,
         )
 

@@ -101,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
                 emulator.closing.wait()
                 self.close_connection = True
                 return None
-            return self._send(self._fault_answer(planned))
+            return self._send(self._fault_answer(planned, body))
         if op.operation_id == "getPodLogs":
             return self._stream_logs(path.split("/")[3], query)
         result = emulator.answer(method, path, body)
@@ -114,8 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.emulator.lock:
             self.server.emulator.mismatches.append(mismatch)
 
-    def _fault_answer(self, planned: Fault) -> Answer:
+    def _fault_answer(self, planned: Fault, body: Any = None) -> Answer:
         status = planned.status or 500
+        if planned.echo_body:
+            env = body.get("env", {}) if isinstance(body, dict) else {}
+            errors = [f"body $.env.{k}: {v!r} is not allowed" for k, v in env.items()]
+            return problem(status, "Unprocessable Entity", f"rejected {json.dumps(body)}", errors)
         if planned.html:
             return Answer(status, text=HTML_502, content_type="text/html")
         headers = {}

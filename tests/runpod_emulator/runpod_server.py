@@ -133,6 +133,8 @@ class Fault:
         after: Do the operation first, then misbehave (create-succeeds-then-500).
         hang: Answer nothing until the emulator stops (the client's timeout must end it).
         delay_s: Wait this long (real seconds) before answering normally: a slow answer.
+        echo_body: With `status`, a problem body that quotes the request's body back (in its
+            detail, and one error per env value), as a validator that echoes what it rejects.
         times: How many matching requests it affects.
         seen: How many it affected so far.
     """
@@ -145,6 +147,7 @@ class Fault:
     after: bool = False
     hang: bool = False
     delay_s: float = 0.0
+    echo_body: bool = False
     times: int = 1
     seen: int = 0
 

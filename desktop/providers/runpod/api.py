@@ -14,7 +14,10 @@ Money rules, because a mistake here bills the user:
 * a delete that finds no pod (404) is done.
 
 The API key is a `SecretStr`, registered with the log redaction and sent only as the
-`Authorization` header: it is in no message, no repr, no log record.
+`Authorization` header: it is in no message, no repr, no log record. RunPod's own words in an
+error (a validator may quote a rejected body back) are masked: every secret the app knows, and
+a create's env values. Past 600 lines because each call's retry and error rules read best beside
+the call itself (the error mapping alone is a tree of what RunPod can refuse).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -45,7 +48,7 @@ from desktop.core.errors import (
     ServerError,
     UnreachableError,
 )
-from desktop.core.redaction import register_secret
+from desktop.core.redaction import MASK, MIN_SECRET_LENGTH, redact, register_secret
 from desktop.providers.runpod.models import CreatePodRequest, GpuType, LogLine, Pod
 
 __all__ = ["API_URL_ENV", "DEFAULT_API_URL", "RetryPolicy", "RunpodApi", "resolve_api_url"]
@@ -187,9 +190,11 @@ class RunpodApi:
                 await self._sleep(self._retry_after(response, attempt))
                 attempt += 1
                 continue
+            # RunPod's words may quote the body back: its env values (tokens) never show.
+            hide = _env_values(request)
             if response.status_code >= 500:
-                return await self._adopt(request.name, self._server_error(call, response))
-            self._raise_for(call, response, gpu_id=request.gpu.id)
+                return await self._adopt(request.name, self._server_error(call, response, hide))
+            self._raise_for(call, response, gpu_id=request.gpu.id, hide=hide)
             return self._parse(call, Pod, self._json(call, response))
 
     async def get_pod(self, pod_id: str) -> Pod:
@@ -428,28 +433,45 @@ class RunpodApi:
             return self.retry.backoff(attempt)
         return min(seconds, self.retry.retry_after_cap_s)
 
-    def _server_error(self, call: str, response: httpx.Response) -> ServerError:
+    def _server_error(
+        self, call: str, response: httpx.Response, hide: Collection[str] = ()
+    ) -> ServerError:
         """The `ServerError` for a 5xx answer, whatever its body."""
-        error = self._error(call, response)
+        error = self._error(call, response, hide=hide)
         if isinstance(error, ServerError):
             return error
         return ServerError(str(error), response.status_code)
 
-    def _raise_for(self, call: str, response: httpx.Response, gpu_id: str | None = None) -> None:
+    def _raise_for(
+        self,
+        call: str,
+        response: httpx.Response,
+        gpu_id: str | None = None,
+        hide: Collection[str] = (),
+    ) -> None:
         if response.status_code < 400:
             return
-        raise self._error(call, response, gpu_id=gpu_id)
+        raise self._error(call, response, gpu_id=gpu_id, hide=hide)
 
     def _error(
-        self, call: str, response: httpx.Response, gpu_id: str | None = None
+        self,
+        call: str,
+        response: httpx.Response,
+        gpu_id: str | None = None,
+        hide: Collection[str] = (),
     ) -> ProviderError:
-        """The provider error for a failed answer, with a sentence naming the call."""
+        """The provider error for a failed answer, with a sentence naming the call.
+
+        RunPod's words (its detail, each error, a page's text) are masked: every secret the app
+        knows (`redaction`) and each of `hide` (a create's env values), since a validator may
+        quote the rejected body back and the message reaches the CLI and the status bar.
+        """
         status = response.status_code
         problem = _problem(response)
         if problem is None:
-            return _not_api_body(call, response)
-        detail = problem.get("detail") or problem.get("title") or ""
-        errors = tuple(str(e) for e in problem.get("errors") or () if e)
+            return _not_api_body(call, response, hide)
+        detail = _masked(str(problem.get("detail") or problem.get("title") or ""), hide)
+        errors = tuple(_masked(str(e), hide) for e in problem.get("errors") or () if e)
         said = f": {detail}" if detail else ""
         if status == 401:
             return AuthError(
@@ -555,9 +577,27 @@ def _header_date(response: httpx.Response) -> datetime | None:
     return _parse_http_date(value) if value else None
 
 
-def _not_api_body(call: str, response: httpx.Response) -> ServerError:
+def _env_values(request: CreatePodRequest) -> tuple[str, ...]:
+    """A create's env values as they may be quoted back (raw and JSON-escaped), to mask.
+
+    Values shorter than `MIN_SECRET_LENGTH` are no token and would mask ordinary words.
+    """
+    values = (v.get_secret_value() for v in request.env.values())
+    raw = {v for v in values if len(v) >= MIN_SECRET_LENGTH}
+    return tuple(raw | {json.dumps(v)[1:-1] for v in raw})
+
+
+def _masked(text: str, hide: Collection[str]) -> str:
+    """`text` with every secret the app knows and each of `hide` (longest first) masked."""
+    text = redact(text)
+    for value in sorted(hide, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def _not_api_body(call: str, response: httpx.Response, hide: Collection[str] = ()) -> ServerError:
     """The error for an answer whose body is not RunPod's JSON (an HTML 502 page, say)."""
-    preview = " ".join(response.text[:_BODY_PREVIEW_CHARS].split())
+    preview = _masked(" ".join(response.text[:_BODY_PREVIEW_CHARS].split()), hide)
     return ServerError(
         f"RunPod answered {call} with HTTP {response.status_code} and a body that is not its "
         f"API's (it begins {preview!r}); try again later.",
