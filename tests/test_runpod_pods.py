@@ -94,6 +94,7 @@ def test_a_created_pod_runs_the_real_bootstrap_and_dies_with_the_pod(
 
     asyncio.run(delete())
     assert emulator.live_pods() == []
+    runner.join()
     assert local.process.poll() is not None
     assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert health(url) is None

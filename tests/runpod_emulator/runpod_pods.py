@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import psutil
 from runpod_emulator.runpod_server import EmulatedPod
 
 AGENT_PORT = 8000
+STOP_DELAY_S = 0.5
 _ENCODED = re.compile(r"echo ([A-Za-z0-9+/=]+) \| base64 -d")
 # What the sandboxed container keeps of the test process's own environment.
 _KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TOKENIZERS_PARALLELISM")
@@ -81,6 +83,7 @@ class LocalPodRunner:
         self.extra_env = dict(extra_env or {})
         self.pods: dict[str, LocalPod] = {}
         self.created: list[str] = []
+        self._stoppers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def on_create(self, pod: EmulatedPod, env: dict[str, str]) -> None:
@@ -120,7 +123,21 @@ class LocalPodRunner:
         with self._lock:
             local = self.pods.pop(pod.id, None)
         if local is not None:
-            stop_tree(local.process)
+            # Stopped from a thread, a moment later: the container's own agent may be the one
+            # deleting its pod, and it must get its answer (as from RunPod) before it dies.
+            stopper = threading.Thread(
+                target=stop_tree, args=(local.process, STOP_DELAY_S), daemon=True
+            )
+            stopper.start()
+            with self._lock:
+                self._stoppers.append(stopper)
+
+    def join(self) -> None:
+        """Wait until every terminated pod's processes are gone."""
+        with self._lock:
+            stoppers, self._stoppers = self._stoppers, []
+        for stopper in stoppers:
+            stopper.join(timeout=60)
 
     def running(self) -> list[str]:
         """Ids of the pods whose container process is still alive."""
@@ -133,10 +150,13 @@ class LocalPodRunner:
             left, self.pods = list(self.pods.values()), {}
         for local in left:
             stop_tree(local.process)
+        self.join()
 
 
-def stop_tree(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process group and every descendant (a trainer runs in a session of its own)."""
+def stop_tree(process: subprocess.Popen[bytes], delay_s: float = 0.0) -> None:
+    """SIGKILL a process group and every descendant (a trainer runs in a session of its own),
+    after `delay_s`."""
+    time.sleep(delay_s)
     try:
         family = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:

@@ -223,6 +223,8 @@ class RunpodEmulator:
         self.faults: list[Fault] = []
         self.full_gpus: set[str] = set()
         self.low_balance = False
+        # RunPod's catalog lags behind its stock: True shows full GPU types as still available.
+        self.stale_catalog = False
         self.provisioning_s = 30.0  # of virtual time, for pods created from now on
         self.starting_s = 20.0
         self.list_lag_s = 0.0
@@ -360,7 +362,8 @@ class RunpodEmulator:
 
     def gpu_json(self, gpu: dict[str, Any]) -> dict[str, Any]:
         """A catalog entry with prices and availability."""
-        availability = "NONE" if gpu["id"] in self.full_gpus else gpu["availability"]
+        full = gpu["id"] in self.full_gpus and not self.stale_catalog
+        availability = "NONE" if full else gpu["availability"]
         entry = {
             "id": gpu["id"],
             "name": gpu["name"],
