@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from runpod_emulator import RunpodEmulator, serve_emulator
 from runpod_emulator.runpod_pods import LocalPodRunner
 
-from desktop.core.errors import ProviderError
+from desktop.core.errors import AuthError, ProviderError
 from desktop.core.ingest import ingest
 from desktop.core.runtime import TrainerRuntime
 from desktop.core.store import JobStore
@@ -240,3 +240,33 @@ def test_a_pod_stuck_provisioning_is_deleted_at_the_limit(
         asyncio.run(provider.launch(job))
     assert emulator.live_pods() == []
     assert any(r.method == "DELETE" for r in emulator.requests)
+
+
+def test_the_account_key_comes_from_the_secret_store(
+    served: tuple[RunpodEmulator, LocalPodRunner],
+    demo_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No key injected: the provider reads `runpod_api_key` from the keychain (here a memory
+    keyring at the system's edge); RunPod accepts it, so the launch gets as far as the GPUs."""
+    from test_secrets import MemoryKeyring
+
+    from desktop.core.secrets import SecretStore
+
+    emulator, _ = served
+    monkeypatch.delenv("FTDESK_RUNPOD_API_KEY", raising=False)
+    keyring = MemoryKeyring()
+    store = SecretStore(backend=keyring, environ={})
+    store.set("runpod_api_key", SENTINEL)
+    job = demo_job(demo_dir, "20261201-120000-keys")
+    with_key = provider_for(emulator, tmp_path / "home", gpu_ids=("NVIDIA B9",))
+    keyed = RunpodProvider(with_key._context, secret_store=lambda: store, step_s=0.2)
+    with pytest.raises(ProviderError, match="NVIDIA B9: not in RunPod's GPU catalog"):
+        asyncio.run(keyed.launch(job))
+    assert any(r.path == "/v2/catalog/gpus" for r in emulator.requests)
+
+    keyring.items.clear()
+    with pytest.raises(AuthError, match="no RunPod API key: save it in Settings"):
+        asyncio.run(keyed.launch(job))
+    assert emulator.live_pods() == []

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -71,6 +72,9 @@ __all__ = [
     "build_runpod_provider",
 ]
 
+if TYPE_CHECKING:
+    from desktop.core.secrets import SecretStore
+
 log = logging.getLogger(__name__)
 
 NAME_PREFIX = "ftdesk-"
@@ -93,7 +97,9 @@ class RunpodProvider:
 
     Args:
         context: Settings (`settings.runpod` holds the launch options) and the job secrets.
-        api_key: The account's key; None: `$FTDESK_RUNPOD_API_KEY`, read at each launch.
+        api_key: The account's key; None: `runpod_api_key` from the secret store (the
+            keychain, or `$FTDESK_RUNPOD_API_KEY` for one session), read at each call.
+        secret_store: Makes the secret store (tests pass one on a memory keyring).
         proxy_url: How a pod's agent is reached; None: the template of the options.
         sleep: How to wait between checks of a starting pod (tests move a virtual clock).
         step_s: Seconds between those checks.
@@ -107,12 +113,14 @@ class RunpodProvider:
         context: ProviderContext,
         *,
         api_key: SecretStr | None = None,
+        secret_store: Callable[[], SecretStore] | None = None,
         proxy_url: ProxyUrl | None = None,
         sleep: Sleep = asyncio.sleep,
         step_s: float = 5.0,
     ) -> None:
         self._context = context
         self._api_key = api_key
+        self._secret_store = secret_store or _default_secret_store
         self._proxy_override = proxy_url
         self._sleep = sleep
         self._step_s = step_s
@@ -132,21 +140,23 @@ class RunpodProvider:
         proxy = self._proxy_override or template_proxy_url(self.options.proxy_url)
         return proxy(pod_id, AGENT_PORT)
 
-    def _key(self) -> SecretStr:
+    async def _key(self) -> SecretStr:
+        """The account key (the keychain is blocking: read in a worker thread)."""
         if self._api_key is not None:
             return self._api_key
-        value = os.environ.get(API_KEY_ENV, "").strip()
-        if not value:
+        store = self._secret_store()
+        value = await asyncio.to_thread(store.get, "runpod_api_key")
+        if value is None or not value.get_secret_value().strip():
             raise AuthError(
                 f"no RunPod API key: save it in Settings, or set {API_KEY_ENV} for this session"
             )
-        return SecretStr(value)
+        return value
 
     def _http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0))
 
-    def _api(self, http: httpx.AsyncClient) -> RunpodApi:
-        return RunpodApi(http, self._key(), base_url=self.options.api_url)
+    async def _api(self, http: httpx.AsyncClient) -> RunpodApi:
+        return RunpodApi(http, await self._key(), base_url=self.options.api_url)
 
     async def gpu_slots(self) -> tuple[int, ...]:
         """A pod's GPUs are its own: no local slots are handed out."""
@@ -194,7 +204,7 @@ class RunpodProvider:
         extra = await asyncio.to_thread(self._context.secrets, job)
         token = secrets.token_urlsafe(32)
         async with self._http() as http:
-            api = self._api(http)
+            api = await self._api(http)
             pod, gpu, price = await self._create(api, job, token, dict(extra))
             record = PodRecord(
                 pod_id=pod.id,
@@ -321,7 +331,7 @@ class RunpodProvider:
             update = await asyncio.to_thread(read_mirrored, job, True)
             return final_word(job, record, update)
         async with self._http() as http:
-            api = self._api(http)
+            api = await self._api(http)
             agent = AgentClient(http, self._proxy(record.pod_id), record.token)
             try:
                 pod = await api.get_pod(record.pod_id)
@@ -432,9 +442,15 @@ class RunpodProvider:
         if record is None or record.deleted:
             return
         async with self._http() as http:
-            api = self._api(http)
+            api = await self._api(http)
             agent = AgentClient(http, self._proxy(record.pod_id), record.token)
             await self._stop(api, agent, job, record, JobState.CANCELLED, "cancelled by the user")
+
+
+def _default_secret_store() -> SecretStore:
+    from desktop.core.secrets import SecretStore
+
+    return SecretStore()
 
 
 def build_runpod_provider(context: ProviderContext) -> RunpodProvider:
