@@ -42,7 +42,14 @@ DEADLINE_S = 240.0
 def served(tmp_path: Path) -> Iterator[tuple[RunpodEmulator, LocalPodRunner]]:
     """An emulator whose pods run as local processes, with a sentinel account key; no pod, no
     process and no OpenAPI mismatch may be left at the end."""
-    runner = LocalPodRunner(tmp_path / "pods", extra_env={"FTDESK_WATCHDOG_INTERVAL_S": "1"})
+    runner = LocalPodRunner(
+        tmp_path / "pods",
+        extra_env={
+            "FTDESK_WATCHDOG_INTERVAL_S": "1",
+            "FTDESK_CANCEL_GRACE_S": "20",
+            "FTDESK_CLOCK_SYNC_S": "1",
+        },
+    )
     emulator = RunpodEmulator(api_key=SENTINEL, runner=runner)
     emulator.provisioning_s = 0
     emulator.starting_s = 0
@@ -270,3 +277,35 @@ def test_the_account_key_comes_from_the_secret_store(
     with pytest.raises(AuthError, match="no RunPod API key: save it in Settings"):
         asyncio.run(keyed.launch(job))
     assert emulator.live_pods() == []
+
+
+@pytest.mark.slow
+def test_with_the_app_away_the_pod_deletes_itself_at_the_budget_and_the_job_says_so(
+    served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
+) -> None:
+    """Nobody polls (the app was killed): the pod's own watchdog deletes it once the budget is
+    crossed on RunPod's clock; the app, back, reads `cancelled: budget reached` with dollars."""
+    emulator, runner = served
+    home = tmp_path / "home"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = demo_job(demo_dir, "20261201-120000-away", max_steps=100000)
+    store.add_job(job, "created")
+    provider = provider_for(emulator, home, budget_usd=Decimal("1.00"))
+    handle = asyncio.run(provider.launch(job))
+    emulator.clock.advance(2 * 3600)  # $0.69/h for 2 h: past the $1.00 budget
+
+    end = time.monotonic() + DEADLINE_S
+    while emulator.live_pods():
+        assert time.monotonic() < end, "the pod's watchdog never deleted the pod"
+        time.sleep(0.2)
+    runner.join()
+    assert not any(r.method == "DELETE" and r.query for r in emulator.requests)
+
+    async def back() -> Job:
+        current = store.get_job(job.id).model_copy(update={"handle": handle})
+        update = await provider.poll(current)
+        return (await asyncio.to_thread(ingest, store, current, update)).job
+
+    done = asyncio.run(back())
+    assert done.state is JobState.CANCELLED, done.state_reason
+    assert "budget reached" in done.state_reason and "$1.00" in done.state_reason

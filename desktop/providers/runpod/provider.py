@@ -336,14 +336,7 @@ class RunpodProvider:
             try:
                 pod = await api.get_pod(record.pod_id)
             except NotFoundError:
-                record = record.model_copy(
-                    update={
-                        "deleted": True,
-                        "final_state": record.final_state or JobState.FAILED.value,
-                        "final_reason": record.final_reason
-                        or f"pod {record.pod_id} no longer exists on RunPod",
-                    }
-                )
+                record = self._gone(api, record)
                 await asyncio.to_thread(save_record, job.job_dir, record)
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update)
@@ -372,6 +365,37 @@ class RunpodProvider:
             record = await asyncio.to_thread(load_record, job.job_dir) or record
             update = await asyncio.to_thread(read_mirrored, job, True)
             return final_word(job, record, update).model_copy(update={"cost_usd": cost})
+
+    def _gone(self, api: RunpodApi, record: PodRecord) -> PodRecord:
+        """The pod vanished while nobody watched: say why, as far as RunPod's clock tells.
+
+        Its watchdog deletes it at the budget or the maximum runtime, so a pod gone past
+        either was stopped for that (it stopped at the limit: the budget is what was spent).
+        """
+        state, reason = JobState.FAILED, f"pod {record.pod_id} no longer exists on RunPod"
+        now = api.server_time
+        if now is not None:
+            elapsed = (now - datetime.fromisoformat(record.created_at)).total_seconds()
+            cost = record.cost_per_hour * Decimal(max(0.0, elapsed)) / Decimal(3600)
+            if cost >= record.budget_usd:
+                state = JobState.CANCELLED
+                reason = (
+                    f"budget reached (${record.budget_usd:.2f} spent); the pod's watchdog "
+                    "deleted it"
+                )
+            elif elapsed >= record.max_runtime_s:
+                state = JobState.CANCELLED
+                reason = (
+                    f"maximum runtime reached ({record.max_runtime_s} s); the pod's watchdog "
+                    "deleted it"
+                )
+        return record.model_copy(
+            update={
+                "deleted": True,
+                "final_state": record.final_state or state.value,
+                "final_reason": record.final_reason or reason,
+            }
+        )
 
     def _cost(self, api: RunpodApi, pod: Pod, record: PodRecord) -> Decimal:
         hourly = pod.cost if pod.cost > 0 else record.cost_per_hour
