@@ -132,7 +132,8 @@ def test_a_whole_job_trains_on_a_pod_and_the_pod_is_deleted(
         handle = await provider.launch(job)
         assert handle.pod_id in emulator.pods
         launched = store.get_job(job.id).model_copy(update={"handle": handle})
-        return await watch(provider, store, launched)
+        # Watched by a provider built afresh (the app restarted): pod.json is all it needs.
+        return await watch(provider_for(emulator, home), store, launched)
 
     done = asyncio.run(scenario())
     assert done.state is JobState.COMPLETED, done.state_reason
@@ -163,6 +164,7 @@ def test_a_whole_job_trains_on_a_pod_and_the_pod_is_deleted(
             assert SENTINEL.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_no_capacity_on_the_first_two_gpu_types_uses_the_third(
     served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
 ) -> None:
@@ -309,3 +311,36 @@ def test_with_the_app_away_the_pod_deletes_itself_at_the_budget_and_the_job_says
     done = asyncio.run(back())
     assert done.state is JobState.CANCELLED, done.state_reason
     assert "budget reached" in done.state_reason and "$1.00" in done.state_reason
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_trainer_keeps_its_log_and_deletes_the_pod(
+    served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
+) -> None:
+    emulator, _ = served
+    home = tmp_path / "home"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = demo_job(demo_dir, "20261201-120000-canc", max_steps=100000)
+    store.add_job(job, "created")
+    provider = provider_for(emulator, home)
+
+    async def scenario() -> Job:
+        handle = await provider.launch(job)
+        current = store.get_job(job.id).model_copy(update={"handle": handle})
+        end = time.monotonic() + DEADLINE_S
+        while current.state is not JobState.TRAINING:
+            assert time.monotonic() < end, f"never training: {current.state}"
+            update = await provider.poll(current)
+            current = (await asyncio.to_thread(ingest, store, current, update)).job
+            await asyncio.sleep(0.3)
+        await provider.cancel(current)
+        assert emulator.live_pods() == []
+        await provider.cancel(current)  # idempotent: nothing left to do
+        update = await provider.poll(current)
+        return (await asyncio.to_thread(ingest, store, current, update)).job
+
+    done = asyncio.run(scenario())
+    assert done.state is JobState.CANCELLED
+    assert done.state_reason == "cancelled by the user"
+    assert "[pod-boot]" in (demo_dir / "train.log").read_text(encoding="utf-8")
+    assert sum(1 for r in emulator.requests if r.method == "DELETE") == 1
