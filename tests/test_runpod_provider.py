@@ -127,6 +127,9 @@ def test_a_whole_job_trains_on_a_pod_and_the_pod_is_deleted(
     job = demo_job(demo_dir, "20261201-120000-whol")
     store.add_job(job, "created")
     provider = provider_for(emulator, home)
+    # A 429 storm on the way: creates and reads are told to wait, and they do.
+    creates_limited = emulator.fault("POST", "/v2/pods", status=429, retry_after=1, times=2)
+    reads_limited = emulator.fault("GET", "/v2/pods/[^/]+", status=429, retry_after=1, times=3)
 
     async def scenario() -> Job:
         handle = await provider.launch(job)
@@ -156,6 +159,9 @@ def test_a_whole_job_trains_on_a_pod_and_the_pod_is_deleted(
     log = (demo_dir / "train.log").read_text(encoding="utf-8")
     assert "[pod-boot]" in log and "completed" in log.lower()
     assert emulator.live_pods() == []
+    assert creates_limited.seen == 2 and reads_limited.seen == 3
+    assert sum(1 for r in emulator.requests if (r.method, r.path) == ("POST", "/v2/pods")) == 3
+    assert len(runner.created) == 1, "one job, one pod"
     # The user's key went nowhere: not in the pod's env, not in any file of the job.
     create = next(r for r in emulator.requests if (r.method, r.path) == ("POST", "/v2/pods"))
     assert SENTINEL not in json.dumps(create.body)
