@@ -69,3 +69,54 @@ def test_the_cli_refuses_them_before_anything_is_spent(
     assert not (tmp_path / "home" / "jobs").exists() or not any(
         (tmp_path / "home" / "jobs").iterdir()
     )
+
+
+@pytest.mark.slow
+def test_a_whole_runpod_job_from_the_cli(demo_dir: Path, tmp_path: Path) -> None:
+    """`run --provider runpod --follow` in its own process, against the emulator through its
+    proxy (no test seam in the app): the job completes, zero pods remain, and the account key
+    is in no file under FTDESK_HOME."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from runpod_emulator import RunpodEmulator, serve_emulator
+    from runpod_emulator.runpod_pods import LocalPodRunner
+
+    sentinel = "rp-SENTINEL-cli-account-key-0123456789"
+    config = demo_dir / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["training"]["max_steps"] = 4
+    config.write_text(json.dumps(data), encoding="utf-8")
+    home = tmp_path / "home"
+    runner = LocalPodRunner(tmp_path / "pods", extra_env={"FTDESK_CLOCK_SYNC_S": "1"})
+    emulator = RunpodEmulator(api_key=sentinel, runner=runner)
+    emulator.provisioning_s = emulator.starting_s = 0
+    with serve_emulator(emulator):
+        runner.api_url = emulator.url
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FTDESK_")}
+        env.update(
+            FTDESK_HOME=str(home),
+            FTDESK_RUNPOD_API_URL=emulator.url,
+            FTDESK_RUNPOD_PROXY_URL=emulator.proxy_template,
+            FTDESK_RUNPOD_API_KEY=sentinel,
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "desktop.cli", "run", str(config), "--provider",
+                 "runpod", "--gpu", "NVIDIA GeForce RTX 4090", "--budget", "5", "--follow"],
+                env=env, capture_output=True, text=True, timeout=400, check=False,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            runner.join()
+        finally:
+            runner.close()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert emulator.live_pods() == [] and len(runner.created) == 1
+    assert emulator.mismatches == []
+    jobs = list((home / "jobs").iterdir())
+    assert len(jobs) == 1 and (jobs[0] / "output").is_dir()
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert sentinel.encode() not in path.read_bytes(), path

@@ -234,6 +234,12 @@ class RunpodEmulator:
         self.lock = threading.Condition()
         self._ids = itertools.count(1)
 
+    @property
+    def proxy_template(self) -> str:
+        """The pod proxy URL template (`FTDESK_RUNPOD_PROXY_URL`) that reaches the pods'
+        published ports through this emulator."""
+        return self.url.removesuffix("/v2") + "/proxy/{pod_id}/{port}"
+
     # -- knobs ---------------------------------------------------------------------------------
 
     def fault(self, method: str, path: str, **options: Any) -> Fault:
