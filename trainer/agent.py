@@ -9,7 +9,8 @@ Environment: `FTDESK_JOB_ID` and `FTDESK_JOB_TOKEN` (required), `FTDESK_POD_WORK
 (default `/workspace`; the job folder is `<workspace>/<job id>`), `FTDESK_AGENT_PORT` (8000),
 `FTDESK_AGENT_HOST` (0.0.0.0), the watchdog's `FTDESK_BUDGET_USD`, `FTDESK_COST_PER_HOUR`,
 `FTDESK_POD_CREATED_AT`, `FTDESK_MAX_RUNTIME_S`, `FTDESK_KEEPALIVE_S` (1800), `FTDESK_LEASE_S`,
-`FTDESK_CANCEL_GRACE_S` (120), `FTDESK_WATCHDOG_INTERVAL_S` (10), and RunPod's `RUNPOD_POD_ID`,
+`FTDESK_CANCEL_GRACE_S` (120), `FTDESK_WATCHDOG_INTERVAL_S` (10), `FTDESK_CLOCK_SYNC_S` (600: how
+often RunPod's clock is read again), and RunPod's `RUNPOD_POD_ID`,
 `RUNPOD_API_KEY`, `FTDESK_RUNPOD_API_URL` (default `https://api.runpod.io/v2`).
 
 Protocol, version 1. Every request carries `Authorization: Bearer <job token>` (compared in

@@ -393,4 +393,5 @@ def limits_from_env(env: dict[str, str]) -> WatchdogLimits:
         keepalive_s=number_from_env(env, "FTDESK_KEEPALIVE_S", 1800.0) or 0.0,
         lease_s=number_from_env(env, "FTDESK_LEASE_S"),
         cancel_grace_s=number_from_env(env, "FTDESK_CANCEL_GRACE_S", 120.0) or 0.0,
+        clock_sync_s=number_from_env(env, "FTDESK_CLOCK_SYNC_S", 600.0) or 600.0,
     )

@@ -37,6 +37,7 @@ from desktop.cli.commands import (
     cmd_validate,
 )
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from desktop.cli.runpod_flags import add_runpod_flags
 from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a name for the job list (default: the config's name)")
     p.add_argument("--follow", "-f", action="store_true", help="print progress until it ends")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
+    add_runpod_flags(p)
 
     p = add("jobs", cmd_jobs, "list jobs")
     p.add_argument("--json", action="store_true", help="print JSON")

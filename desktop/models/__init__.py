@@ -16,6 +16,7 @@ from desktop.models.job import (
     can_transition,
     metric_columns,
 )
+from desktop.models.runpod_options import RunpodOptions
 from desktop.models.settings import Settings, data_home, load_settings, save_settings
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "LogChunk",
     "MetricPoint",
     "ProviderHandle",
+    "RunpodOptions",
     "SeriesColumns",
     "Settings",
     "StateTransition",

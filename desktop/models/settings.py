@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from desktop.core.paths import data_home
+from desktop.models.runpod_options import RunpodOptions
 from trainer.config import format_validation_error
 from trainer.protocol import write_json_atomic
 
@@ -58,6 +59,11 @@ class Settings(BaseModel):
         le=3600.0,
     )
     last_config_path: str | None = Field(default=None, title="Last config")
+    runpod: RunpodOptions = Field(
+        default_factory=RunpodOptions,
+        title="RunPod",
+        description="Defaults of RunPod launches (GPU types, cloud, budget, maximum runtime).",
+    )
 
 
 # Each migration turns version N's dict into version N+1's.

@@ -8,6 +8,7 @@ state; the pod log is streamed as server-sent events. `serve_emulator` runs it f
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import select
 import socket
@@ -27,6 +28,8 @@ from runpod_emulator.runpod_server import (
     iso,
     problem,
 )
+
+_PROXIED_REQUEST = ("authorization", "content-type", "content-length")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -54,6 +57,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Handle a DELETE."""
         self._handle("DELETE")
 
+    def do_PUT(self) -> None:
+        """Handle a PUT (only the pod proxy takes one: the agent's uploads)."""
+        self._handle("PUT")
+
     def do_PATCH(self) -> None:
         """Handle a PATCH."""
         self._handle("PATCH")
@@ -71,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query, keep_blank_values=True)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if path.startswith("/proxy/"):
+            return self._proxy(method, path, split.query, raw)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -109,6 +118,38 @@ class _Handler(BaseHTTPRequestHandler):
             for item in emulator.contract.response_errors(op, result.status, result.body):
                 self._record(f"emulator answer to {op.operation_id}: {item}")
         return self._send(result)
+
+    def _proxy(self, method: str, path: str, query: str, raw: bytes) -> None:
+        """RunPod's HTTP proxy: `/proxy/<pod id>/<port>/<rest>` reaches the pod's port (what
+        `https://<pod id>-<port>.proxy.runpod.net/<rest>` does); not an API call, not recorded."""
+        _, _, pod_id, port, *rest = path.split("/")
+        with self.server.emulator.lock:
+            pod = self.server.emulator.pods.get(pod_id)
+            target = pod.proxy.get(int(port)) if pod is not None and port.isdigit() else None
+        if target is None:
+            return self._send(Answer(404, text="404 page not found", content_type="text/plain"))
+        url = urlsplit(target)
+        connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=90)
+        headers = {k: v for k, v in self.headers.items() if k.lower() in _PROXIED_REQUEST}
+        try:
+            connection.request(
+                method, "/" + "/".join(rest) + (f"?{query}" if query else ""), raw or None, headers
+            )
+            response = connection.getresponse()
+            payload = response.read()
+        except OSError:
+            # What RunPod's proxy answers while the container's port does not listen yet.
+            return self._send(Answer(502, text=HTML_502, content_type="text/html"))
+        finally:
+            connection.close()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("content-length", "connection", "date", "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return None
 
     def _record(self, mismatch: str) -> None:
         with self.server.emulator.lock:

@@ -226,6 +226,8 @@ class RunpodEmulator:
         self.faults: list[Fault] = []
         self.full_gpus: set[str] = set()
         self.low_balance = False
+        # RunPod's catalog lags behind its stock: True shows full GPU types as still available.
+        self.stale_catalog = False
         self.provisioning_s = 30.0  # of virtual time, for pods created from now on
         self.starting_s = 20.0
         self.list_lag_s = 0.0
@@ -234,6 +236,12 @@ class RunpodEmulator:
         self.closing = threading.Event()
         self.lock = threading.Condition()
         self._ids = itertools.count(1)
+
+    @property
+    def proxy_template(self) -> str:
+        """The pod proxy URL template (`FTDESK_RUNPOD_PROXY_URL`) that reaches the pods'
+        published ports through this emulator."""
+        return self.url.removesuffix("/v2") + "/proxy/{pod_id}/{port}"
 
     # -- knobs ---------------------------------------------------------------------------------
 
@@ -363,7 +371,8 @@ class RunpodEmulator:
 
     def gpu_json(self, gpu: dict[str, Any]) -> dict[str, Any]:
         """A catalog entry with prices and availability."""
-        availability = "NONE" if gpu["id"] in self.full_gpus else gpu["availability"]
+        full = gpu["id"] in self.full_gpus and not self.stale_catalog
+        availability = "NONE" if full else gpu["availability"]
         entry = {
             "id": gpu["id"],
             "name": gpu["name"],

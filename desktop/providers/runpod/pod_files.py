@@ -1,0 +1,94 @@
+"""What a RunPod job keeps in its folder, and what it sends to the pod.
+
+`pod.json` is the job's pod: its id and unique name, the GPU it got, its hourly cost, the limits
+it was launched with, how much of the pod's events and log the folder already mirrors, and the
+final word once the pod is gone. It holds the job's own bearer token (scoped to this one pod's
+agent, worthless once the pod is deleted) and never the user's RunPod key. Written atomically
+and readable only by the user, so a restarted app reattaches from it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from desktop.models import Job
+from trainer.config import TrainingConfig
+from trainer.protocol import write_json_atomic
+
+__all__ = ["POD_FILE", "PodRecord", "load_record", "pod_config", "save_record", "trainer_bundle"]
+
+POD_FILE = "pod.json"
+
+
+class PodRecord(BaseModel):
+    """The job's pod, as `pod.json` stores it (see the module docstring)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pod_id: str
+    name: str
+    token: str
+    gpu_id: str
+    cost_per_hour: Decimal
+    budget_usd: Decimal
+    max_runtime_s: int
+    created_at: str
+    events_seq: int = -1
+    log_offset: int = 0
+    deleted: bool = False
+    final_state: str | None = None
+    final_reason: str = ""
+    exit_code: int | None = None
+
+
+def load_record(job_dir: Path) -> PodRecord | None:
+    """The job's `pod.json`, or None before a pod was created."""
+    path = job_dir / POD_FILE
+    if not path.is_file():
+        return None
+    return PodRecord.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def save_record(job_dir: Path, record: PodRecord) -> None:
+    """Write `pod.json` atomically, readable only by its owner (it holds the job token)."""
+    write_json_atomic(job_dir / POD_FILE, json.loads(record.model_dump_json()))
+    os.chmod(job_dir / POD_FILE, 0o600)
+
+
+def pod_config(job: Job) -> tuple[TrainingConfig, dict[str, Path]]:
+    """The config the pod trains with and the local files to upload for it.
+
+    A dataset that is a local file travels as `data/<name>` (relative paths resolve against
+    the job folder, where the pod's `config.json` lives); a Hub id or a folder is left as is.
+    """
+    cfg = job.config
+    uploads: dict[str, Path] = {}
+    data = Path(cfg.dataset.path)
+    if not data.is_absolute():
+        data = job.job_dir / data
+    if data.is_file():
+        name = f"data/{data.name}"
+        uploads[name] = data
+        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"path": name})})
+    return cfg, uploads
+
+
+def trainer_bundle() -> bytes:
+    """The app's own `trainer` package as a `.tar.gz` (no caches): the pod trains with the
+    same trainer as a local run."""
+    import trainer
+
+    root = Path(trainer.__file__).parent
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                tar.add(path, arcname=f"trainer/{path.relative_to(root).as_posix()}")
+    return buffer.getvalue()

@@ -1,0 +1,482 @@
+"""The RunPod provider: a job runs on a pod of its own, under a budget, and the pod always goes.
+
+`launch` tries the GPU types in the user's order (those the catalog shows unavailable are
+skipped, a no-capacity answer moves to the next), creates one pod named `ftdesk-<job id>` with
+the bootstrap as its `args` and the job's token in its env (never the user's RunPod key), waits
+until it runs and its agent answers (a pod stuck past the provisioning limit is deleted and the
+job fails), uploads the trainer bundle, the config and the dataset (each verified by sha256) and
+starts the trainer.
+
+`poll` mirrors the pod's `events.jsonl` and `train.log` into the job folder through the agent,
+then reads the mirrored events exactly as the local provider does (an `EventReader` from the
+stored offsets), so `ingest` needs no change. Cost is the pod's hourly cost times the time since
+its creation, both on RunPod's clock. Crossing the budget cancels the trainer and deletes the
+pod in that same poll. When training ends the artifacts are pulled and verified, the agent is
+told so, the whole pod log is in `train.log`, and the pod is deleted. Every way out (done,
+failed, cancelled, budget, stuck, a failed launch) ends with the pod deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+from pydantic import SecretStr
+
+from desktop.core.errors import AuthError, CapacityError, NotFoundError, ProviderError
+from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, RunpodOptions
+from desktop.providers.base import Capability, ProviderContext
+from desktop.providers.runpod.agent_client import AgentClient
+from desktop.providers.runpod.api import DEFAULT_API_URL, RunpodApi, resolve_api_url
+from desktop.providers.runpod.bootstrap import (
+    container_args,
+    default_requirements,
+    pod_env,
+    render_script,
+)
+from desktop.providers.runpod.models import (
+    Availability,
+    CreatePodRequest,
+    GpuRequest,
+    GpuType,
+    Mounts,
+    PersistentMount,
+    Pod,
+    PodStatus,
+)
+from desktop.providers.runpod.pod_files import (
+    PodRecord,
+    load_record,
+    pod_config,
+    save_record,
+    trainer_bundle,
+)
+from desktop.providers.runpod.pod_sync import final_word, mirror, pull_artifacts, read_mirrored
+
+__all__ = [
+    "AGENT_PORT",
+    "API_KEY_ENV",
+    "DEFAULT_PROXY_URL",
+    "NAME_PREFIX",
+    "PROXY_URL_ENV",
+    "RunpodProvider",
+    "build_runpod_provider",
+]
+
+if TYPE_CHECKING:
+    from desktop.core.secrets import SecretStore
+
+log = logging.getLogger(__name__)
+
+NAME_PREFIX = "ftdesk-"
+AGENT_PORT = 8000
+API_KEY_ENV = "FTDESK_RUNPOD_API_KEY"
+PROXY_URL_ENV = "FTDESK_RUNPOD_PROXY_URL"
+DEFAULT_PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
+Sleep = Callable[[float], Awaitable[None]]
+ProxyUrl = Callable[[str, int], str]
+
+
+def template_proxy_url(template: str | None) -> ProxyUrl:
+    """The agent URL of a pod from a template with `{pod_id}` and `{port}`."""
+    chosen = template or os.environ.get(PROXY_URL_ENV) or DEFAULT_PROXY_URL
+    return lambda pod_id, port: chosen.format(pod_id=pod_id, port=port)
+
+
+class RunpodProvider:
+    """Jobs on RunPod pods (see the module docstring).
+
+    Args:
+        context: Settings (`settings.runpod` holds the launch options) and the job secrets.
+        api_key: The account's key; None: `runpod_api_key` from the secret store (the
+            keychain, or `$FTDESK_RUNPOD_API_KEY` for one session), read at each call.
+        secret_store: Makes the secret store (tests pass one on a memory keyring).
+        proxy_url: How a pod's agent is reached; None: the template of the options.
+        sleep: How to wait between checks of a starting pod (tests move a virtual clock).
+        step_s: Seconds between those checks.
+    """
+
+    name = "runpod"
+    capabilities = frozenset({Capability.GPU, Capability.BILLING, Capability.REATTACH})
+
+    def __init__(
+        self,
+        context: ProviderContext,
+        *,
+        api_key: SecretStr | None = None,
+        secret_store: Callable[[], SecretStore] | None = None,
+        proxy_url: ProxyUrl | None = None,
+        sleep: Sleep = asyncio.sleep,
+        step_s: float = 5.0,
+    ) -> None:
+        self._context = context
+        self._api_key = api_key
+        self._secret_store = secret_store or _default_secret_store
+        self._proxy_override = proxy_url
+        self._sleep = sleep
+        self._step_s = step_s
+
+    # -- the protocol's small members -----------------------------------------------------------
+
+    def apply_context(self, context: ProviderContext) -> None:
+        """New options from the next launch on; running pods keep their limits."""
+        self._context = context
+
+    @property
+    def options(self) -> RunpodOptions:
+        """The launch options now in force."""
+        return self._context.settings.runpod
+
+    def _proxy(self, pod_id: str) -> str:
+        proxy = self._proxy_override or template_proxy_url(self.options.proxy_url)
+        return proxy(pod_id, AGENT_PORT)
+
+    async def _key(self) -> SecretStr:
+        """The account key (the keychain is blocking: read in a worker thread)."""
+        if self._api_key is not None:
+            return self._api_key
+        store = self._secret_store()
+        value = await asyncio.to_thread(store.get, "runpod_api_key")
+        if value is None or not value.get_secret_value().strip():
+            raise AuthError(
+                f"no RunPod API key: save it in Settings, or set {API_KEY_ENV} for this session"
+            )
+        return value
+
+    def _http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0))
+
+    async def _api(self, http: httpx.AsyncClient) -> RunpodApi:
+        return RunpodApi(http, await self._key(), base_url=self.options.api_url)
+
+    async def gpu_slots(self) -> tuple[int, ...]:
+        """A pod's GPUs are its own: no local slots are handed out."""
+        return ()
+
+    def queue_position(self, job_id: str) -> int | None:
+        """RunPod jobs never wait in the local queue."""
+        return None
+
+    async def aclose(self) -> None:
+        """Nothing is held between calls: each opens and closes its own client."""
+
+    async def logs(self, job: Job, since: int) -> LogChunk:
+        """The job's `train.log` (the pod's log, mirrored at each poll) from byte `since`."""
+
+        def read() -> LogChunk:
+            path = job.job_dir / "train.log"
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(since)
+                    data = handle.read(1024 * 1024)
+            except FileNotFoundError:
+                data = b""
+            return LogChunk(
+                text=data.decode("utf-8", "replace"), offset=since, next_offset=since + len(data)
+            )
+
+        return await asyncio.to_thread(read)
+
+    async def fetch_artifacts(self, job: Job, dest: Path) -> None:
+        """The artifacts are pulled into the job folder before the pod goes: nothing to do."""
+
+    # -- launch --------------------------------------------------------------------------------
+
+    async def launch(self, job: Job) -> ProviderHandle:
+        """Create the job's pod, wait for its agent, upload, start (see the module docstring).
+
+        Raises:
+            ProviderError: no GPU type could be had (each named with the reason), the pod was
+                stuck past the limit, or an upload failed; no pod is left behind.
+        """
+        options = self.options
+        if not options.gpu_ids:
+            raise ProviderError("no RunPod GPU type chosen: pass --gpu ID[,ID...]")
+        extra = await asyncio.to_thread(self._context.secrets, job)
+        token = secrets.token_urlsafe(32)
+        async with self._http() as http:
+            api = await self._api(http)
+            pod, gpu, price = await self._create(api, job, token, dict(extra))
+            record = PodRecord(
+                pod_id=pod.id,
+                name=pod.name,
+                token=token,
+                gpu_id=gpu,
+                cost_per_hour=price,
+                budget_usd=options.budget_usd,
+                max_runtime_s=options.max_runtime_s,
+                created_at=pod.created_at.isoformat(),
+            )
+            await asyncio.to_thread(save_record, job.job_dir, record)
+            try:
+                agent = AgentClient(http, self._proxy(pod.id), token)
+                await self._wait_running(api, agent, pod)
+                await self._upload_and_start(job, agent, pod)
+            except BaseException:
+                await self._delete(api, job, record)
+                raise
+        return ProviderHandle(
+            provider=self.name,
+            pod_id=pod.id,
+            extra={"gpu": gpu, "cost_per_hour": str(price), "budget_usd": str(record.budget_usd)},
+        )
+
+    async def _create(
+        self, api: RunpodApi, job: Job, token: str, extra: dict[str, str]
+    ) -> tuple[Pod, str, Decimal]:
+        options = self.options
+        catalog: dict[str, GpuType] = {g.id: g for g in await api.gpu_types()}
+        why: list[str] = []
+        api_url = resolve_api_url(options.api_url)
+        args = container_args(render_script(job.id, default_requirements()))
+        for gpu in options.gpu_ids:
+            entry = catalog.get(gpu)
+            if entry is None:
+                why.append(f"{gpu}: not in RunPod's GPU catalog")
+                continue
+            if entry.availability is Availability.NONE:
+                why.append(f"{gpu}: the catalog shows none available")
+                continue
+            price = getattr(entry.price, options.cloud) or Decimal(0)
+            env = pod_env(
+                job.id,
+                token,
+                budget_usd=options.budget_usd,
+                max_runtime_s=options.max_runtime_s,
+                cost_per_hour=price,
+                api_url=api_url if api_url != DEFAULT_API_URL else None,
+                port=AGENT_PORT,
+                extra=extra,
+            )
+            request = CreatePodRequest(
+                name=f"{NAME_PREFIX}{job.id}",
+                image=options.image,
+                gpu=GpuRequest(id=gpu, count=1),
+                cloud="SECURE" if options.cloud == "secure" else "COMMUNITY",
+                disk=options.disk_gb,
+                mounts=Mounts(persistent=PersistentMount(size=options.volume_gb)),
+                ports=(f"{AGENT_PORT}/http",),
+                env={k: SecretStr(v) for k, v in env.items()},
+                args=args,
+            )
+            try:
+                return await api.create_pod(request), gpu, price
+            except CapacityError:
+                why.append(f"{gpu}: no capacity")
+        raise ProviderError(
+            f"job {job.id}: no pod could be created, no money was spent; "
+            + "; ".join(why)
+            + ". Choose other GPU types (--gpu) or try again later"
+        )
+
+    async def _wait_running(self, api: RunpodApi, agent: AgentClient, pod: Pod) -> None:
+        limit = self.options.provisioning_limit_s
+        started = time.monotonic()
+        status = pod.status
+        while True:
+            current = await api.get_pod(pod.id)
+            status = current.status
+            if status is PodStatus.RUNNING:
+                try:
+                    await agent.health()
+                    return
+                except ProviderError:
+                    pass  # the container is up, its agent not yet
+            now = api.server_time or datetime.now(UTC)
+            waited = max((now - pod.created_at).total_seconds(), time.monotonic() - started)
+            if waited > limit:
+                raise ProviderError(
+                    f"pod {pod.id} was still {status.value} after {waited:.0f} s (the limit is "
+                    f"{limit:.0f} s); it was deleted. Try another GPU type or later"
+                )
+            await self._sleep(self._step_s)
+
+    async def _upload_and_start(self, job: Job, agent: AgentClient, pod: Pod) -> None:
+        cfg, files = pod_config(job)
+        bundle = await asyncio.to_thread(trainer_bundle)
+        await agent.upload("trainer-bundle.tar.gz", bundle)
+        for name, path in files.items():
+            await agent.upload(name, await asyncio.to_thread(path.read_bytes))
+        await agent.upload("config.json", cfg.to_json().encode())
+        limit = self.options.provisioning_limit_s
+        started = time.monotonic()
+        while True:
+            try:
+                await agent.start()
+                return
+            except ProviderError as exc:
+                # 409 while the pod still installs the trainer's requirements.
+                if "requirements" not in str(exc) or time.monotonic() - started > limit:
+                    raise
+            await self._sleep(self._step_s)
+
+    # -- poll, cancel, teardown ----------------------------------------------------------------
+
+    async def poll(self, job: Job) -> JobUpdate:
+        """Mirror the pod's events and log, read them as the local provider does, bill, and
+        end the pod when training ended or the budget is crossed."""
+        record = await asyncio.to_thread(load_record, job.job_dir)
+        if record is None:
+            return JobUpdate()
+        if record.deleted:
+            update = await asyncio.to_thread(read_mirrored, job, True)
+            return final_word(job, record, update)
+        async with self._http() as http:
+            api = await self._api(http)
+            agent = AgentClient(http, self._proxy(record.pod_id), record.token)
+            try:
+                pod = await api.get_pod(record.pod_id)
+            except NotFoundError:
+                record = self._gone(api, record)
+                await asyncio.to_thread(save_record, job.job_dir, record)
+                update = await asyncio.to_thread(read_mirrored, job, True)
+                return final_word(job, record, update)
+            cost = self._cost(api, pod, record)
+            health = await agent.health()
+            await agent.heartbeat()
+            record = await mirror(agent, job.job_dir, record)
+            ended = not health.get("trainer_alive") and health.get("state") in (
+                "ended",
+                "recovery",
+            )
+            if cost >= record.budget_usd:
+                spent = f"budget reached (${cost:.2f} spent of ${record.budget_usd:.2f})"
+                await self._stop(api, agent, job, record, JobState.CANCELLED, spent)
+                record = await asyncio.to_thread(load_record, job.job_dir) or record
+                update = await asyncio.to_thread(read_mirrored, job, True)
+                return final_word(job, record, update).model_copy(update={"cost_usd": cost})
+            if health.get("state") == "recovery":
+                restarted = "the pod's container restarted during training"
+                await self._stop(api, agent, job, record, JobState.FAILED, restarted)
+            elif ended:
+                await self._finish(api, agent, job, record, health.get("exit_code"))
+            else:
+                update = await asyncio.to_thread(read_mirrored, job, False)
+                return update.model_copy(update={"cost_usd": cost})
+            record = await asyncio.to_thread(load_record, job.job_dir) or record
+            update = await asyncio.to_thread(read_mirrored, job, True)
+            return final_word(job, record, update).model_copy(update={"cost_usd": cost})
+
+    def _gone(self, api: RunpodApi, record: PodRecord) -> PodRecord:
+        """The pod vanished while nobody watched: say why, as far as RunPod's clock tells.
+
+        Its watchdog deletes it at the budget or the maximum runtime, so a pod gone past
+        either was stopped for that (it stopped at the limit: the budget is what was spent).
+        """
+        state, reason = JobState.FAILED, f"pod {record.pod_id} no longer exists on RunPod"
+        now = api.server_time
+        if now is not None:
+            elapsed = (now - datetime.fromisoformat(record.created_at)).total_seconds()
+            cost = record.cost_per_hour * Decimal(max(0.0, elapsed)) / Decimal(3600)
+            if cost >= record.budget_usd:
+                state = JobState.CANCELLED
+                reason = (
+                    f"budget reached (${record.budget_usd:.2f} spent); the pod's watchdog "
+                    "deleted it"
+                )
+            elif elapsed >= record.max_runtime_s:
+                state = JobState.CANCELLED
+                reason = (
+                    f"maximum runtime reached ({record.max_runtime_s} s); the pod's watchdog "
+                    "deleted it"
+                )
+        return record.model_copy(
+            update={
+                "deleted": True,
+                "final_state": record.final_state or state.value,
+                "final_reason": record.final_reason or reason,
+            }
+        )
+
+    def _cost(self, api: RunpodApi, pod: Pod, record: PodRecord) -> Decimal:
+        hourly = pod.cost if pod.cost > 0 else record.cost_per_hour
+        now = api.server_time or datetime.now(UTC)
+        seconds = max(0.0, (now - pod.created_at).total_seconds())
+        return (hourly * Decimal(seconds) / Decimal(3600)).quantize(Decimal("0.0001"))
+
+    async def _finish(
+        self,
+        api: RunpodApi,
+        agent: AgentClient,
+        job: Job,
+        record: PodRecord,
+        exit_code: object,
+    ) -> None:
+        """Training ended: artifacts home and verified, the agent told, the pod deleted."""
+        code = exit_code if isinstance(exit_code, int) else None
+        record = record.model_copy(update={"exit_code": code})
+        try:
+            await pull_artifacts(agent, job.job_dir, self._sleep)
+            # The whole log first: once confirmed, the pod's watchdog deletes the pod at once.
+            record = await mirror(agent, job.job_dir, record)
+            await agent.confirm()
+        except ProviderError as exc:
+            record = record.model_copy(
+                update={
+                    "final_state": JobState.FAILED.value,
+                    "final_reason": f"the artifacts could not be fetched: {exc}",
+                }
+            )
+        await self._delete(api, job, record)
+
+    async def _stop(
+        self,
+        api: RunpodApi,
+        agent: AgentClient,
+        job: Job,
+        record: PodRecord,
+        state: JobState,
+        reason: str,
+    ) -> None:
+        """Stop the trainer (it checkpoints within the grace), keep what exists, delete."""
+        record = record.model_copy(update={"final_state": state.value, "final_reason": reason})
+        await asyncio.to_thread(save_record, job.job_dir, record)
+        try:
+            await agent.cancel()
+            deadline = time.monotonic() + self._context.settings.cancel_grace_s
+            while time.monotonic() < deadline:
+                health = await agent.health()
+                if not health.get("trainer_alive"):
+                    break
+                await asyncio.sleep(min(1.0, self._step_s))
+            record = await mirror(agent, job.job_dir, record)
+            await pull_artifacts(agent, job.job_dir, self._sleep)
+        except ProviderError as exc:
+            log.info("job %s: stopping pod %s: %s", job.id, record.pod_id, exc)
+        await self._delete(api, job, record)
+
+    async def _delete(self, api: RunpodApi, job: Job, record: PodRecord) -> None:
+        await api.delete_pod(record.pod_id)
+        await asyncio.to_thread(
+            save_record, job.job_dir, record.model_copy(update={"deleted": True})
+        )
+
+    async def cancel(self, job: Job) -> None:
+        """Cancel the trainer, pull what exists after the grace, delete the pod (idempotent)."""
+        record = await asyncio.to_thread(load_record, job.job_dir)
+        if record is None or record.deleted:
+            return
+        async with self._http() as http:
+            api = await self._api(http)
+            agent = AgentClient(http, self._proxy(record.pod_id), record.token)
+            await self._stop(api, agent, job, record, JobState.CANCELLED, "cancelled by the user")
+
+
+def _default_secret_store() -> SecretStore:
+    from desktop.core.secrets import SecretStore
+
+    return SecretStore()
+
+
+def build_runpod_provider(context: ProviderContext) -> RunpodProvider:
+    """The registry's factory: a RunPod provider from the app's context."""
+    return RunpodProvider(context)
