@@ -117,6 +117,15 @@ def test_a_whole_runpod_job_from_the_cli(demo_dir: Path, tmp_path: Path) -> None
     assert emulator.mismatches == []
     jobs = list((home / "jobs").iterdir())
     assert len(jobs) == 1 and (jobs[0] / "output").is_dir()
+    shown = subprocess.run(
+        [sys.executable, "-m", "desktop.cli", "show", jobs[0].name, "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    stored = json.loads(shown.stdout)
+    # The job table's "$ spent / budget": the budget given at launch, and what was spent.
+    assert stored["state"] == "completed", stored
+    # (the emulator's clock stands still here, so the cost is its rate × 0 s)
+    assert float(stored["budget_usd"]) == 5.0 and 0 <= float(stored["cost_usd"]) < 5.0, stored
     for path in home.rglob("*"):
         if path.is_file():
             assert sentinel.encode() not in path.read_bytes(), path

@@ -20,6 +20,7 @@ import math
 import shutil
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -313,7 +314,10 @@ class JobService:
             # The save is compare-and-set on the state: a watcher in another process may move
             # the job between the read and the write; read again rather than undo its change.
             for attempt in range(5):
-                stored = self.store.get_job(job.id).model_copy(update={"handle": handle})
+                update: dict[str, Any] = {"handle": handle}
+                if "budget_usd" in handle.extra:  # a billed provider's limit, for the $ column
+                    update["budget_usd"] = Decimal(handle.extra["budget_usd"])
+                stored = self.store.get_job(job.id).model_copy(update=update)
                 try:
                     self.store.save_job(stored)
                     break
