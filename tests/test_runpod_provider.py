@@ -350,3 +350,72 @@ def test_cancel_stops_the_trainer_keeps_its_log_and_deletes_the_pod(
     assert done.state_reason == "cancelled by the user"
     assert "[pod-boot]" in (demo_dir / "train.log").read_text(encoding="utf-8")
     assert sum(1 for r in emulator.requests if r.method == "DELETE") == 1
+
+
+async def poll_once(provider: RunpodProvider, store: JobStore, job: Job) -> Job:
+    """One poll and its ingest, as one tick of the service's watcher."""
+    update = await provider.poll(job)
+    return (await asyncio.to_thread(ingest, store, job, update)).job
+
+
+@pytest.mark.slow
+def test_a_container_that_restarts_twice_fails_the_job_and_the_pod_is_deleted(
+    served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
+) -> None:
+    """RunPod restarts the container (its uptime falls back) twice: the second restart,
+    counted across a restarted app through pod.json, fails the job with the reason and deletes
+    the pod; the pod's log is kept and the trainer ran once."""
+    emulator, runner = served
+    home = tmp_path / "home"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = demo_job(demo_dir, "20261201-120000-rest", max_steps=100000)
+    store.add_job(job, "created")
+
+    async def scenario() -> Job:
+        provider = provider_for(emulator, home)
+        handle = await provider.launch(job)
+        assert handle.pod_id is not None
+        current = store.get_job(job.id).model_copy(update={"handle": handle})
+        current = await poll_once(provider, store, current)
+        for _ in range(2):
+            emulator.clock.advance(60)
+            current = await poll_once(provider, store, current)
+            assert not current.is_final, current.state_reason
+            emulator.restart_container(handle.pod_id)
+            current = await poll_once(provider, store, current)
+            provider = provider_for(emulator, home)  # the app restarted: pod.json counts on
+        return current
+
+    done = asyncio.run(scenario())
+    assert done.state is JobState.FAILED
+    assert "the pod's container restarted 2 times" in done.state_reason
+    assert "its log is in train.log" in done.state_reason
+    assert emulator.live_pods() == []
+    log = (demo_dir / "train.log").read_text(encoding="utf-8")
+    assert log.count("container start") == 1, "the trainer's container ran more than once"
+    assert len(runner.created) == 1
+
+
+def test_an_exited_pod_is_deleted_and_the_job_fails_with_the_reason(
+    served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
+) -> None:
+    """The pod stopped (EXITED: no container, the disk still billed): one poll deletes it."""
+    emulator, _ = served
+    home = tmp_path / "home"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = demo_job(demo_dir, "20261201-120000-exit", max_steps=100000)
+    store.add_job(job, "created")
+    provider = provider_for(emulator, home)
+
+    async def scenario() -> Job:
+        handle = await provider.launch(job)
+        assert handle.pod_id is not None
+        current = store.get_job(job.id).model_copy(update={"handle": handle})
+        emulator.stop_container(handle.pod_id)
+        return await poll_once(provider, store, current)
+
+    done = asyncio.run(scenario())
+    assert emulator.live_pods() == []
+    assert done.state is JobState.FAILED
+    assert "container stopped (EXITED)" in done.state_reason
+    assert "[pod-boot]" in (demo_dir / "train.log").read_text(encoding="utf-8")

@@ -46,6 +46,8 @@ class PodRecord(BaseModel):
     final_state: str | None = None
     final_reason: str = ""
     exit_code: int | None = None
+    uptime_s: int | None = None
+    restarts: int = 0
 
 
 def load_record(job_dir: Path) -> PodRecord | None:

@@ -12,8 +12,11 @@ then reads the mirrored events exactly as the local provider does (an `EventRead
 stored offsets), so `ingest` needs no change. Cost is the pod's hourly cost times the time since
 its creation, both on RunPod's clock. Crossing the budget cancels the trainer and deletes the
 pod in that same poll. When training ends the artifacts are pulled and verified, the agent is
-told so, the whole pod log is in `train.log`, and the pod is deleted. Every way out (done,
-failed, cancelled, budget, stuck, a failed launch) ends with the pod deleted.
+told so, the whole pod log is in `train.log`, and the pod is deleted. A container that
+RunPod restarted (its uptime falls back; counted in `pod.json`) twice, or a pod that EXITED
+(no container, still billing), is given up: its log kept, the pod deleted, the job failed with
+the reason. Every way out (done, failed, cancelled, budget, stuck, a restart loop, a failed
+launch) ends with the pod deleted.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ AGENT_PORT = 8000
 API_KEY_ENV = "FTDESK_RUNPOD_API_KEY"
 PROXY_URL_ENV = "FTDESK_RUNPOD_PROXY_URL"
 DEFAULT_PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
+MAX_RESTARTS = 2  # container restarts before the pod is given up (a crash loop bills on)
 Sleep = Callable[[float], Awaitable[None]]
 ProxyUrl = Callable[[str, int], str]
 
@@ -341,6 +345,12 @@ class RunpodProvider:
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update)
             cost = self._cost(api, pod, record)
+            broken = await self._broken_container(job, pod, record)
+            if broken is not None:
+                await self._abandon(api, agent, job, broken)
+                record = await asyncio.to_thread(load_record, job.job_dir) or broken
+                update = await asyncio.to_thread(read_mirrored, job, True)
+                return final_word(job, record, update).model_copy(update={"cost_usd": cost})
             health = await agent.health()
             await agent.heartbeat()
             record = await mirror(agent, job.job_dir, record)
@@ -365,6 +375,53 @@ class RunpodProvider:
             record = await asyncio.to_thread(load_record, job.job_dir) or record
             update = await asyncio.to_thread(read_mirrored, job, True)
             return final_word(job, record, update).model_copy(update={"cost_usd": cost})
+
+    async def _broken_container(self, job: Job, pod: Pod, record: PodRecord) -> PodRecord | None:
+        """The record with the job's failure when the pod's container is beyond saving, else
+        None (the uptime seen is saved, so a restarted app keeps counting).
+
+        An EXITED pod no longer runs its container but still bills its disk. A container
+        restart shows as `runtime.uptime` falling back; after `MAX_RESTARTS` of them the pod
+        is given up rather than left restarting on the user's money.
+        """
+        if pod.status is PodStatus.EXITED:
+            reason = (
+                f"pod {pod.id}'s container stopped (EXITED) while the pod still billed; the pod "
+                "was deleted and its log is in train.log"
+            )
+            return record.model_copy(
+                update={"final_state": JobState.FAILED.value, "final_reason": reason}
+            )
+        uptime = pod.runtime.uptime if pod.runtime is not None else None
+        if uptime is None:
+            return None
+        last = record.uptime_s
+        restarted = last is not None and uptime < last
+        restarts = record.restarts + (1 if restarted else 0)
+        record = record.model_copy(update={"uptime_s": uptime, "restarts": restarts})
+        await asyncio.to_thread(save_record, job.job_dir, record)
+        if restarted:
+            log.info("job %s: pod %s's container restarted (%d)", job.id, pod.id, restarts)
+        if restarts < MAX_RESTARTS:
+            return None
+        reason = (
+            f"the pod's container restarted {restarts} times (its uptime fell back, last from "
+            f"{last} s to {uptime} s); the pod was deleted and its log is in train.log"
+        )
+        return record.model_copy(
+            update={"final_state": JobState.FAILED.value, "final_reason": reason}
+        )
+
+    async def _abandon(
+        self, api: RunpodApi, agent: AgentClient, job: Job, record: PodRecord
+    ) -> None:
+        """Keep what the agent still serves (its events and log), then delete the pod."""
+        await asyncio.to_thread(save_record, job.job_dir, record)
+        try:
+            record = await mirror(agent, job.job_dir, record)
+        except ProviderError as exc:
+            log.info("job %s: pod %s's agent no longer answers: %s", job.id, record.pod_id, exc)
+        await self._delete(api, job, record)
 
     def _gone(self, api: RunpodApi, record: PodRecord) -> PodRecord:
         """The pod vanished while nobody watched: say why, as far as RunPod's clock tells.
