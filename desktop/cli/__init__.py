@@ -1,7 +1,7 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor, repair. `--json` prints machine-readable output.
+metrics, validate, check-data, keys, doctor, repair, pods. `--json` prints machine-readable output.
 Expected errors print one sentence naming the field, line or value and exit with the error's
 code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
 (`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
@@ -37,6 +37,7 @@ from desktop.cli.commands import (
     cmd_validate,
 )
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
 from desktop.core.errors import ConfigError, FtdeskError
 
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add("repair", cmd_repair, "rebuild a damaged job database from the job folders")
+
+    p = add("pods", cmd_pods, "RunPod pods named ftdesk- that no live job owns, with their $/h")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--delete-orphans", action="store_true", help="delete those pods")
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")
