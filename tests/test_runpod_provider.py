@@ -419,3 +419,47 @@ def test_an_exited_pod_is_deleted_and_the_job_fails_with_the_reason(
     assert done.state is JobState.FAILED
     assert "container stopped (EXITED)" in done.state_reason
     assert "[pod-boot]" in (demo_dir / "train.log").read_text(encoding="utf-8")
+
+
+def test_the_create_asks_for_the_images_cuda_and_carries_the_job_secrets(
+    served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
+) -> None:
+    """The default image is built for CUDA 12.8: the create asks for hosts with at least that
+    (`gpu.minCudaVersion`, as RunPod's OpenAPI file names it, validated by the emulator), and
+    the job's HF token and W&B key ride in the pod's env. No capacity: nothing is created."""
+    emulator, _ = served
+    emulator.no_capacity(RTX)
+    emulator.stale_catalog = True  # the catalog shows it available: the create is sent
+    job = demo_job(demo_dir, "20261201-120000-cuda")
+    provider = provider_for(emulator, tmp_path / "home")
+    secrets = {"HF_TOKEN": "hf_sentinel_token", "WANDB_API_KEY": "wandb-sentinel-key"}
+    provider._context = ProviderContext(
+        provider._context.settings,
+        tmp_path / "home",
+        TrainerRuntime(),
+        secrets=lambda job: secrets,
+    )
+    with pytest.raises(ProviderError, match="no capacity"):
+        asyncio.run(provider.launch(job))
+    create = next(r for r in emulator.requests if (r.method, r.path) == ("POST", "/v2/pods"))
+    assert create.body["gpu"]["minCudaVersion"] == "12.8"
+    assert "allowedCudaVersions" not in create.body["gpu"]  # exclusive with the floor
+    for name, value in secrets.items():
+        assert create.body["env"][name] == value
+    assert emulator.live_pods() == []
+
+
+@pytest.mark.parametrize(
+    ("image", "cuda"),
+    [
+        ("runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404", "12.8"),
+        ("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "12.4"),
+        ("pytorch/pytorch:2.1.0-cuda11.8-cudnn8-runtime", "11.8"),
+        ("ghcr.io/me/trainer:cu121", "12.1"),
+        ("ghcr.io/me/trainer:latest", None),
+    ],
+)
+def test_the_cuda_an_image_needs_is_read_from_its_tag(image: str, cuda: str | None) -> None:
+    from desktop.providers.runpod.provider import image_min_cuda
+
+    assert image_min_cuda(image) == cuda

@@ -1,11 +1,12 @@
 """The RunPod provider: a job runs on a pod of its own, under a budget, and the pod always goes.
 
 `launch` tries the GPU types in the user's order (those the catalog shows unavailable are
-skipped, a no-capacity answer moves to the next), creates one pod named `ftdesk-<job id>` with
-the bootstrap as its `args` and the job's token in its env (never the user's RunPod key), waits
-until it runs and its agent answers (a pod stuck past the provisioning limit is deleted and the
-job fails), uploads the trainer bundle, the config and the dataset (each verified by sha256) and
-starts the trainer.
+skipped, a no-capacity answer moves to the next), creates one pod named `ftdesk-<job id>` on a
+host whose CUDA is at least what the image's tag names, with the bootstrap as its `args`, the
+job's token in its env (never the user's RunPod key) and the job's HF token / W&B key when set;
+waits until it runs and its agent answers (a pod stuck past the provisioning limit is deleted
+and the job fails), uploads the trainer bundle, the config and the dataset (each verified by
+sha256) and starts the trainer.
 
 `poll` mirrors the pod's `events.jsonl` and `train.log` into the job folder through the agent,
 then reads the mirrored events exactly as the local provider does (an `EventReader` from the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -73,6 +75,7 @@ __all__ = [
     "PROXY_URL_ENV",
     "RunpodProvider",
     "build_runpod_provider",
+    "image_min_cuda",
 ]
 
 if TYPE_CHECKING:
@@ -88,6 +91,21 @@ DEFAULT_PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
 MAX_RESTARTS = 2  # container restarts before the pod is given up (a crash loop bills on)
 Sleep = Callable[[float], Awaitable[None]]
 ProxyUrl = Callable[[str, int], str]
+
+
+_CUDA_DOTTED = re.compile(r"cuda(\d+)\.(\d+)", re.IGNORECASE)
+_CUDA_PACKED = re.compile(r"(?:^|[-:_/.])cu(\d{2})(\d)\d*(?=$|[-_.])", re.IGNORECASE)
+
+
+def image_min_cuda(image: str) -> str | None:
+    """The CUDA version (`major.minor`) an image's tag says it was built for, or None.
+
+    `cuda12.4.1` and `cu1281` (RunPod's and PyTorch's spellings) both count; a host with an
+    older driver cannot run such an image, so the create asks for at least this version.
+    """
+    tag = image.rsplit("/", 1)[-1]
+    found = _CUDA_DOTTED.search(tag) or _CUDA_PACKED.search(tag)
+    return f"{int(found.group(1))}.{int(found.group(2))}" if found else None
 
 
 def template_proxy_url(template: str | None) -> ProxyUrl:
@@ -264,7 +282,7 @@ class RunpodProvider:
             request = CreatePodRequest(
                 name=f"{NAME_PREFIX}{job.id}",
                 image=options.image,
-                gpu=GpuRequest(id=gpu, count=1),
+                gpu=GpuRequest(id=gpu, count=1, min_cuda_version=image_min_cuda(options.image)),
                 cloud="SECURE" if options.cloud == "secure" else "COMMUNITY",
                 disk=options.disk_gb,
                 mounts=Mounts(persistent=PersistentMount(size=options.volume_gb)),
