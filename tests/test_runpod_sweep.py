@@ -95,3 +95,103 @@ def test_pods_lists_orphans_with_their_price_and_deletes_only_them(
 
     assert main(["pods"]) == 0
     assert "no orphaned pods" in capsys.readouterr().out
+
+
+def _job_with_record(
+    tmp_path: Path, demo_dir: Path, job_id: str, pod_id: str, *states: JobState
+) -> Path:
+    """A RunPod job stored through `states` whose own folder holds a pod.json naming `pod_id`."""
+    from desktop.providers.runpod.pod_files import PodRecord, save_record
+
+    job_dir = tmp_path / "home" / "jobs" / job_id
+    job_dir.mkdir(parents=True)
+    save_record(
+        job_dir,
+        PodRecord(
+            pod_id=pod_id,
+            name=f"ftdesk-{job_id}",
+            token="job-token-0123456789",
+            gpu_id="NVIDIA GeForce RTX 4090",
+            cost_per_hour="0.69",
+            budget_usd="10",
+            max_runtime_s=3600,
+            created_at="2026-12-01T12:00:00Z",
+            deleted=True,
+            final_state="failed",
+            final_reason="the app lost the pod",
+        ),
+    )
+    store = JobStore(tmp_path / "home" / "ftdesk.sqlite3")
+    job = Job(
+        id=job_id,
+        name=job_id,
+        provider="runpod",
+        config=load_config(demo_dir / "config.json"),
+        job_dir=job_dir,
+        handle=ProviderHandle(provider="runpod", pod_id=pod_id),
+    )
+    store.add_job(job, "created")
+    for state in states:
+        job = store.transition(job, state, "a test's history")
+    store.close()
+    return job_dir
+
+
+def test_adopt_relinks_an_unknown_job_to_its_running_pod(
+    emulator: RunpodEmulator,
+    demo_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from desktop.providers.runpod.pod_files import load_record
+
+    pod = emulator.add_pod(f"ftdesk-{LIVE}")
+    job_dir = _job_with_record(
+        tmp_path, demo_dir, LIVE, "pod-lost-earlier", JobState.STARTING, JobState.UNKNOWN
+    )
+    assert main(["pods", "--json"]) == 0
+    assert [o["pod_id"] for o in json.loads(capsys.readouterr().out)] == [pod.id]
+
+    assert main(["pods", "--adopt", pod.id]) == 0
+    said = capsys.readouterr().out
+    assert f"adopted pod {pod.id}" in said and LIVE in said, said
+    store = JobStore(tmp_path / "home" / "ftdesk.sqlite3")
+    job = store.get_job(LIVE)
+    store.close()
+    assert job.handle is not None and job.handle.pod_id == pod.id
+    assert job.state is JobState.UNKNOWN  # the provider's next poll settles it
+    record = load_record(job_dir)
+    assert record is not None and record.pod_id == pod.id
+    assert not record.deleted and record.final_state is None
+    assert record.token == "job-token-0123456789", "the agent's token was lost"
+
+    assert main(["pods"]) == 0
+    assert "no orphaned pods" in capsys.readouterr().out
+    assert [p.id for p in emulator.live_pods()] == [pod.id]
+
+
+def test_adopt_refuses_a_failed_job_and_a_job_not_in_the_store(
+    emulator: RunpodEmulator,
+    demo_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failed = emulator.add_pod(f"ftdesk-{DONE}")
+    stranger = emulator.add_pod(f"ftdesk-{UNKNOWN}")
+    job_dir = _job_with_record(
+        tmp_path, demo_dir, DONE, "pod-lost-earlier", JobState.STARTING, JobState.FAILED
+    )
+    before = (job_dir / "pod.json").read_bytes()
+
+    assert main(["pods", "--adopt", failed.id]) != 0
+    err = capsys.readouterr().err
+    assert f"job {DONE} is failed" in err and "--delete-orphans" in err, err
+    assert (job_dir / "pod.json").read_bytes() == before
+
+    assert main(["pods", "--adopt", stranger.id]) != 0
+    err = capsys.readouterr().err
+    assert "job folder is not here" in err and "--delete-orphans" in err, err
+
+    assert main(["pods", "--adopt", "no-such-pod"]) != 0
+    assert "no-such-pod" in capsys.readouterr().err
+    assert sorted(p.id for p in emulator.live_pods()) == sorted([failed.id, stranger.id])

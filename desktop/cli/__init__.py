@@ -141,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pods", cmd_pods, "RunPod pods named ftdesk- that no live job owns, with their $/h")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--delete-orphans", action="store_true", help="delete those pods")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--delete-orphans", action="store_true", help="delete those pods")
+    g.add_argument(
+        "--adopt",
+        metavar="POD_ID",
+        help="re-link the unknown job a running pod is named for to that pod",
+    )
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

@@ -1,7 +1,9 @@
-"""`finetune-desk pods [--json] [--delete-orphans]`: RunPod pods no live job owns.
+"""`finetune-desk pods [--json] [--delete-orphans | --adopt POD_ID]`: RunPod pods no live job owns.
 
 Lists the account's pods named `ftdesk-…` that no active job of this store owns (see
 `desktop.providers.runpod.sweep`), each with its $/h, and deletes them with `--delete-orphans`.
+`--adopt POD_ID` re-links a running pod to the `unknown` job it is named for (see
+`sweep.adoption_target`).
 The account key comes from the secret store (the keychain, or `$FTDESK_RUNPOD_API_KEY` for one
 session), the API base from the settings or `$FTDESK_RUNPOD_API_URL`, as the provider's do.
 """
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
     from desktop.cli.commands import Context
     from desktop.models import Job
+    from desktop.providers.runpod.models import Pod
     from desktop.providers.runpod.sweep import Orphan
 
 __all__ = ["cmd_pods"]
@@ -48,8 +51,35 @@ def _jobs() -> list[Job]:
         store.close()
 
 
+def _adopt(ctx: Context, key: SecretStr, jobs: list[Job], pod_id: str) -> int:
+    """Re-link the unknown job the pod is named for to it, in pod.json and in the store."""
+    import httpx
+
+    from desktop.core.store import JobStore
+    from desktop.providers.runpod.api import RunpodApi
+    from desktop.providers.runpod.sweep import adopt_pod
+
+    async def go() -> tuple[Job, Pod]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0)) as http:
+            api = RunpodApi(http, key, base_url=ctx.settings.runpod.api_url)
+            return await adopt_pod(api, jobs, pod_id)
+
+    job, pod = asyncio.run(go())
+    store = JobStore()
+    try:
+        store.save_job(job)
+    finally:
+        store.close()
+    print(
+        f"adopted pod {pod.id} ({pod.name}, ${pod.cost:.2f}/h) for job {job.id}: it stays "
+        "unknown until the app's next poll of the pod settles it"
+    )
+    return 0
+
+
 def cmd_pods(ctx: Context) -> int:
-    """`pods [--json] [--delete-orphans]`: orphaned RunPod pods, listed or deleted."""
+    """`pods [--json] [--delete-orphans | --adopt POD_ID]`: orphaned RunPod pods, listed,
+    deleted or adopted."""
     import httpx
 
     from desktop.providers.runpod.api import RunpodApi
@@ -59,6 +89,8 @@ def cmd_pods(ctx: Context) -> int:
         raise AuthError("`pods` asks RunPod for the account's pods: drop --offline to run it")
     key = _api_key()
     jobs = _jobs()
+    if ctx.ns.adopt:
+        return _adopt(ctx, key, jobs, ctx.ns.adopt)
     delete = bool(ctx.ns.delete_orphans)
 
     async def go() -> list[Orphan]:

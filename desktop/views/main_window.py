@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.views import operations, window_guides
+from desktop.views.close_guard import CloseGuard
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.error_list import ErrorList
 from desktop.views.heavy_imports import HEAVY_MODULES, import_heavy_modules
@@ -299,6 +300,7 @@ class MainWindow(QMainWindow):
         self.config_actions.demo_ready.connect(self.demo_ready)
         self.config_actions.demo_pending_changed.connect(self._on_config_actions_demo_pending)
         self.job_actions = JobActions(self)
+        self.close_guard = CloseGuard(self)
         dataset_section: Any = self.editor.section("Dataset")
         dataset_section.form.addRow("", self.preflight_button)
         self._replace(self.main_split, 0, self.editor)
@@ -557,7 +559,11 @@ class MainWindow(QMainWindow):
         self.layout_memory.save(self, self.splitters, self.fit_badge)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Remember the layout and config; jobs keep running (the next start reattaches)."""
+        """Remember the layout and config; jobs keep running (the next start reattaches). With
+        billed cloud jobs active, first ask whether to leave them running (`CloseGuard`)."""
+        if not self._closing and self._is_ready and not self.close_guard.allows_close():
+            event.ignore()
+            return
         if not self._closing:
             self._closing = True
             self._fit_timer.stop()

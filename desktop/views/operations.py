@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -491,3 +491,57 @@ def runtime_blockers(config: TrainingConfig, doctor: DoctorReport | None, target
     if target != "local" or doctor is None:
         return []
     return blockers(config, TargetCapabilities.from_doctor(doctor))
+
+
+def billed_active_jobs(service: JobService, jobs: Iterable[Job]) -> list[Job]:
+    """The active jobs among `jobs` whose provider bills (`Capability.BILLING`): the cloud jobs
+    a closing window asks about. A provider that cannot be built now (offline mode, gone from
+    the registry) is skipped: nothing could be cancelled through it either."""
+    from desktop.models import ACTIVE_STATES
+    from desktop.providers.base import Capability
+
+    billed: list[Job] = []
+    for job in jobs:
+        if job.state not in ACTIVE_STATES:
+            continue
+        try:
+            backend = service.provider(job.provider)
+        except FtdeskError as exc:
+            log.info("job %s: its provider is not available at close: %s", job.id, exc)
+            continue
+        if Capability.BILLING in backend.capabilities:
+            billed.append(job)
+    return billed
+
+
+def cloud_job_limits(job: Job) -> str:
+    """`budget $X, max runtime Y` of a cloud job: its budget, and the maximum runtime its
+    pod.json recorded at launch ("not recorded" where there is none)."""
+    from desktop.providers.runpod.pod_files import load_record
+
+    try:
+        record = load_record(job.job_dir)
+    except (OSError, ValueError) as exc:
+        log.info("job %s: pod.json unreadable: %s", job.id, exc)
+        record = None
+    amount = job.budget_usd if job.budget_usd is not None or record is None else record.budget_usd
+    budget = "not set" if amount is None else f"${amount}"
+    runtime = "not recorded" if record is None else f"{record.max_runtime_s / 3600:g} h"
+    return f"budget {budget}, max runtime {runtime}"
+
+
+async def cancel_jobs(service: JobService, job_ids: Iterable[str]) -> list[str]:
+    """Cancel each job (its provider's cancel: the trainer checkpoints, the pod is deleted);
+    returns the ids cancelled. The first failure raises after the others were asked."""
+    done: list[str] = []
+    failures: list[BaseException] = []
+    for job_id in job_ids:
+        try:
+            await service.cancel(job_id)
+        except FtdeskError as exc:
+            failures.append(exc)
+        else:
+            done.append(job_id)
+    if failures:
+        raise failures[0]
+    return done

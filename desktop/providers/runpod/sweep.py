@@ -14,12 +14,22 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-from desktop.models import Job
+from desktop.core.errors import JobStateError
+from desktop.models import Job, JobState, ProviderHandle
 from desktop.providers.runpod.api import RunpodApi
 from desktop.providers.runpod.models import Pod
+from desktop.providers.runpod.pod_files import load_record, save_record
 from desktop.providers.runpod.provider import NAME_PREFIX
 
-__all__ = ["Orphan", "delete_orphans", "find_orphans", "orphans_among"]
+__all__ = [
+    "Orphan",
+    "adopt_pod",
+    "adoption_target",
+    "delete_orphans",
+    "find_orphans",
+    "orphans_among",
+    "relink",
+]
 
 
 @dataclass(frozen=True)
@@ -90,3 +100,80 @@ async def delete_orphans(api: RunpodApi, jobs: Iterable[Job]) -> list[Orphan]:
     for orphan in orphans:
         await api.delete_pod(orphan.pod_id)
     return orphans
+
+
+_DELETE_HINT = "delete it with: finetune-desk pods --delete-orphans"
+
+
+def adoption_target(pods: Iterable[Pod], jobs: Iterable[Job], pod_id: str) -> tuple[Job, Pod]:
+    """The job that may adopt the pod `pod_id`, and the pod.
+
+    Only an `unknown` job may: it is still active, and whatever its provider observes next
+    (training, completed, failed) is an allowed move from unknown. A final job cannot go back
+    (a failed or cancelled job moves only to queued, which would launch a new pod).
+
+    Raises:
+        JobStateError: in one sentence, why this pod cannot be adopted and what to do instead.
+    """
+    pod = next((p for p in pods if p.id == pod_id), None)
+    if pod is None:
+        raise JobStateError(
+            f"pod {pod_id} is not in this RunPod account; list them: finetune-desk pods"
+        )
+    if not pod.name.startswith(NAME_PREFIX):
+        raise JobStateError(
+            f"pod {pod_id} ({pod.name}) was not made by finetune-desk: nothing adopts it"
+        )
+    job_id = pod.name.removeprefix(NAME_PREFIX)
+    job = next((j for j in jobs if j.id == job_id and j.provider == "runpod"), None)
+    if job is None:
+        raise JobStateError(
+            f"pod {pod_id} is named for job {job_id}, whose job folder is not here (not in this "
+            f"job list), so nothing can adopt it; {_DELETE_HINT}"
+        )
+    if job.state is not JobState.UNKNOWN:
+        if not job.is_final and job.handle is not None and job.handle.pod_id == pod.id:
+            raise JobStateError(f"pod {pod_id} already belongs to job {job.id} ({job.state.value})")
+        raise JobStateError(
+            f"job {job.id} is {job.state.value}: only an unknown job can be re-linked to its pod "
+            f"(a {job.state.value} job can only be resumed on a new pod); {_DELETE_HINT}"
+        )
+    return job, pod
+
+
+def relink(job: Job, pod: Pod) -> Job:
+    """Point the job's pod.json and handle at `pod` (its token, budget and limits kept); returns
+    the job to store. The job stays unknown: the provider's next poll settles its state.
+
+    Raises:
+        JobStateError: the job's pod.json (with the pod agent's token) is missing.
+    """
+    record = load_record(job.job_dir)
+    if record is None:
+        raise JobStateError(
+            f"job {job.id} has no pod.json in {job.job_dir}: without the agent's token the app "
+            f"cannot talk to pod {pod.id}; {_DELETE_HINT}"
+        )
+    save_record(
+        job.job_dir,
+        record.model_copy(
+            update={
+                "pod_id": pod.id,
+                "name": pod.name,
+                "cost_per_hour": pod.cost,
+                "deleted": False,
+                "final_state": None,
+                "final_reason": "",
+                "exit_code": None,
+            }
+        ),
+    )
+    base = job.handle if job.handle is not None else ProviderHandle(provider="runpod")
+    return job.model_copy(update={"handle": base.model_copy(update={"pod_id": pod.id})})
+
+
+async def adopt_pod(api: RunpodApi, jobs: Iterable[Job], pod_id: str) -> tuple[Job, Pod]:
+    """Re-link the unknown job a running pod is named for to that pod (see `adoption_target`,
+    `relink`); returns the job to store and the pod."""
+    job, pod = adoption_target(await api.list_pods(), jobs, pod_id)
+    return relink(job, pod), pod
