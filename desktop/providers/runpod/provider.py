@@ -363,7 +363,9 @@ class RunpodProvider:
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update)
             cost = self._cost(api, pod, record)
-            broken = await self._broken_container(job, pod, record)
+            # The record as saved with the uptime seen: what follows saves it again (the mirror's
+            # offsets) and must not put back an older restart count.
+            record, broken = await self._broken_container(job, pod, record)
             if broken is not None:
                 await self._abandon(api, agent, job, broken)
                 record = await asyncio.to_thread(load_record, job.job_dir) or broken
@@ -394,9 +396,11 @@ class RunpodProvider:
             update = await asyncio.to_thread(read_mirrored, job, True)
             return final_word(job, record, update).model_copy(update={"cost_usd": cost})
 
-    async def _broken_container(self, job: Job, pod: Pod, record: PodRecord) -> PodRecord | None:
-        """The record with the job's failure when the pod's container is beyond saving, else
-        None (the uptime seen is saved, so a restarted app keeps counting).
+    async def _broken_container(
+        self, job: Job, pod: Pod, record: PodRecord
+    ) -> tuple[PodRecord, PodRecord | None]:
+        """The record with the uptime seen (saved, so a restarted app keeps counting), and the
+        record with the job's failure when the pod's container is beyond saving, else None.
 
         An EXITED pod no longer runs its container but still bills its disk. A container
         restart shows as `runtime.uptime` falling back; after `MAX_RESTARTS` of them the pod
@@ -407,12 +411,12 @@ class RunpodProvider:
                 f"pod {pod.id}'s container stopped (EXITED) while the pod still billed; the pod "
                 "was deleted and its log is in train.log"
             )
-            return record.model_copy(
+            return record, record.model_copy(
                 update={"final_state": JobState.FAILED.value, "final_reason": reason}
             )
         uptime = pod.runtime.uptime if pod.runtime is not None else None
         if uptime is None:
-            return None
+            return record, None
         last = record.uptime_s
         restarted = last is not None and uptime < last
         restarts = record.restarts + (1 if restarted else 0)
@@ -421,12 +425,12 @@ class RunpodProvider:
         if restarted:
             log.info("job %s: pod %s's container restarted (%d)", job.id, pod.id, restarts)
         if restarts < MAX_RESTARTS:
-            return None
+            return record, None
         reason = (
             f"the pod's container restarted {restarts} times (its uptime fell back, last from "
             f"{last} s to {uptime} s); the pod was deleted and its log is in train.log"
         )
-        return record.model_copy(
+        return record, record.model_copy(
             update={"final_state": JobState.FAILED.value, "final_reason": reason}
         )
 
