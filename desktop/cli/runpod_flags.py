@@ -1,6 +1,6 @@
-"""`run`'s RunPod flags: `--gpu ID[,ID...] [--cloud secure|community] --budget USD
-[--max-runtime 2h]`, turned into this run's `Settings.runpod` (the saved defaults, replaced
-only where a flag is given)."""
+"""`run`'s RunPod flags: `--gpu ID[,ID...] [--gpu-count N] [--cloud secure|community]
+--budget USD [--max-runtime 2h]`, turned into this run's `Settings.runpod` (the saved
+defaults, replaced only where a flag is given)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def add_runpod_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("RunPod (with --provider runpod)")
     group.add_argument(
         "--gpu", metavar="ID[,ID...]", help="GPU type ids, tried in this order when one is full"
+    )
+    group.add_argument(
+        "--gpu-count", metavar="N", help="GPUs in the pod (one training process per GPU)"
     )
     group.add_argument("--cloud", choices=("secure", "community"), help="RunPod's cloud")
     group.add_argument("--budget", metavar="USD", help="delete the pod once it cost this much")
@@ -53,6 +56,7 @@ def runpod_settings(ns: argparse.Namespace, settings: Settings) -> Settings:
     """
     given = {
         "--gpu": ns.gpu,
+        "--gpu-count": ns.gpu_count,
         "--cloud": ns.cloud,
         "--budget": ns.budget,
         "--max-runtime": ns.max_runtime,
@@ -68,6 +72,10 @@ def runpod_settings(ns: argparse.Namespace, settings: Settings) -> Settings:
         if not gpus:
             raise ConfigError("--gpu: give at least one GPU type id, e.g. --gpu 'NVIDIA A40'")
         changes["gpu_ids"] = gpus
+    if ns.gpu_count is not None:
+        if not ns.gpu_count.strip().isdigit() or int(ns.gpu_count) < 1:
+            raise ConfigError(f"--gpu-count {ns.gpu_count!r}: give a whole number of GPUs, e.g. 2")
+        changes["gpu_count"] = int(ns.gpu_count)
     if ns.cloud is not None:
         changes["cloud"] = ns.cloud
     if ns.budget is not None:

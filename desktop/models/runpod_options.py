@@ -1,8 +1,8 @@
-"""What a RunPod job is launched with: GPU types, cloud, budget, maximum runtime.
+"""What a RunPod job is launched with: GPU types and count, cloud, budget, maximum runtime.
 
-Held in `Settings.runpod` (the defaults a person sets once; the CLI's `--gpu`, `--cloud`,
-`--budget` and `--max-runtime` replace them for one run) and copied into the job's folder at
-launch (`pod.json`), so a job keeps the limits it started with.
+Held in `Settings.runpod` (the defaults a person sets once; the CLI's `--gpu`, `--gpu-count`,
+`--cloud`, `--budget` and `--max-runtime` replace them for one run) and copied into the job's
+folder at launch (`pod.json`), so a job keeps the limits it started with.
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ class RunpodOptions(BaseModel):
         default=(),
         title="GPU types",
         description="RunPod GPU type ids, tried in this order (e.g. 'NVIDIA GeForce RTX 4090').",
+    )
+    gpu_count: int = Field(
+        default=1,
+        title="GPUs per pod",
+        description="GPUs in the job's pod; more than one trains with one process per GPU "
+        "(the trainer's multi-process launcher), billed per GPU.",
+        ge=1,
+        le=8,
     )
     cloud: Literal["secure", "community"] = Field(default="secure", title="Cloud")
     budget_usd: Decimal = Field(

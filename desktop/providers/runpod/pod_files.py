@@ -64,13 +64,21 @@ def save_record(job_dir: Path, record: PodRecord) -> None:
     os.chmod(job_dir / POD_FILE, 0o600)
 
 
-def pod_config(job: Job) -> tuple[TrainingConfig, dict[str, Path]]:
+def pod_config(job: Job, gpu_count: int = 1) -> tuple[TrainingConfig, dict[str, Path]]:
     """The config the pod trains with and the local files to upload for it.
 
     A dataset that is a local file travels as `data/<name>` (relative paths resolve against
     the job folder, where the pod's `config.json` lives); a Hub id or a folder is left as is.
+    The pod's GPUs are the job's: `hardware.num_gpus` becomes `gpu_count`, so more than one
+    runs the trainer's multi-process launcher (`trainer.launch`, rank 0 alone writes events).
+    A config pinned to the CPU (`hardware.device: cpu`, as the emulator's GPU-less pods train)
+    runs one gloo process per GPU instead (`cpu_processes`).
     """
     cfg = job.config
+    hardware = {"num_gpus": gpu_count}
+    if cfg.hardware.device == "cpu":
+        hardware["cpu_processes"] = gpu_count
+    cfg = cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update=hardware)})
     uploads: dict[str, Path] = {}
     data = Path(cfg.dataset.path)
     if not data.is_absolute():

@@ -6,7 +6,8 @@ host whose CUDA is at least what the image's tag names, with the bootstrap as it
 job's token in its env (never the user's RunPod key) and the job's HF token / W&B key when set;
 waits until it runs and its agent answers (a pod stuck past the provisioning limit is deleted
 and the job fails), uploads the trainer bundle, the config and the dataset (each verified by
-sha256) and starts the trainer.
+sha256) and starts the trainer. A pod with `gpu_count` GPUs trains with one process per GPU
+through the trainer's multi-process launcher, as a local multi-GPU job does (`pod_config`).
 
 `poll` mirrors the pod's `events.jsonl` and `train.log` into the job folder through the agent,
 then reads the mirrored events exactly as the local provider does (an `EventReader` from the
@@ -242,14 +243,19 @@ class RunpodProvider:
             try:
                 agent = AgentClient(http, self._proxy(pod.id), token)
                 await self._wait_running(api, agent, pod)
-                await self._upload_and_start(job, agent, pod)
+                await self._upload_and_start(job, agent, options.gpu_count)
             except BaseException:
                 await self._delete(api, job, record)
                 raise
         return ProviderHandle(
             provider=self.name,
             pod_id=pod.id,
-            extra={"gpu": gpu, "cost_per_hour": str(price), "budget_usd": str(record.budget_usd)},
+            extra={
+                "gpu": gpu,
+                "gpu_count": str(options.gpu_count),
+                "cost_per_hour": str(price),
+                "budget_usd": str(record.budget_usd),
+            },
         )
 
     async def _create(
@@ -268,7 +274,8 @@ class RunpodProvider:
             if entry.availability is Availability.NONE:
                 why.append(f"{gpu}: the catalog shows none available")
                 continue
-            price = getattr(entry.price, options.cloud) or Decimal(0)
+            # RunPod bills per GPU: the pod's hourly cost is the GPU's price times the count.
+            price = (getattr(entry.price, options.cloud) or Decimal(0)) * options.gpu_count
             env = pod_env(
                 job.id,
                 token,
@@ -282,7 +289,11 @@ class RunpodProvider:
             request = CreatePodRequest(
                 name=f"{NAME_PREFIX}{job.id}",
                 image=options.image,
-                gpu=GpuRequest(id=gpu, count=1, min_cuda_version=image_min_cuda(options.image)),
+                gpu=GpuRequest(
+                    id=gpu,
+                    count=options.gpu_count,
+                    min_cuda_version=image_min_cuda(options.image),
+                ),
                 cloud="SECURE" if options.cloud == "secure" else "COMMUNITY",
                 disk=options.disk_gb,
                 mounts=Mounts(persistent=PersistentMount(size=options.volume_gb)),
@@ -322,8 +333,8 @@ class RunpodProvider:
                 )
             await self._sleep(self._step_s)
 
-    async def _upload_and_start(self, job: Job, agent: AgentClient, pod: Pod) -> None:
-        cfg, files = pod_config(job)
+    async def _upload_and_start(self, job: Job, agent: AgentClient, gpu_count: int) -> None:
+        cfg, files = pod_config(job, gpu_count)
         bundle = await asyncio.to_thread(trainer_bundle)
         await agent.upload("trainer-bundle.tar.gz", bundle)
         for name, path in files.items():
