@@ -26,6 +26,10 @@ constant time) or gets 401 with no detail. Bodies are JSON unless said; errors a
   over); `{"offset"}`.
 - `POST /files/<name>/commit` `{"sha256", "size"}`: verifies, renames atomically; a mismatch
   deletes the partial file. Uploads are refused (409) once training started.
+- `POST /files/data/<name>/fetch` `{"url", "sha256"}`: the pod downloads the file itself
+  (`trainer.agent_fetch`: https, size and sha256 checked, then committed as an upload);
+  `GET /files/<name>` then also carries `"fetch": {"url", "state", "bytes", "error"}`, state
+  `running`, `done` or `failed`. `/start` waits (409) while a fetch runs.
 - `POST /start`: `python -m trainer run --job-dir <job>` (the bundle unpacked first), with the
   environment minus `RUNPOD_API_KEY` and the job token, stdout and stderr appended to
   `<job>/train.log`; `{"started", "pid"}`.
@@ -62,6 +66,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from trainer.agent_fetch import Fetcher
 from trainer.agent_files import (
     artifact_files,
     inside,
@@ -127,6 +132,7 @@ class Agent:
         self._hashing: set[str] = set()
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / ".uploads").mkdir(exist_ok=True)
+        self.fetcher = Fetcher(job_dir, env, self._part, self.commit)
         if recovery or (job_dir / "status.json").exists():
             # Whatever ran here before this container ended; the keep-alive counts from now.
             self._ended_at = self.clock.now()
@@ -188,11 +194,27 @@ class Agent:
         """Where the upload of `name` stands."""
         target = self.upload_path(name)
         part = self._part(name)
-        return {
+        state = {
             "name": name,
             "offset": part.stat().st_size if part.exists() else 0,
             "committed": target.is_file(),
         }
+        fetch = self.fetcher.state(name)
+        return state if fetch is None else {**state, "fetch": fetch}
+
+    def fetch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Have the pod download `data/<name>` itself (see `trainer.agent_fetch`)."""
+        if not name.startswith("data/"):
+            raise AgentError(400, f"only data/<name> can be fetched, not {name!r}")
+        self.upload_path(name)
+        with self._lock:
+            self._refuse_after_start()
+        try:
+            return self.fetcher.start(name, body)
+        except ValueError as exc:
+            raise AgentError(400, str(exc)) from None
+        except RuntimeError as exc:
+            raise AgentError(409, str(exc)) from None
 
     def upload_chunk(self, name: str, offset: int, data: bytes) -> dict[str, Any]:
         """Append a chunk at `offset` (the current size; 0 starts over)."""
@@ -262,6 +284,8 @@ class Agent:
                     "training already started in this job; it never starts "
                     "twice: read the log and artifacts, then resume as a new run",
                 )
+            if self.fetcher.running():
+                raise AgentError(409, f"still fetching {', '.join(self.fetcher.running())}")
             if not (self.job_dir / "config.json").is_file():
                 raise AgentError(409, "config.json is not uploaded yet; upload and commit it")
             runtime = self.runtime()
@@ -448,6 +472,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/files/") and path.endswith("/commit") and method == "POST":
             body = json.loads(self._body() or b"{}")
             self._json(200, agent.commit(path[len("/files/") : -len("/commit")], body))
+        elif path.startswith("/files/") and path.endswith("/fetch") and method == "POST":
+            body = json.loads(self._body() or b"{}")
+            self._json(200, agent.fetch(path[len("/files/") : -len("/fetch")], body))
         elif path.startswith("/files/") and method == "GET":
             self._json(200, agent.upload_state(path[len("/files/") :]))
         elif path.startswith("/files/") and method == "PUT":

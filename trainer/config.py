@@ -16,6 +16,7 @@ file reading stay together here rather than in a module the import contracts wou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
+_PINNED_URL = re.compile(r"https?://[^#\s]+#sha256=[0-9a-fA-F]{64}")  # fetched by a RunPod pod
 
 Method = Literal["lora", "qlora", "full"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
@@ -70,13 +72,15 @@ def looks_like_local_path(value: str) -> bool:
     if value.startswith(("/", "./", "../", "~", "\\")) or (len(value) > 1 and value[1] == ":"):
         return True
     suffixes = (".jsonl", ".json", ".csv", ".parquet", ".gz", ".txt", ".arrow")
-    return value.lower().endswith(suffixes) or value.count("/") > 1
+    return "://" not in value and (value.lower().endswith(suffixes) or value.count("/") > 1)
 
 
 def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
     """Resolve a relative path against the folder of the config file it came from."""
     if value is None or not value.strip():
         return value
+    if "://" in value and not _PINNED_URL.fullmatch(value):
+        raise ValueError("a URL is pinned by its sha256: end it with #sha256=<sha256sum's hex>")
     base = (info.context or {}).get("base_dir")
     if base is None:
         return value
@@ -219,7 +223,8 @@ class DatasetConfig(_Strict):
         title="Dataset",
         description="A .jsonl, .jsonl.gz, .json, .csv or .parquet file, a folder saved by "
         "datasets, or a Hub dataset id. Relative paths are resolved against the config file's "
-        "folder.",
+        "folder. On RunPod also an https URL pinned as https://host/train.jsonl#sha256=<hex> "
+        "(what sha256sum prints): the pod fetches it and checks its size and sha256.",
         min_length=1,
         max_length=1000,
     )

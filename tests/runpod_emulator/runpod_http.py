@@ -80,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if path.startswith("/proxy/"):
             return self._proxy(method, path, split.query, raw)
+        if path.startswith("/web/"):
+            return self._web_file(method, path)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -150,6 +152,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
         return None
+
+    def _web_file(self, method: str, path: str) -> None:
+        """A file on "the web" (`RunpodEmulator.web_files`), for datasets a pod fetches; not an
+        API call: noted in `web_gets`, not checked against the OpenAPI file."""
+        emulator = self.server.emulator
+        with emulator.lock:
+            data = emulator.web_files.get(path.removeprefix("/web/"))
+            emulator.web_gets.append(path)
+        if method != "GET" or data is None:
+            return self._send(Answer(404, text="no such file\n", content_type="text/plain"))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _record(self, mismatch: str) -> None:
         with self.server.emulator.lock:

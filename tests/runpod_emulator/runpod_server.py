@@ -232,10 +232,17 @@ class RunpodEmulator:
         self.starting_s = 20.0
         self.list_lag_s = 0.0
         self.log_drops: list[int] = []
+        # Files "on the web" at `<url root>/web/<name>` (datasets a pod fetches, on loopback).
+        self.web_files: dict[str, bytes] = {}
+        self.web_gets: list[str] = []
         self.url = ""
         self.closing = threading.Event()
         self.lock = threading.Condition()
         self._ids = itertools.count(1)
+
+    def web_url(self, name: str) -> str:
+        """Where `web_files[name]` is served (plain http on loopback, as a test needs)."""
+        return f"{self.url.removesuffix('/v2')}/web/{name}"
 
     @property
     def proxy_template(self) -> str:

@@ -122,6 +122,15 @@ class AgentClient:
             json={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)},
         )
 
+    async def fetch(self, name: str, url: str, sha256: str) -> None:
+        """`POST /files/<name>/fetch`: the pod downloads `url` itself, checked against `sha256`."""
+        body = {"url": url, "sha256": sha256}
+        await self._json("POST", f"/files/{name}/fetch", f"fetch {name}", json=body)
+
+    async def file_state(self, name: str) -> dict[str, Any]:
+        """`GET /files/<name>`: committed or not, and how its fetch stands (None: no fetch)."""
+        return await self._json("GET", f"/files/{name}", f"the state of {name}")
+
     async def start(self) -> dict[str, Any]:
         """`POST /start`: the trainer starts (never twice)."""
         return await self._json("POST", "/start", "start")

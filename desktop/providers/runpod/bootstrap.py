@@ -1,10 +1,10 @@
 """The pod's startup script and environment, rendered on this side; nothing here runs in a pod.
 
 `render_script` returns a POSIX sh script (about 14 KB) that carries the pod-side programs, the
-standard-library-only `trainer.agent`, `trainer.agent_files`, `trainer.agent_watchdog` and
-`trainer.pod_boot`, as one compressed blob (docstrings and comments dropped), writes them to
-`<workspace>/<job>/.boot/`, and runs `python -m trainer.pod_boot`, everything appended to
-`<workspace>/<job>/train.log`.
+standard-library-only `trainer.agent`, `trainer.agent_fetch`, `trainer.agent_files`,
+`trainer.agent_watchdog` and `trainer.pod_boot`, as one compressed blob (docstrings and comments
+dropped), writes them to `<workspace>/<job>/.boot/`, and runs `python -m trainer.pod_boot`,
+everything appended to `<workspace>/<job>/train.log`.
 `container_args` puts it base64-encoded into the create request's `args`, which avoids quoting
 bugs. `pod_env` is the environment the pod gets: the job token and the watchdog's limits, and
 never the user's RunPod key (RunPod gives every pod its own pod-scoped `RUNPOD_API_KEY`).
@@ -42,7 +42,14 @@ __all__ = [
     "render_script",
 ]
 
-BOOT_FILES = ("__init__.py", "agent.py", "agent_files.py", "agent_watchdog.py", "pod_boot.py")
+BOOT_FILES = (
+    "__init__.py",
+    "agent.py",
+    "agent_fetch.py",
+    "agent_files.py",
+    "agent_watchdog.py",
+    "pod_boot.py",
+)
 # What a RunPod PyTorch image lacks of the trainer's runtime (torch is the image's own).
 TRAINER_REQUIREMENTS = ("transformers", "peft", "trl", "accelerate", "datasets", "pyarrow")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

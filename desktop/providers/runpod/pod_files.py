@@ -19,10 +19,18 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from desktop.models import Job
+from desktop.providers.runpod.pod_data import dataset_fetches
 from trainer.config import TrainingConfig
 from trainer.protocol import write_json_atomic
 
-__all__ = ["POD_FILE", "PodRecord", "load_record", "pod_config", "save_record", "trainer_bundle"]
+__all__ = [
+    "POD_FILE",
+    "PodRecord",
+    "load_record",
+    "pod_config",
+    "save_record",
+    "trainer_bundle",
+]
 
 POD_FILE = "pod.json"
 
@@ -73,12 +81,17 @@ def pod_config(job: Job, gpu_count: int = 1) -> tuple[TrainingConfig, dict[str, 
     runs the trainer's multi-process launcher (`trainer.launch`, rank 0 alone writes events).
     A config pinned to the CPU (`hardware.device: cpu`, as the emulator's GPU-less pods train)
     runs one gloo process per GPU instead (`cpu_processes`).
+    A dataset URL (pinned by its sha256) is fetched by the pod itself (`dataset_fetches`): the
+    pod's config names the file it becomes, `data/<name>`.
     """
     cfg = job.config
     hardware = {"num_gpus": gpu_count}
     if cfg.hardware.device == "cpu":
         hardware["cpu_processes"] = gpu_count
     cfg = cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update=hardware)})
+    fetched = {f.field: f.name for f in dataset_fetches(cfg)}
+    if fetched:
+        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update=fetched)})
     uploads: dict[str, Path] = {}
     data = Path(cfg.dataset.path)
     if not data.is_absolute():

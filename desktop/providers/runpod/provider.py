@@ -6,8 +6,9 @@ host whose CUDA is at least what the image's tag names, with the bootstrap as it
 job's token in its env (never the user's RunPod key) and the job's HF token / W&B key when set;
 waits until it runs and its agent answers (a pod stuck past the provisioning limit is deleted
 and the job fails), uploads the trainer bundle, the config and the dataset (each verified by
-sha256) and starts the trainer. A pod with `gpu_count` GPUs trains with one process per GPU
-through the trainer's multi-process launcher, as a local multi-GPU job does (`pod_config`).
+sha256), has the pod fetch a dataset given as a pinned URL (`pod_data`: a failed fetch fails the
+launch before training) and starts the trainer. A pod with `gpu_count` GPUs trains with one
+process per GPU through the trainer's multi-process launcher, as a local multi-GPU job does.
 
 `poll` mirrors the pod's `events.jsonl` and `train.log` into the job folder through the agent,
 then reads the mirrored events exactly as the local provider does (an `EventReader` from the
@@ -59,6 +60,7 @@ from desktop.providers.runpod.models import (
     Pod,
     PodStatus,
 )
+from desktop.providers.runpod.pod_data import dataset_fetches, wait_fetched
 from desktop.providers.runpod.pod_files import (
     PodRecord,
     load_record,
@@ -224,6 +226,10 @@ class RunpodProvider:
         options = self.options
         if not options.gpu_ids:
             raise ProviderError("no RunPod GPU type chosen: pass --gpu ID[,ID...]")
+        try:  # a dataset URL the pod could not fetch is refused before any money is spent
+            dataset_fetches(job.config)
+        except ValueError as exc:
+            raise ProviderError(f"job {job.id}: {exc}") from None
         extra = await asyncio.to_thread(self._context.secrets, job)
         token = secrets.token_urlsafe(32)
         async with self._http() as http:
@@ -335,11 +341,17 @@ class RunpodProvider:
 
     async def _upload_and_start(self, job: Job, agent: AgentClient, gpu_count: int) -> None:
         cfg, files = pod_config(job, gpu_count)
+        fetches = dataset_fetches(job.config)
+        for fetch in fetches:  # first: the pod downloads while the bundle uploads
+            await agent.fetch(fetch.name, fetch.url, fetch.sha256)
         bundle = await asyncio.to_thread(trainer_bundle)
         await agent.upload("trainer-bundle.tar.gz", bundle)
         for name, path in files.items():
             await agent.upload(name, await asyncio.to_thread(path.read_bytes))
         await agent.upload("config.json", cfg.to_json().encode())
+        # Bounded by the maximum runtime, which the pod's watchdog enforces anyway.
+        timeout = self.options.max_runtime_s
+        await wait_fetched(job.id, agent, fetches, self._sleep, self._step_s, timeout)
         limit = self.options.provisioning_limit_s
         started = time.monotonic()
         while True:
