@@ -215,3 +215,25 @@ def test_a_missing_requirement_is_pip_installed_from_a_wheelhouse_into_a_venv(
     # A second boot finds it installed and does not run pip again (no wheelhouse needed).
     again = ensure_runtime(sys.executable, venv, ("ftdesk_probe",), requirements, ["--no-index"])
     assert again == python
+
+
+def test_the_pinned_versions_installed_skip_the_slow_import_check(tmp_path: Path) -> None:
+    """The pins are read from the packages' metadata: no import, so a pod whose image already
+    holds them starts its trainer seconds sooner (bench/pod_overhead.py)."""
+    from importlib.metadata import version
+
+    from trainer.pod_boot import pins_present
+
+    requirements = tmp_path / "requirements.txt"
+    pins = f"pydantic=={version('pydantic')}  # pinned\nPyYAML=={version('pyyaml')}\n"
+    requirements.write_text(pins)
+    assert pins_present(sys.executable, requirements)
+    venv = tmp_path / "venv"
+    # A module that would not import is never tried: the pins decided.
+    assert ensure_runtime(sys.executable, venv, ("ftdesk_never_here",), requirements, []) == (
+        sys.executable
+    )
+    assert not venv.exists()
+    for wrong in ("pydantic==0.0.1\n", "ftdesk-never-installed==1.0\n"):
+        requirements.write_text(wrong)
+        assert not pins_present(sys.executable, requirements)

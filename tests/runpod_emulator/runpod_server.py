@@ -22,6 +22,7 @@ import math
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -49,15 +50,23 @@ def contract() -> OpenApiContract:
 
 
 class VirtualClock:
-    """RunPod's clock, as far as the emulator is concerned: it moves only when told to."""
+    """RunPod's clock, as far as the emulator is concerned: it moves only when told to, and
+    with `speed` > 0 also by itself, `speed` virtual seconds per real second (1: real speed,
+    as `bench/pod_overhead.py` runs it)."""
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, speed: float = 0.0) -> None:
         self._now = start or datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+        self._speed = speed
+        self._since = time.monotonic()
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
         """The current virtual time (aware, UTC)."""
         with self._lock:
+            if self._speed:
+                moment = time.monotonic()
+                self._now += timedelta(seconds=(moment - self._since) * self._speed)
+                self._since = moment
             return self._now
 
     def advance(self, seconds: float) -> datetime:

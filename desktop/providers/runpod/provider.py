@@ -91,6 +91,9 @@ AGENT_PORT = 8000
 API_KEY_ENV = "FTDESK_RUNPOD_API_KEY"
 PROXY_URL_ENV = "FTDESK_RUNPOD_PROXY_URL"
 DEFAULT_PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
+# Between calls to the pod's own agent (cheap, not RunPod's rate-limited API): a longer pause
+# there would sit on the path from RUNNING to the first step (bench/pod_overhead.py).
+AGENT_STEP_S = 1.0
 MAX_RESTARTS = 2  # container restarts before the pod is given up (a crash loop bills on)
 Sleep = Callable[[float], Awaitable[None]]
 ProxyUrl = Callable[[str, int], str]
@@ -337,7 +340,8 @@ class RunpodProvider:
                     f"pod {pod.id} was still {status.value} after {waited:.0f} s (the limit is "
                     f"{limit:.0f} s); it was deleted. Try another GPU type or later"
                 )
-            await self._sleep(self._step_s)
+            running = status is PodStatus.RUNNING  # only the agent is awaited now
+            await self._sleep(min(self._step_s, AGENT_STEP_S) if running else self._step_s)
 
     async def _upload_and_start(self, job: Job, agent: AgentClient, gpu_count: int) -> None:
         cfg, files = pod_config(job, gpu_count)
@@ -351,7 +355,8 @@ class RunpodProvider:
         await agent.upload("config.json", cfg.to_json().encode())
         # Bounded by the maximum runtime, which the pod's watchdog enforces anyway.
         timeout = self.options.max_runtime_s
-        await wait_fetched(job.id, agent, fetches, self._sleep, self._step_s, timeout)
+        step = min(self._step_s, AGENT_STEP_S)
+        await wait_fetched(job.id, agent, fetches, self._sleep, step, timeout)
         limit = self.options.provisioning_limit_s
         started = time.monotonic()
         while True:
@@ -362,7 +367,7 @@ class RunpodProvider:
                 # 409 while the pod still installs the trainer's requirements.
                 if "requirements" not in str(exc) or time.monotonic() - started > limit:
                     raise
-            await self._sleep(self._step_s)
+            await self._sleep(step)
 
     # -- poll, cancel, teardown ----------------------------------------------------------------
 
