@@ -135,9 +135,13 @@ def test_an_unusable_url_is_refused_before_any_pod_is_created(
     demo_dir: Path, tmp_path: Path
 ) -> None:
     with served_pods(tmp_path / "pods") as (emulator, runner):
-        job = demo_job(demo_dir, "20261202-120000-urln", path=f"https://h.example/#sha256={WRONG}")
-        with pytest.raises(ProviderError, match=r"must end in a file name such as train\.jsonl"):
-            asyncio.run(provider_for(emulator, tmp_path / "home").launch(job))
+        for url, said in (
+            (f"https://h.example/#sha256={WRONG}", r"must end in a file name such as train\.jsonl"),
+            (f"http://h.example/train.jsonl#sha256={WRONG}", "plain http only from this machine"),
+        ):
+            job = demo_job(demo_dir, "20261202-120000-urln", path=url)
+            with pytest.raises(ProviderError, match=said):
+                asyncio.run(provider_for(emulator, tmp_path / "home").launch(job))
         assert runner.created == [] and emulator.live_pods() == []
 
 

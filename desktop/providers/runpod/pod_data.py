@@ -11,6 +11,7 @@ HF token (the job's `HF_TOKEN`), as it would locally.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import urllib.parse
@@ -44,8 +45,9 @@ def dataset_fetches(config: TrainingConfig) -> list[DatasetFetch]:
     the trainer loads it in the pod with the pod's HF token, as it would locally.
 
     Raises:
-        ValueError: a URL whose last path segment is no plain file name, or two URLs that
-            would become the same file.
+        ValueError: a URL the pod would refuse (not https; plain http only from loopback),
+            one whose last path segment is no plain file name, or two URLs that would become
+            the same file.
     """
     found: list[DatasetFetch] = []
     for field in ("path", "eval_path"):
@@ -53,6 +55,14 @@ def dataset_fetches(config: TrainingConfig) -> list[DatasetFetch]:
         if not value or "://" not in value:
             continue
         url, _, pin = value.partition("#sha256=")
+        parts = urllib.parse.urlsplit(url)
+        # The pod refuses these too (`trainer.agent_fetch.url_problem`); refused here, no pod
+        # is paid for to learn it.
+        if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname)):
+            raise ValueError(
+                f"dataset.{field} {url}: the pod fetches only https URLs (plain http only "
+                "from this machine, a loopback host); give an https URL"
+            )
         base = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
         if not _FILE_NAME.fullmatch(base):
             raise ValueError(
@@ -67,6 +77,13 @@ def dataset_fetches(config: TrainingConfig) -> list[DatasetFetch]:
             )
         found.append(DatasetFetch(field, f"data/{base}", url, pin.lower()))
     return found
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 async def wait_fetched(
