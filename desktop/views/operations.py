@@ -104,6 +104,18 @@ _LAZY = {
     "SecretName": "desktop.core.secrets",
     "SecretStatus": "desktop.core.secrets",
     "SecretStore": "desktop.core.secrets",
+    # RunPod in the window: the catalog, the key's test, the estimate, the orphan sweep.
+    **dict.fromkeys(
+        (
+            "gpu_offers",
+            "test_runpod_key",
+            "estimate_offers",
+            "find_orphan_pods",
+            "delete_orphan_pods",
+            "adopt_orphan",
+        ),
+        "desktop.core.runpod_window",
+    ),
 }
 
 _LAST_CONFIG = "last_config.json"
