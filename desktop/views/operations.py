@@ -253,7 +253,10 @@ class Operations(QObject):
         self._running.add(name)
         if len(self._running) == 1:
             self.busy_changed.emit(True)
-        return self.runner.start(name, self._wrap(name, coro, on_done, on_error, quiet))
+        task = self.runner.start(name, self._wrap(name, coro, on_done, on_error, quiet))
+        # A task cancelled before its first step (the window closing) never awaited `coro`.
+        task.add_done_callback(lambda _task: coro.close())
+        return task
 
     def run_in_thread(
         self,
