@@ -106,7 +106,7 @@ def test_choose_two_gpus_see_the_estimate_start_watch_the_spend_and_the_pod_goes
         assert panel.isVisible()
         await until(lambda: panel.gpu_list.count() == 3, 30)  # the live catalog, off the UI
         listed = panel.gpu_list.item(0).text()
-        assert "$0.69 secure / $0.34 community per GPU-h" in " ".join(
+        assert "RTX 4090 · 24 GB · $0.69 / $0.34 · high" in " ".join(
             panel.gpu_list.item(i).text() for i in range(3)
         ), listed
         panel.choose_gpus([A100, RTX])  # two candidates, A100 first

@@ -105,8 +105,10 @@ class RunpodPanel(QGroupBox):
             "Tick the GPU types to try; drag to order them. A launch tries them top to bottom "
             "and takes the first with capacity. Prices per GPU-hour: secure / community."
         )
-        self.gpu_list.setMinimumHeight(120)
-        form.addRow("GPU types", self.gpu_list)
+        self.gpu_list.setMinimumHeight(70)
+        self.gpu_list.setMaximumHeight(120)
+        form.addRow(QLabel("GPU types: tick the ones to try, drag to order them"))
+        form.addRow(self.gpu_list)  # the whole width: name, memory, both prices, stock
         row = QHBoxLayout()
         self.refresh_button = QPushButton("Refresh prices")
         self.refresh_button.setObjectName("runpod_refresh")
@@ -232,6 +234,10 @@ class RunpodPanel(QGroupBox):
             self._offers[offer.gpu_id] = offer
             item = QListWidgetItem(self._offer_text(offer))
             item.setData(_GPU_ID, offer.gpu_id)
+            item.setToolTip(
+                f"{offer.gpu_id}: {_money(offer.secure)} per GPU-hour in secure cloud, "
+                f"{_money(offer.community)} in community cloud"
+            )
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             on = offer.gpu_id in chosen
             item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
@@ -239,15 +245,17 @@ class RunpodPanel(QGroupBox):
                 item.setForeground(Qt.GlobalColor.gray)
             self.gpu_list.addItem(item)
         self.gpu_list.blockSignals(False)
-        self.catalog_label.setText(f"{len(offers)} GPU types; prices per GPU-hour, live.")
+        self.catalog_label.setText(
+            f"{len(offers)} GPU types, live; $ per GPU-hour: secure / community cloud."
+        )
         self.catalog_loaded.emit(len(offers))
         self._estimate_timer.start()
 
     def _offer_text(self, offer: Any) -> str:
         memory = f"{offer.memory_gb:g} GB" if offer.memory_gb else "? GB"
-        prices = f"{_money(offer.secure)} secure / {_money(offer.community)} community"
+        prices = f"{_money(offer.secure)} / {_money(offer.community)}"
         stock = (offer.availability or "unknown").lower()
-        return f"{offer.name} ({offer.gpu_id}) · {memory} · {prices} per GPU-h · {stock} stock"
+        return f"{offer.name} · {memory} · {prices} · {stock}"
 
     # -- the estimate ------------------------------------------------------------------------
 
