@@ -256,3 +256,30 @@ def test_dry_run_on_runpod_prices_each_gpu_in_order_and_creates_no_pod(
     assert "availability NONE" in out and "budget $3.00" in out
     assert "rough estimate" in out and "Memory: ~" in out
     assert _jobs(home) == []
+
+
+def test_the_window_estimate_counts_the_tokens_once_per_data_version(demo_dir: Path) -> None:
+    """A budget or GPU change re-estimates from the last count; changed data is counted again."""
+    from desktop.core.runpod_window import estimate_offers
+    from desktop.core.runtime import TrainerRuntime
+    from desktop.models import RunpodOptions
+    from trainer.config import load_config
+
+    class CountingRuntime(TrainerRuntime):  # the trainer process is the edge counted here
+        checks = 0
+
+        def check_data(self, *args: object, **kwargs: object) -> DataReport:
+            CountingRuntime.checks += 1
+            return super().check_data(*args, **kwargs)  # type: ignore[arg-type]
+
+    runtime = CountingRuntime()
+    config = load_config(demo_dir / "config.json")
+    first = estimate_offers(config, runtime, [A100], RunpodOptions(budget_usd=Decimal("5")))
+    again = estimate_offers(config, runtime, [A100], RunpodOptions(budget_usd=Decimal("0.01")))
+    assert CountingRuntime.checks == 1 and first[0].token_count == again[0].token_count
+    assert "passes the budget ($0.01)" in " ".join(again[0].warnings)
+    data = Path(config.dataset.path)
+    data.write_text(data.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    doubled = estimate_offers(config, runtime, [A100], RunpodOptions())
+    counted = doubled[0].token_count
+    assert CountingRuntime.checks == 2 and counted.records == 2 * first[0].token_count.records

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,6 +21,7 @@ from desktop.core.errors import AuthError, ConfigError
 from desktop.core.estimate import (
     GpuOffer,
     RunEstimate,
+    TokenCount,
     dataset_tokens,
     estimate_run,
     offers_for,
@@ -120,6 +122,22 @@ async def test_runpod_key(store: Any, api_url: str | None) -> str:
 test_runpod_key.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
+# The last token count, by what it depends on: a budget or GPU change re-estimates without
+# running the trainer's check-data again.
+_TOKENS: dict[tuple[object, ...], TokenCount] = {}
+
+
+def _tokens_key(config: TrainingConfig) -> tuple[object, ...]:
+    """What a token count depends on: the dataset settings, the model, the data file's version."""
+    path = Path(str(config.dataset.path)).expanduser()
+    try:
+        stat = path.stat()
+        version: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = (0, 0)
+    return (config.dataset.model_dump_json(), config.model.name_or_path, str(path), version)
+
+
 def estimate_offers(
     config: TrainingConfig,
     runtime: TrainerRuntime,
@@ -136,13 +154,18 @@ def estimate_offers(
     from desktop.core.checks import check_datasets
     from desktop.core.memory_fit import read_model_config
 
-    reports = check_datasets(config, runtime)
-    if not reports:
-        raise ConfigError(
-            f"estimate: dataset {config.dataset.path!r} is not a local file, so its tokens "
-            "cannot be counted before launch"
-        )
-    tokens = dataset_tokens(config, reports[0])
+    key = _tokens_key(config)
+    tokens = _TOKENS.get(key)
+    if tokens is None:
+        reports = check_datasets(config, runtime)
+        if not reports:
+            raise ConfigError(
+                f"estimate: dataset {config.dataset.path!r} is not a local file, so its tokens "
+                "cannot be counted before launch"
+            )
+        tokens = dataset_tokens(config, reports[0])
+        _TOKENS.clear()  # one config at a time is edited: keep only its count
+        _TOKENS[key] = tokens
     try:
         model: dict[str, Any] | None = read_model_config(config.model.name_or_path)
     except ConfigError:
