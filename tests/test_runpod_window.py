@@ -60,11 +60,11 @@ def bare_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunpodEmulator]:
     assert emu.mismatches == []
 
 
-def make_window(**runpod: Any) -> Any:
+def make_window(offline: bool = False, **runpod: Any) -> Any:
     from desktop.views.app import build_window
 
     options = RunpodOptions.model_validate({"provisioning_limit_s": 120, **runpod})
-    settings = Settings(poll_interval_s=0.25, cancel_grace_s=20, runpod=options)
+    settings = Settings(poll_interval_s=0.25, cancel_grace_s=20, runpod=options, offline=offline)
     return build_window(settings=settings, check_runtime=False)
 
 
@@ -175,6 +175,27 @@ def test_a_pod_no_job_owns_shows_in_the_banner_and_delete_removes_it(
 
     run(qloop, body())
     assert emu.live_pods() == []
+
+
+def test_offline_the_panel_and_the_banner_ask_runpod_nothing(
+    qtbot: Any, qloop: Any, demo_home: Path, bare_emulator: RunpodEmulator
+) -> None:
+    emu = bare_emulator
+    emu.add_pod("ftdesk-20261130-090000-gone")
+    window = make_window(offline=True)
+    qtbot.addWidget(window)
+
+    async def body() -> None:
+        window.show()
+        await window.start()  # the orphan sweep is not even started
+        window.target_combo.setCurrentIndex(window.target_combo.findData("runpod"))
+        assert "Offline mode is on" in window.runpod_panel.catalog_label.text()
+        assert not window.ops.is_running("look for orphaned RunPod pods")
+        assert not window.orphan_banner.isVisible()
+        await close(window)
+
+    run(qloop, body())
+    assert emu.requests == [], "offline, yet RunPod was asked"
 
 
 def test_the_key_test_says_works_refused_or_unreachable(

@@ -216,6 +216,9 @@ class RunpodPanel(QGroupBox):
 
     def refresh_catalog(self) -> None:
         """Read RunPod's GPU catalog in the background, then list it (chosen ones first)."""
+        if getattr(self._service, "offline", False):  # offline refuses every network path
+            self.catalog_label.setText("Offline mode is on: RunPod's catalog is not read.")
+            return
         self.catalog_label.setText("Reading RunPod's catalog …")
         self._ops.run(
             "read RunPod's GPU catalog",
