@@ -258,6 +258,7 @@ def test_dry_run_on_runpod_prices_each_gpu_in_order_and_creates_no_pod(
     assert _jobs(home) == []
 
 
+@pytest.mark.slow  # two trainer check-data runs: 26-34 s measured on 2 busy shared cores
 def test_the_window_estimate_counts_the_tokens_once_per_data_version(demo_dir: Path) -> None:
     """A budget or GPU change re-estimates from the last count; changed data is counted again."""
     from desktop.core.runpod_window import estimate_offers
