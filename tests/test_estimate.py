@@ -253,8 +253,10 @@ def test_dry_run_on_runpod_prices_each_gpu_in_order_and_creates_no_pod(
         assert emulator.live_pods() == [] and emulator.mismatches == []
     assert out.index("NVIDIA H100 80GB HBM3") < out.index("NVIDIA GeForce RTX 4090")
     assert "$2.69 per GPU-hour x 1" in out and "$0.34 per GPU-hour x 1" in out
-    assert "availability NONE" in out and "budget $3.00" in out
+    assert "availability NONE: none available now, a launch skips it" in out
+    assert "budget $3.00" in out
     assert "rough estimate" in out and "Memory: ~" in out
+    assert "M-parameter model rarely fills a GPU" in out  # the demo model is tiny
     assert _jobs(home) == []
 
 

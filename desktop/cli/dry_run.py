@@ -125,7 +125,8 @@ def cmd_dry_run(ctx: Context) -> int:
     )
     for estimate in estimates:
         stock = estimate.offer.availability or "unknown"
-        print(f"- {estimate.offer.gpu_id} (availability {stock})")
+        skipped = ": none available now, a launch skips it" if stock == "NONE" else ""
+        print(f"- {estimate.offer.gpu_id} (availability {stock}{skipped})")
         for line in estimate.lines():
             print(f"  {line}")
     return 0

@@ -56,6 +56,7 @@ __all__ = [
     "MFU",
     "MULTI_GPU_EFFICIENCY",
     "POD_START_S",
+    "SMALL_MODEL_PARAMETERS",
     "GpuOffer",
     "GpuSpec",
     "RunEstimate",
@@ -115,6 +116,8 @@ MFU: dict[str, float] = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
 FLOPS_PER_TOKEN: dict[str, int] = {"full": 6, "lora": 4, "qlora": 4}
 #: Each GPU of a multi-GPU pod adds this share of one GPU's throughput (communication costs).
 MULTI_GPU_EFFICIENCY = 0.9
+#: Below this many parameters the utilisation assumed above is optimistic, and the estimate says so.
+SMALL_MODEL_PARAMETERS = 500_000_000
 #: Provisioning, installing the trainer's requirements and downloading the model, billed.
 POD_START_S = 600
 
@@ -291,9 +294,8 @@ class RunEstimate:
         return f"Memory: ~{self.memory_gb:.1f} GB of {self.memory_of_gpu_gb:g} GB per GPU ({word})"
 
     def lines(self) -> list[str]:
-        """The whole estimate, one fact a line, labelled as an estimate."""
-        out = [self.headline(), f"  data: {self.token_count.describe()}"]
-        out.append(f"  trains on ~{self.tokens:,} tokens")
+        """The estimate, one fact a line, labelled as one (the data's count: `token_count`)."""
+        out = [self.headline(), f"  trains on ~{self.tokens:,} tokens"]
         if self.tokens_per_s is not None and self.hours is not None:
             out.append(
                 f"  ~{self.tokens_per_s:,.0f} tokens/s (rough table figure), "
@@ -399,6 +401,11 @@ def estimate_run(
         parameters = count_parameters(model_config)
         if spec is not None:
             per_s = tokens_per_second(spec, config.method, parameters, gpu_count)
+        if parameters < SMALL_MODEL_PARAMETERS:
+            warnings.append(
+                f"a {parameters / 1e6:,.1f} M-parameter model rarely fills a GPU: its training "
+                "time is optimistic (the pod start dominates)"
+            )
         sized = config.model_copy(
             update={"hardware": config.hardware.model_copy(update={"num_gpus": gpu_count})}
         )
