@@ -10,6 +10,8 @@ long one cancelled after a few steps, then one whose trainer is killed. It saves
     docs/screenshots/preflight.png  the dataset preflight of the demo data
     docs/screenshots/settings.png   the settings dialog
     docs/screenshots/invalid-field.png  Learning rate 0: its error, Start disabled, the error list
+    docs/screenshots/runpod.png     the RunPod target: GPU candidates with both clouds' prices,
+                                    the limits, the estimate per chosen GPU, an orphan banner
 
 The settings shot uses a private gnome-keyring on a private D-Bus (as the keychain tests do:
 `tests/keychain.py`) holding placeholder keys, so it shows where keys are stored; without
@@ -17,7 +19,9 @@ gnome-keyring / dbus it says why and the dialog shows the keychain problem inste
 
 Without a display it re-runs itself under Xvfb (`xvfb-run`) when installed, else uses Qt's
 offscreen platform. Options: --out DIR (default docs/screenshots), --steps N (default 40),
---scene invalid-field (that shot alone: no training).
+--scene invalid-field or --scene runpod (that shot alone: no training). The RunPod shot talks
+to the tests' loopback emulator of RunPod (tests/runpod_emulator/: its catalog's three GPU
+types and prices, and a pod no job owns), never to RunPod.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--scene", choices=["all", "invalid-field"], default="all")
+    parser.add_argument("--scene", choices=["all", "invalid-field", "runpod"], default="all")
     args = parser.parse_args()
     _ensure_display([str(Path(__file__).resolve()), *sys.argv[1:]])
     out = Path(args.out)
@@ -163,13 +167,41 @@ def main() -> int:
         await asyncio.sleep(1.0)
         window.grab().save(str(out / "invalid-field.png"))
 
+    async def shoot_runpod() -> None:
+        from PySide6.QtWidgets import QScrollArea
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        from runpod_emulator import RunpodEmulator, serve_emulator
+
+        key = "placeholder-runpod-key-for-the-screenshot"
+        emulator = RunpodEmulator(api_key=key)
+        emulator.provisioning_s = emulator.starting_s = 0
+        emulator.add_pod("ftdesk-20261130-090000-gone", gpu_id="NVIDIA A100 80GB PCIe")
+        with serve_emulator(emulator):
+            os.environ["FTDESK_RUNPOD_API_URL"] = emulator.url
+            os.environ["FTDESK_RUNPOD_API_KEY"] = key
+            set_training("demo", args.steps, 2e-4)
+            window.orphan_banner.check()
+            panel = window.runpod_panel
+            window.target_combo.setCurrentIndex(window.target_combo.findData("runpod"))
+            await _until(lambda: panel.gpu_list.count() == 3, 60)
+            panel.choose_gpus(["NVIDIA GeForce RTX 4090", "NVIDIA A100 80GB PCIe"])
+            await _until(lambda: panel.estimate_label.text().count("Estimate on") == 2, 300)
+            await _until(lambda: window.orphan_banner.isVisible(), 60)
+            scroll = window.editor.findChild(QScrollArea)
+            scroll.ensureWidgetVisible(panel.estimate_label, 0, 0)
+            scroll.ensureWidgetVisible(window.editor.target_combo, 0, 0)
+            window.statusBar().showMessage("RunPod: two GPU types chosen, estimated before launch")
+            await asyncio.sleep(1.0)
+            window.grab().save(str(out / "runpod.png"))
+
     async def shoot() -> None:
         window.resize(1760, 990)
         window.show()
         await window.start()
         await _until(lambda: window.start_button.isEnabled(), 600)
-        if args.scene == "invalid-field":
-            await shoot_invalid_field()
+        if args.scene in ("invalid-field", "runpod"):
+            await (shoot_invalid_field() if args.scene == "invalid-field" else shoot_runpod())
             window.close()
             await window.ops.close()
             await window.service.close()
@@ -217,6 +249,7 @@ def main() -> int:
         settings.grab().save(str(out / "settings.png"))
         settings.close()
         await shoot_invalid_field()
+        await shoot_runpod()
 
         window.close()
         await window.ops.close()
@@ -229,6 +262,7 @@ def main() -> int:
         stack.close()
         shutil.rmtree(home, ignore_errors=True)
     shots = ["main.png", "failed-job.png", "preflight.png", "settings.png", "invalid-field.png"]
+    shots.append("runpod.png")
     for name in shots if args.scene == "all" else [f"{args.scene}.png"]:
         print(out / name)
     return 0

@@ -32,10 +32,10 @@ from desktop.cli.commands import (
     cmd_logs,
     cmd_metrics,
     cmd_repair,
-    cmd_run,
     cmd_show,
     cmd_validate,
 )
+from desktop.cli.dry_run import run_or_dry_run
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("run", cmd_run, "launch a training job from a config file (or resume one)")
+    p = add("run", run_or_dry_run, "launch a training job from a config file (or resume one)")
     p.add_argument("config", nargs="?", help="a config file (.json or .yaml)")
     p.add_argument("--resume", metavar="JOB", help="continue a cancelled or failed job")
     p.add_argument(
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a name for the job list (default: the config's name)")
     p.add_argument("--follow", "-f", action="store_true", help="print progress until it ends")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.add_argument(
+        "--dry-run", action="store_true", help="check and print the estimate; create nothing"
+    )
     add_runpod_flags(p)
 
     p = add("jobs", cmd_jobs, "list jobs")

@@ -176,6 +176,7 @@ class ConfigEditor(QWidget):
         self.target_combo.setObjectName("launch_target")
         self.target_combo.setToolTip("Where the job runs. Not part of the training config.")
         self.target_combo.addItem("Local", "local")
+        self.target_combo.addItem("RunPod", "runpod")
         self.target_combo.currentIndexChanged.connect(self._on_target_combo_changed)
         target.form.addRow(QLabel("Provider"), self.target_combo)
         body_layout.addWidget(target)

@@ -181,6 +181,15 @@ def _gpu_text(job: Job) -> str:
     return f"{job.gpus_requested} GPU" + ("s" if job.gpus_requested > 1 else "")
 
 
+def _pod_text(job: Job) -> str:
+    """A cloud job's pod in its details: id, GPU, price and state."""
+    assert job.handle is not None
+    extra = job.handle.extra
+    gpu = extra.get("gpu_type") or extra.get("gpu") or "GPU unknown"
+    price = f", ${extra['cost_per_hour']}/h" if extra.get("cost_per_hour") else ""
+    return f"{job.provider} pod {job.handle.pod_id}\nGPU: {gpu}{price}\nstate: {state_text(job)}"
+
+
 class QtJobTableModel(QAbstractTableModel):
     """A read-only table of AppState's jobs, one row per job, updated one row at a time.
 
@@ -341,6 +350,8 @@ class QtJobTableModel(QAbstractTableModel):
             return f"{job.name}\nid: {job.id}\nmodel: {job.config.model.name_or_path}"
         if column == Column.STATE:
             return f"{job.state.value}: {job.state_reason}" if job.state_reason else None
+        if column == Column.TARGET and job.handle is not None and job.handle.pod_id:
+            return _pod_text(job)
         if column == Column.COST and job.provider != "local":
             return "Spent so far / budget (the pod stops itself at the budget)."
         return None

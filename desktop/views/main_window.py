@@ -304,6 +304,9 @@ class MainWindow(QMainWindow):
         dataset_section: Any = self.editor.section("Dataset")
         dataset_section.form.addRow("", self.preflight_button)
         self._replace(self.main_split, 0, self.editor)
+        from desktop.views.runpod_panel import install_runpod
+
+        self.runpod_panel, self.orphan_banner = install_runpod(self)
         yield "editor"
 
         from desktop.views.job_table import JobTableView
@@ -368,6 +371,7 @@ class MainWindow(QMainWindow):
             self.load_preset(DEMO_PRESET)
         if self._check_runtime:
             self.check_runtime()
+        self.orphan_banner.check()  # RunPod pods no job owns (quiet without a key)
         self.started.emit()
 
     def check_runtime(self) -> None:
@@ -476,6 +480,10 @@ class MainWindow(QMainWindow):
     def start_job(self) -> None:
         """Launch the editor's config on the chosen target (checks run first, off the UI)."""
         if self._is_ready:
+            if self.editor.launch_target() == "runpod":  # the panel's GPUs, cloud and limits
+                self.apply_settings(
+                    self.settings.model_copy(update={"runpod": self.runpod_panel.options()})
+                )
             self.job_actions.start_job()
 
     def cancel_job(self, job_id: str) -> None:

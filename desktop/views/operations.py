@@ -104,6 +104,18 @@ _LAZY = {
     "SecretName": "desktop.core.secrets",
     "SecretStatus": "desktop.core.secrets",
     "SecretStore": "desktop.core.secrets",
+    # RunPod in the window: the catalog, the key's test, the estimate, the orphan sweep.
+    **dict.fromkeys(
+        (
+            "gpu_offers",
+            "test_runpod_key",
+            "estimate_offers",
+            "find_orphan_pods",
+            "delete_orphan_pods",
+            "adopt_orphan",
+        ),
+        "desktop.core.runpod_window",
+    ),
 }
 
 _LAST_CONFIG = "last_config.json"
@@ -241,7 +253,10 @@ class Operations(QObject):
         self._running.add(name)
         if len(self._running) == 1:
             self.busy_changed.emit(True)
-        return self.runner.start(name, self._wrap(name, coro, on_done, on_error, quiet))
+        task = self.runner.start(name, self._wrap(name, coro, on_done, on_error, quiet))
+        # A task cancelled before its first step (the window closing) never awaited `coro`.
+        task.add_done_callback(lambda _task: coro.close())
+        return task
 
     def run_in_thread(
         self,

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from desktop.models import Settings, data_home
 from desktop.views import operations
 from desktop.views.operations import Operations, SecretName, SecretStatus, SecretStore
+from desktop.views.runpod_panel import add_key_test
 
 if TYPE_CHECKING:
     from trainer.reports import DoctorReport
@@ -152,6 +153,9 @@ class SettingsDialog(QDialog):
             row.delete_button.clicked.connect(lambda _c=False, n=name: self.delete_key(n))
             self.key_rows[name] = row
         keys_layout.addLayout(grid)
+        self.runpod_test_button = add_key_test(
+            keys_layout, ops, secret_store, settings.runpod.api_url
+        )
         hint = QLabel(
             "Keys live only in the keychain and reach a trainer only as environment variables. "
             "FTDESK_HF_TOKEN (and friends) in the environment override them for one session."
