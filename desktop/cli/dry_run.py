@@ -84,7 +84,7 @@ def cmd_dry_run(ctx: Context) -> int:
 
         catalog = asyncio.run(load_catalog(_api_key(), options.api_url))
         offers = offers_for(catalog, options.gpu_ids, options.cloud)
-        count = config.hardware.num_gpus
+        count = options.gpu_count  # the pod's GPUs (--gpu-count), as a launch creates it
     else:
         offers = []
         count = 1

@@ -176,7 +176,7 @@ def estimate_offers(
             tokens,
             offer,
             model_config=model,
-            gpu_count=config.hardware.num_gpus,
+            gpu_count=options.gpu_count,
             budget_usd=options.budget_usd,
             max_runtime_s=options.max_runtime_s,
             pod_has_bitsandbytes=pod_installs_bitsandbytes(),

@@ -4,7 +4,7 @@ the run's estimate for each chosen GPU.
 Shown in the editor's "Launch target" section while the target is RunPod. The catalog (prices
 per GPU-hour in secure and community cloud, stock) is read off the GUI thread through
 `operations.gpu_offers`; the GPUs ticked, in the list's order (drag to reorder), are the ones
-a launch tries, first to last. GPU count is the config's `hardware.num_gpus`. Budget, maximum
+a launch tries, first to last. GPU count is the pod's (`RunpodOptions.gpu_count`). Budget, maximum
 runtime, disk and volume start from Settings' RunPod defaults; `options()` is what Start
 launches with. The estimate (`operations.estimate_offers`: the trainer counts the data's tokens
 in a worker) is labelled as one, with the memory fit on each GPU.
@@ -119,8 +119,10 @@ class RunpodPanel(QGroupBox):
         row.addWidget(self.catalog_label, 1)
         form.addRow("", row)
 
-        self.gpu_count_spin = self._spin("runpod_gpu_count", 1, 8, _config(editor))
-        self.gpu_count_spin.setToolTip("GPUs in the pod (the config's hardware.num_gpus).")
+        self.gpu_count_spin = self._spin("runpod_gpu_count", 1, 8, defaults.gpu_count)
+        self.gpu_count_spin.setToolTip(
+            "GPUs in the pod; the trainer runs one process per GPU (billed per GPU)."
+        )
         form.addRow("GPU count", self.gpu_count_spin)
         self.budget_spin = QDoubleSpinBox()
         self.budget_spin.setObjectName("runpod_budget")
@@ -138,9 +140,9 @@ class RunpodPanel(QGroupBox):
         self.runtime_spin.setValue(defaults.max_runtime_s / 3600)
         self.runtime_spin.setToolTip("The pod is deleted this long after it was created.")
         form.addRow("Maximum runtime", self.runtime_spin)
-        self.disk_spin = self._spin("runpod_disk", 1, 4000, None, defaults.disk_gb, " GB")
+        self.disk_spin = self._spin("runpod_disk", 1, 4000, defaults.disk_gb, " GB")
         form.addRow("Container disk", self.disk_spin)
-        self.volume_spin = self._spin("runpod_volume", 10, 4000, None, defaults.volume_gb, " GB")
+        self.volume_spin = self._spin("runpod_volume", 10, 4000, defaults.volume_gb, " GB")
         form.addRow("Pod volume", self.volume_spin)
 
         self.estimate_label = QLabel("Estimate: choose GPU types.")
@@ -158,18 +160,15 @@ class RunpodPanel(QGroupBox):
         self.cloud_combo.currentIndexChanged.connect(self._on_cloud_combo_changed)
         self.gpu_list.itemChanged.connect(lambda _item: self._estimate_timer.start())
         self.gpu_list.model().rowsMoved.connect(lambda *_: self._estimate_timer.start())
-        self.gpu_count_spin.valueChanged.connect(self._on_gpu_count_spin_changed)
-        for spin in (self.budget_spin, self.runtime_spin):
+        for spin in (self.gpu_count_spin, self.budget_spin, self.runtime_spin):
             spin.valueChanged.connect(lambda _v: self._estimate_timer.start())
         editor.config_changed.connect(self._on_editor_config_changed)
 
-    def _spin(
-        self, name: str, low: int, high: int, config: Any, value: int = 1, suffix: str = ""
-    ) -> QSpinBox:
+    def _spin(self, name: str, low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
         spin = QSpinBox()
         spin.setObjectName(name)
         spin.setRange(low, high)
-        spin.setValue(config.hardware.num_gpus if config is not None else value)
+        spin.setValue(value)
         spin.setSuffix(suffix)
         return spin
 
@@ -204,6 +203,7 @@ class RunpodPanel(QGroupBox):
         return base.model_copy(
             update={
                 "gpu_ids": chosen,
+                "gpu_count": self.gpu_count_spin.value(),
                 "cloud": str(self.cloud_combo.currentData()),
                 "budget_usd": Decimal(f"{self.budget_spin.value():.2f}"),
                 "max_runtime_s": max(60, round(self.runtime_spin.value() * 3600)),
@@ -311,18 +311,7 @@ class RunpodPanel(QGroupBox):
     def _on_cloud_combo_changed(self, _index: int) -> None:
         self._estimate_timer.start()
 
-    def _on_gpu_count_spin_changed(self, count: int) -> None:
-        config = _config(self._editor)
-        if config is not None and config.hardware.num_gpus != count:
-            hardware = config.hardware.model_copy(update={"num_gpus": count})
-            self._editor.set_config(config.model_copy(update={"hardware": hardware}))
-
     def _on_editor_config_changed(self) -> None:
-        config = _config(self._editor)
-        if config is not None and config.hardware.num_gpus != self.gpu_count_spin.value():
-            self.gpu_count_spin.blockSignals(True)
-            self.gpu_count_spin.setValue(min(config.hardware.num_gpus, 8))
-            self.gpu_count_spin.blockSignals(False)
         if self.isVisible() and self._offers:
             self._estimate_timer.start()
 
