@@ -133,11 +133,21 @@ class SlurmCluster:
         db_sock = r / "db" / "sock"
         self._procs.append(
             subprocess.Popen(
-                [_exe("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={db_sock}",
-                 f"--port={db_port}", "--bind-address=127.0.0.1", "--user=root",
-                 f"--pid-file={r / 'db' / 'pid'}", f"--log-error={r / 'log' / 'mariadb.log'}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                [
+                    _exe("mariadbd"),
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    f"--socket={db_sock}",
+                    f"--port={db_port}",
+                    "--bind-address=127.0.0.1",
+                    "--user=root",
+                    f"--pid-file={r / 'db' / 'pid'}",
+                    f"--log-error={r / 'log' / 'mariadb.log'}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         )
         _wait(db_sock.exists, "mariadbd", r / "log" / "mariadb.log")
         _wait(
@@ -191,10 +201,12 @@ class SlurmCluster:
         )  # fmt: skip
         _wait(lambda: (r / "slurmdbd.pid").exists(), "slurmdbd", r / "log" / "slurmdbd.log")
         _wait(
-            lambda: self.run("sacctmgr", "-i", "add", "cluster", "ftdesk", check=False).returncode
-            == 0
-            or "already exists" in self.run("sacctmgr", "-n", "list", "cluster", check=False).stdout
-            or "ftdesk" in self.run("sacctmgr", "-n", "list", "cluster", check=False).stdout,
+            lambda: (
+                self.run("sacctmgr", "-i", "add", "cluster", "ftdesk", check=False).returncode == 0
+                or "already exists"
+                in self.run("sacctmgr", "-n", "list", "cluster", check=False).stdout
+                or "ftdesk" in self.run("sacctmgr", "-n", "list", "cluster", check=False).stdout
+            ),
             "slurmdbd (sacctmgr)",
             r / "log" / "slurmdbd.log",
         )

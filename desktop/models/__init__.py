@@ -17,10 +17,12 @@ from desktop.models.job import (
     metric_columns,
 )
 from desktop.models.runpod_options import RunpodOptions
+from desktop.models.slurm_options import ClusterProfile, SlurmOptions
 from desktop.models.settings import Settings, data_home, load_settings, save_settings
 
 __all__ = [
     "ACTIVE_STATES",
+    "ClusterProfile",
     "ALLOWED_TRANSITIONS",
     "FINAL_STATES",
     "Job",
@@ -33,6 +35,7 @@ __all__ = [
     "RunpodOptions",
     "SeriesColumns",
     "Settings",
+    "SlurmOptions",
     "StateTransition",
     "can_transition",
     "data_home",
