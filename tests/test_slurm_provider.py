@@ -174,3 +174,131 @@ def test_the_demo_job_runs_through_slurm_and_its_artifacts_come_home(
     log = (demo_dir / "train.log").read_text(encoding="utf-8")
     assert f"Slurm job {record.slurm_job_id}" in log and "trainer exited with code 0" in log
     assert JobState.TRAINING in seen_states
+
+
+def trainer_pids(remote_dir: Path) -> list[int]:
+    """The trainer processes of a job (the cluster is this machine)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "trainer run --job-dir" in cmd and str(remote_dir) in cmd and "srun" not in cmd:
+            found.append(proc.pid)
+    return found
+
+
+def log_has(job_dir: Path, text: str) -> bool:
+    path = job_dir / "train.log"
+    return path.exists() and text in path.read_text(encoding="utf-8", errors="replace")
+
+
+def test_cancel_checkpoints_and_a_resume_continues_from_it(
+    cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
+) -> None:
+    import signal
+
+    _, ssh = cluster
+    home, work = tmp_path / "home", tmp_path / "work"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = launched(store, demo_job(demo_dir, "20261202-120000-canc", max_steps=30, save_steps=5))
+    remote = work / f"ftdesk-{job.id}"
+
+    async def scenario() -> tuple[Job, Job]:
+        provider = provider_for(ssh, home, work)
+        try:
+            handle = await provider.launch(job)
+            current = store.get_job(job.id).model_copy(update={"handle": handle})
+            current = await watch(provider, store, current, until=lambda j: (j.step or 0) >= 3)
+            # Held between two steps, so the cancel lands mid-run on any machine.
+            pids = trainer_pids(remote)
+            assert len(pids) == 1
+            os.kill(pids[0], signal.SIGSTOP)
+            cancelling = asyncio.create_task(provider.cancel(current))
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + 60
+            while not log_has(remote, "SIGTERM from Slurm"):
+                assert time.monotonic() < deadline, "the batch shell never got the cancel"
+                await asyncio.sleep(0.2)
+            os.kill(pids[0], signal.SIGCONT)
+            await cancelling
+            cancelled = await watch(provider, store, current)
+            assert cancelled.state is JobState.CANCELLED, cancelled.state_reason
+            # Resume: the same job again with --resume, as the service's resume launches it.
+            again = store.transition(cancelled, JobState.QUEUED, "resume", resume=True, handle=None)
+            handle = await provider.launch(again)
+            again = again.model_copy(update={"handle": handle})
+            return cancelled, await watch(provider, store, again)
+        finally:
+            await provider.aclose()
+
+    cancelled, done = asyncio.run(scenario())
+    assert cancelled.last_checkpoint is not None
+    saved = int(str(cancelled.last_checkpoint).rsplit("-", 1)[1])
+    assert 3 <= saved < 30
+    assert done.state is JobState.COMPLETED, done.state_reason
+    events = read_all_events(demo_dir / "events.jsonl")
+    steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
+    # The cancelled attempt stopped at its checkpoint and the resumed one went on after it:
+    # no step was trained twice.
+    assert steps == list(range(1, 31)), steps
+    stored = store.series_columns(job.id)["loss"]
+    assert list(stored.steps) == list(range(1, 31)), "one unbroken curve, each step once"
+    assert log_has(demo_dir, f"checkpoint-{saved}")
+
+
+def test_two_processes_write_one_set_of_events_and_one_output(
+    cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
+) -> None:
+    _, ssh = cluster
+    home, work = tmp_path / "home", tmp_path / "work"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = launched(store, demo_job(demo_dir, "20261202-120000-twop", max_steps=4))
+
+    async def scenario() -> Job:
+        provider = provider_for(ssh, home, work, tasks_per_node=2)
+        try:
+            handle = await provider.launch(job)
+            current = store.get_job(job.id).model_copy(update={"handle": handle})
+            return await watch(provider, store, current)
+        finally:
+            await provider.aclose()
+
+    done = asyncio.run(scenario())
+    assert done.state is JobState.COMPLETED, done.state_reason
+    log = (demo_dir / "train.log").read_text(encoding="utf-8")
+    # Two trainer processes ran (their own words), and rank 0 alone reported.
+    assert "launching 2 cpu processes" in log
+    assert "rank 1: events and output are written by rank 0" in log
+    events = read_all_events(demo_dir / "events.jsonl")
+    steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
+    assert steps == [1, 2, 3, 4]
+    assert any(p.name.startswith("adapter_model") for p in (demo_dir / "output").rglob("*"))
+
+
+def test_an_unknown_host_key_is_refused_with_the_sentence(
+    cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
+) -> None:
+    from desktop.providers.slurm.ssh import HostKeyError
+
+    slurm, ssh = cluster
+    strangers = tmp_path / "known_hosts"
+    strangers.write_text("")  # a known_hosts without this host
+    job = demo_job(demo_dir, "20261202-120000-hkey")
+    provider = provider_for(
+        ssh, tmp_path / "home", tmp_path / "work", profile={"known_hosts": str(strangers)}
+    )
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(HostKeyError) as caught:
+                await provider.launch(job)
+            message = str(caught.value)
+            assert f"[127.0.0.1]:{ssh.port}" in message and "ssh-keyscan" in message
+        finally:
+            await provider.aclose()
+
+    asyncio.run(scenario())
+    assert strangers.read_text() == "", "the key was not accepted behind the user's back"
+    queue = slurm.run("squeue", "-h", "-o", "%j")
+    assert "ftdesk-20261202-120000-hkey" not in queue.stdout, "nothing was submitted"

@@ -2,8 +2,9 @@
 
 The script (`render_batch_script`) runs the trainer through `srun` in the job's remote folder,
 its output appended to `train.log`. `--signal=B:TERM@LEAD` gives the batch shell SIGTERM that
-long before the time limit; the shell forwards it to `srun` (which forwards it to the trainer),
-the trainer checkpoints and ends, and the script then requeues its own job with
+long before the time limit; the shell passes it on to the trainer's tasks (`scancel --signal`
+on the step, not to `srun`, which would end the step with SIGKILL after Slurm's KillWait), the
+trainer checkpoints and ends, and the script then requeues its own job with
 `scontrol requeue` (`--requeue` alone does not requeue a job that hit its time limit), up to the
 profile's limit, unless the app asked for the cancel (`cancel-requested` in the folder). A
 requeued attempt (`SLURM_RESTART_COUNT` > 0) resumes from the newest checkpoint. Several nodes
@@ -136,7 +137,10 @@ stopped=""
 on_term() {{
   stopped=1
   say "SIGTERM from Slurm (time limit, preemption or cancel): the trainer checkpoints"
-  [ -n "${{child:-}}" ] && kill -TERM "$child" 2>/dev/null
+  # To the trainer's tasks, not to srun: srun would end the step (SIGKILL after KillWait),
+  # cutting a checkpoint short. The trainer saves after its current step and exits.
+  scancel --signal=TERM "$SLURM_JOB_ID.0" 2>/dev/null \
+    || {{ [ -n "${{child:-}}" ] && kill -TERM "$child" 2>/dev/null; }}
 }}
 trap on_term TERM
 srun --ntasks-per-node=1 --kill-on-bad-exit=1 {trainer} $resume >> "$JOB_DIR/train.log" 2>&1 &
