@@ -17,14 +17,14 @@ from desktop.models.job import (
     metric_columns,
 )
 from desktop.models.runpod_options import RunpodOptions
-from desktop.models.slurm_options import ClusterProfile, SlurmOptions
 from desktop.models.settings import Settings, data_home, load_settings, save_settings
+from desktop.models.slurm_options import ClusterProfile, SlurmOptions
 
 __all__ = [
     "ACTIVE_STATES",
-    "ClusterProfile",
     "ALLOWED_TRANSITIONS",
     "FINAL_STATES",
+    "ClusterProfile",
     "Job",
     "JobListener",
     "JobState",

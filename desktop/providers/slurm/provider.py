@@ -231,7 +231,8 @@ class SlurmProvider:
             for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
                 rel = path.relative_to(model_dir).as_posix()
                 await session.put(path, f"{remote}/model/{rel}")
-            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name_or_path": "model"})})
+            moved = cfg.model.model_copy(update={"name_or_path": "model"})
+            cfg = cfg.model_copy(update={"model": moved})
         if plan.nodes == 1 and plan.tasks_per_node > 1:
             hardware = cfg.hardware
             field = "cpu_processes" if hardware.device == "cpu" else "num_gpus"
