@@ -295,8 +295,14 @@ class SshServer:
         return self
 
     def stop(self) -> None:
-        """Stop sshd (sessions it forked end with their connections)."""
+        """Stop sshd and every session it forked: clients see their connections drop."""
+        import psutil
+
         if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self._proc.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=15)

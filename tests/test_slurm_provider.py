@@ -302,3 +302,62 @@ def test_an_unknown_host_key_is_refused_with_the_sentence(
     assert strangers.read_text() == "", "the key was not accepted behind the user's back"
     queue = slurm.run("squeue", "-h", "-o", "%j")
     assert "ftdesk-20261202-120000-hkey" not in queue.stdout, "nothing was submitted"
+
+
+def _remote_max_step(remote: Path) -> int:
+    path = remote / "events.jsonl"
+    if not path.exists():
+        return 0
+    steps = [
+        e.step for e in read_all_events(path) if isinstance(e, MetricEvent) and e.loss is not None
+    ]
+    return max(steps, default=0)
+
+
+def test_sshd_down_mid_run_and_an_app_restart_lose_and_double_nothing(
+    cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
+) -> None:
+    _, ssh = cluster
+    home, work = tmp_path / "home", tmp_path / "work"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = launched(store, demo_job(demo_dir, "20261202-120000-sshd", max_steps=60, save_steps=20))
+    remote = work / f"ftdesk-{job.id}"
+
+    async def scenario() -> Job:
+        first = provider_for(ssh, home, work)
+        handle = await first.launch(job)
+        current = store.get_job(job.id).model_copy(update={"handle": handle})
+        current = await watch(first, store, current, until=lambda j: (j.step or 0) >= 2)
+        before = current.step or 0
+        ssh.stop()  # the login node's sshd goes away, and every session with it
+        try:
+            # The job keeps training on the cluster meanwhile (its own files say so) ...
+            deadline = time.monotonic() + 120
+            while _remote_max_step(remote) <= before + 1:
+                assert time.monotonic() < deadline, "training stopped with sshd"
+                await asyncio.sleep(0.2)
+            # ... while a poll waits for the cluster to answer again.
+            polling = asyncio.create_task(first.poll(current))
+            await asyncio.sleep(1.0)
+            assert not polling.done(), "the poll gave up at once instead of reconnecting"
+        finally:
+            ssh.start()
+        update = await polling
+        current = (await asyncio.to_thread(ingest, store, current, update)).job
+        assert (current.step or 0) > before
+        # The app is killed (nothing closed) and started again: a new provider reattaches by
+        # the Slurm job id in slurm.json.
+        second = provider_for(ssh, home, work)
+        try:
+            return await watch(second, store, current)
+        finally:
+            await second.aclose()
+
+    done = asyncio.run(scenario())
+    assert done.state is JobState.COMPLETED, done.state_reason
+    events = read_all_events(demo_dir / "events.jsonl")
+    steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
+    assert steps == list(range(1, 61)), "the mirror lost or doubled events"
+    assert list(store.series_columns(job.id)["loss"].steps) == list(range(1, 61))
+    log = (demo_dir / "train.log").read_text(encoding="utf-8")
+    assert log.count("Slurm job ") == 1 and log.count("trainer exited with code 0") == 1
