@@ -361,3 +361,64 @@ def test_sshd_down_mid_run_and_an_app_restart_lose_and_double_nothing(
     assert list(store.series_columns(job.id)["loss"].steps) == list(range(1, 61))
     log = (demo_dir / "train.log").read_text(encoding="utf-8")
     assert log.count("Slurm job ") == 1 and log.count("trainer exited with code 0") == 1
+
+
+def test_a_time_limit_checkpoints_requeues_and_resumes_to_one_unbroken_curve(
+    cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
+) -> None:
+    import math
+    import re
+    import signal
+
+    slurm, ssh = cluster
+    home, work = tmp_path / "home", tmp_path / "work"
+    store = JobStore(home / "ftdesk.sqlite3")
+    job = launched(store, demo_job(demo_dir, "20261202-120000-tlim", max_steps=40, save_steps=5))
+    remote = work / f"ftdesk-{job.id}"
+
+    async def scenario() -> tuple[Job, str]:
+        provider = provider_for(ssh, home, work, profile={"signal_lead_s": 45})
+        try:
+            handle = await provider.launch(job)
+            sid = handle.extra["slurm_job_id"]
+            current = store.get_job(job.id).model_copy(update={"handle": handle})
+            current = await watch(
+                provider, store, current, until=lambda j: j.last_checkpoint is not None
+            )
+            # Held between two steps, so the time limit lands mid-run on any machine.
+            pids = trainer_pids(remote)
+            assert len(pids) == 1
+            os.kill(pids[0], signal.SIGSTOP)
+            shown = slurm.run("scontrol", "show", "job", sid).stdout
+            h, m, s = (int(x) for x in re.search(r"RunTime=(\d+):(\d+):(\d+)", shown).groups())  # type: ignore[union-attr]
+            elapsed = h * 3600 + m * 60 + s
+            # The shortest limit whose 45 s warning still comes after now and, with Slurm's
+            # 30 s check period, before the limit itself: 1 minute on a machine of normal speed.
+            minutes = max(1, math.ceil((elapsed + 50) / 60))
+            slurm.run("scontrol", "update", f"JobId={sid}", f"TimeLimit={minutes}")
+            deadline = time.monotonic() + minutes * 60 + 60
+            while not log_has(remote, "SIGTERM from Slurm"):
+                assert time.monotonic() < deadline, "no SIGTERM before the time limit"
+                await asyncio.sleep(0.2)
+            os.kill(pids[0], signal.SIGCONT)
+            while "PENDING" not in slurm.run("squeue", "-h", "-j", sid, "-o", "%T").stdout:
+                assert time.monotonic() < deadline + 120, "the job was not requeued"
+                await asyncio.sleep(0.2)
+            # As an admin would: the next attempt gets room to finish, and starts now rather
+            # than after the delay Slurm puts on a requeued job (2 minutes).
+            slurm.run("scontrol", "update", f"JobId={sid}", "TimeLimit=10", "StartTime=now")
+            return await watch(provider, store, current), sid
+        finally:
+            await provider.aclose()
+
+    done, sid = asyncio.run(scenario())
+    assert done.state is JobState.COMPLETED, done.state_reason
+    attempts = slurm.run("sacct", "-n", "-X", "-D", "-P", "-j", sid, "-o", "JobID,State")
+    assert len(attempts.stdout.split()) == 2, attempts.stdout  # restart count 1
+    assert done.handle is not None and done.handle.extra["restarts"] == "1"
+    events = read_all_events(demo_dir / "events.jsonl")
+    steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
+    assert steps == list(range(1, 41)), "each step once: the requeued attempt resumed"
+    assert list(store.series_columns(job.id)["loss"].steps) == list(range(1, 41))
+    log = (demo_dir / "train.log").read_text(encoding="utf-8")
+    assert "requeueing (restart 1" in log and "resuming from the newest checkpoint" in log

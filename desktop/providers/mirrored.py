@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from desktop.models import Job, JobState, JobUpdate
+from desktop.models import Job, JobState, JobUpdate, can_transition
 from trainer.protocol import EVENTS_FILE, Event, EventReader, StatusEvent
 
 __all__ = ["append_bytes", "last_status", "read_mirrored"]
@@ -34,7 +34,8 @@ def _latest_running_state(events: list[Event]) -> JobState | None:
 
 def read_mirrored(job: Job, final: bool) -> JobUpdate:
     """New mirrored events from the job's stored offsets (blocking), with the newest running
-    state they show (final states are the provider's to confirm)."""
+    state they show where the job may move to it (final states are the provider's to
+    confirm)."""
     reader = EventReader(job.job_dir / EVENTS_FILE, job.events_offset, job.events_last_seq)
     events = reader.read_new(final=final)
     state = _latest_running_state(events)
@@ -42,7 +43,9 @@ def read_mirrored(job: Job, final: bool) -> JobUpdate:
         events=tuple(events),
         events_offset=reader.offset,
         events_last_seq=reader.last_seq,
-        state=None if state is None or state == job.state else state,
+        # A requeued attempt starts again ("starting") under a job that is already training:
+        # only a move the state machine allows is an observation worth storing.
+        state=None if state is None or not can_transition(job.state, state) else state,
     )
 
 
