@@ -261,11 +261,14 @@ class SlurmProvider:
         """Slurm's view of the job: squeue while it is listed, else sacct."""
         listed = await session.run(f"squeue -h -t all -j {slurm_id} -o '%T|%r|%N'", check=False)
         live = parse_squeue(listed.stdout) if listed.returncode == 0 else None
+        if live is not None and live.running:
+            return live  # one command per poll while it runs; sacct when it waits or ended
         accounted = await session.run(
             f"sacct -n -X -D -P -j {slurm_id} -o JobID,State,ExitCode,NodeList,Reason", check=False
         )
         final = parse_sacct(accounted.stdout, slurm_id) if accounted.returncode == 0 else None
         if live is not None and not live.ended:
+            # Waiting: perhaps requeued, which only accounting counts.
             restarts = final.restarts if final else 0
             return SlurmStatus(live.state, live.reason, live.nodes, None, restarts)
         if final is not None and final.ended:
