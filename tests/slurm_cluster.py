@@ -159,7 +159,8 @@ class SlurmCluster:
             ).returncode == 0,
             "mariadb user",
         )  # fmt: skip
-        auth = f"AuthType=auth/munge\nAuthInfo=socket={sock}\n"
+        # cred_expire: how long a requeued job waits before it may start again (default 120 s).
+        auth = f"AuthType=auth/munge\nAuthInfo=socket={sock},cred_expire=10\n"
         dbd_conf = r / "etc" / "slurmdbd.conf"
         dbd_conf.write_text(
             f"{auth}DbdHost=localhost\nDbdAddr=127.0.0.1\nDbdPort={dbd_port}\nSlurmUser=root\n"
