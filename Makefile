@@ -32,7 +32,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -n 2 --durations=20
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=20
 
 screenshots: $(VENV)/.installed-test
 	$(PY) packaging/screenshots.py

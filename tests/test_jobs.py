@@ -206,6 +206,8 @@ def test_transitions_follow_only_what_was_observed() -> None:
     assert plan_transitions(t, [(t, "x")]) == []
     assert plan_transitions(c, [(f, "late")]) == []
     assert plan_transitions(t, [(q, "?")]) == []
+    # A requeued attempt (Slurm) starting again under a running job is no step back.
+    assert [x for x, _ in plan_transitions(sv, [(s, "attempt 2"), (t, "b")])] == [t]
 
 
 @pytest.mark.expect_log("background task boom failed")

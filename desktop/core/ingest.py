@@ -225,6 +225,11 @@ def plan_timed_transitions(
     for new, reason, at in observed:
         if new is state:
             continue
+        if new is JobState.STARTING and state in (JobState.TRAINING, JobState.SAVING):
+            # A requeued or restarted attempt of a job that is already running starts again:
+            # the job did not go back, it goes on.
+            log.info("a new attempt of a %s job started", state)
+            continue
         if can_transition(state, new):
             out.append((new, reason, at))
             state = new

@@ -18,11 +18,13 @@ from desktop.models.job import (
 )
 from desktop.models.runpod_options import RunpodOptions
 from desktop.models.settings import Settings, data_home, load_settings, save_settings
+from desktop.models.slurm_options import ClusterProfile, SlurmOptions
 
 __all__ = [
     "ACTIVE_STATES",
     "ALLOWED_TRANSITIONS",
     "FINAL_STATES",
+    "ClusterProfile",
     "Job",
     "JobListener",
     "JobState",
@@ -33,6 +35,7 @@ __all__ = [
     "RunpodOptions",
     "SeriesColumns",
     "Settings",
+    "SlurmOptions",
     "StateTransition",
     "can_transition",
     "data_home",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from desktop.core.paths import data_home
 from desktop.models.runpod_options import RunpodOptions
+from desktop.models.slurm_options import SlurmOptions
 from trainer.config import format_validation_error
 from trainer.protocol import write_json_atomic
 
@@ -63,6 +64,11 @@ class Settings(BaseModel):
         default_factory=RunpodOptions,
         title="RunPod",
         description="Defaults of RunPod launches (GPU types, cloud, budget, maximum runtime).",
+    )
+    slurm: SlurmOptions = Field(
+        default_factory=SlurmOptions,
+        title="Slurm",
+        description="Slurm clusters reached over SSH, and the options of Slurm launches.",
     )
 
 
