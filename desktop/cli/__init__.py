@@ -36,6 +36,7 @@ from desktop.cli.commands import (
     cmd_show,
     cmd_validate,
 )
+from desktop.cli.models import cmd_models
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
@@ -148,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POD_ID",
         help="re-link the unknown job a running pod is named for to that pod",
     )
+
+    p = add(
+        "models", cmd_models, "the local model cache: pull a Hub model ahead of a run, list, remove"
+    )
+    p.add_argument("action", choices=("pull", "list", "remove"))
+    p.add_argument("repo", nargs="?", metavar="ORG/NAME", help="the model (pull, remove)")
+    p.add_argument("--revision", help="pull: branch, tag or commit (default: main)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from desktop.core.config_io import PresetInfo
     from desktop.core.dataset_path import DatasetPathCheck
+    from desktop.core.models_cache import PullPlan
     from desktop.core.notify import JobEndNotifier
     from desktop.core.provenance_check import ProvenanceChangedError
     from desktop.core.secrets import SecretName, SecretStatus, SecretStore
@@ -82,6 +83,8 @@ __all__ = [
     "list_presets",
     "load_preset",
     "local_jobs_inhibitor",
+    "plan_model_pull",
+    "pull_model",
     "read_job_log",
     "read_last_config",
     "read_record",
@@ -545,3 +548,30 @@ async def cancel_jobs(service: JobService, job_ids: Iterable[str]) -> list[str]:
     if failures:
         raise failures[0]
     return done
+
+
+def plan_model_pull(repo_id: str, revision: str | None, offline: bool) -> PullPlan:
+    """What pulling the Hub model `repo_id` needs: files, bytes, free space (blocking, network).
+
+    Raises:
+        OfflineError, ConfigError, AuthError, UnreachableError: one sentence each.
+    """
+    from desktop.core import models_cache
+
+    token = None if offline else models_cache.stored_hf_token()
+    return models_cache.plan_pull(repo_id, revision, token=token, offline=offline)
+
+
+def pull_model(
+    plan: PullPlan, offline: bool, progress: Callable[[int, int], None], cancel: Any
+) -> Path:
+    """Download what `plan` found missing into the model cache (blocking); `cancel` is a
+    `threading.Event` that stops it at the next chunk, keeping what arrived for the next pull.
+
+    Raises:
+        DiskFullError, PullCancelledError, OfflineError, AuthError, UnreachableError.
+    """
+    from desktop.core import models_cache
+
+    token = None if offline else models_cache.stored_hf_token()
+    return models_cache.pull(plan, token=token, offline=offline, progress=progress, cancel=cancel)
