@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 
 from desktop.cli import main
+from tests.hub_emulator import HubEmulator
+
+pytest_plugins = ["app_fixtures"]
 
 JOB_ID = "20260101-120000-abcd"
 
@@ -188,3 +191,106 @@ def test_bad_requests_get_one_sentence_before_anything_runs(
     _register(export_home, failed, state="failed")
     assert main(["export", failed.name, "--merge"]) == 2
     assert "is failed, not completed" in capsys.readouterr().err
+
+
+# -- push (the loopback Hub) -----------------------------------------------------------------
+
+TOKEN = "hf_push_token_9f8e7d6c5b4a"
+
+
+@pytest.fixture
+def hub(export_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubEmulator]:
+    """The loopback Hub; the trainer child reaches it online (HF_HUB_DISABLE_XET=1: plain
+    uploads), with the token in the secret store's session override."""
+    with HubEmulator(tokens={TOKEN}) as emulator:
+        monkeypatch.setenv("HF_ENDPOINT", emulator.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("FTDESK_HF_TOKEN", TOKEN)
+        yield emulator
+
+
+def _no_token_under(home: Path) -> list[str]:
+    return [str(p) for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+
+
+def test_push_of_the_adapter_arrives_private_and_the_token_stays_out_of_every_file(
+    hub: HubEmulator, export_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = export_home / "jobs" / JOB_ID / "output"
+    own = {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()}
+    assert main(["export", JOB_ID, "--push", "me/demo-adapter"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "pushed to me/demo-adapter" in out
+    repo = hub.repos["me/demo-adapter"]
+    assert repo.private is True and repo.commits == 1
+    assert (
+        repo.files["adapter_model.safetensors"]
+        == (output / "adapter_model.safetensors").read_bytes()
+    )
+    assert repo.files["adapter_config.json"] == (output / "adapter_config.json").read_bytes()
+    assert repo.files["README.md"].startswith(b"---\nlibrary_name: peft\n")
+    # The job's own folder is left as it was; no optimizer state is published.
+    assert {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()} == own
+    assert not any(name.endswith((".pt", ".pth", ".bin")) for name in repo.files)
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub.seen("POST"))
+    assert _no_token_under(export_home) == []
+
+
+def test_push_of_the_merged_model_arrives_public_when_asked(
+    hub: HubEmulator, export_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "merged"
+    args = ["export", JOB_ID, "--merge", "--out", str(out), "--push", "me/demo-merged"]
+    assert main([*args, "--public"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    repo = hub.repos["me/demo-merged"]
+    assert repo.private is False
+    assert {
+        p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()
+    } == repo.files
+    assert _no_token_under(export_home) == []
+    assert _no_token_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--offline"], "offline mode is on: nothing was sent to the Hub"),
+        (["--push", "not a repo"], "is not a Hub repository name"),
+        (["--push", "me/..x"], "is not a Hub repository name"),
+    ],
+)
+def test_a_push_refused_before_any_request(
+    hub: HubEmulator,
+    export_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    said: str,
+) -> None:
+    args = ["export", JOB_ID, "--merge", "--push", "me/demo", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1
+    assert hub.requests == []
+    assert not (export_home / "jobs" / JOB_ID / "output" / "merged.partial").exists()
+
+
+@pytest.mark.expect_log(r"keychain cannot be used")
+def test_a_push_without_a_token_says_how_to_store_one(
+    hub: HubEmulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FTDESK_HF_TOKEN")
+    assert main(["export", JOB_ID, "--push", "me/demo"]) != 0
+    assert "finetune-desk keys set hf_token" in capsys.readouterr().err
+    assert hub.requests == []
+
+
+def test_a_private_push_into_an_existing_public_repo_is_refused_before_any_upload(
+    hub: HubEmulator, demo_made_apart: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    public = hub.add_model("me/already-public", demo_made_apart / "model")
+    before = dict(public.files)
+    assert main(["export", JOB_ID, "--push", "me/already-public"]) == 2
+    assert "exists and is public" in capsys.readouterr().err
+    assert public.files == before and not hub.seen("POST", "/commit/")

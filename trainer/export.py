@@ -223,9 +223,23 @@ def _push(folder: Path, repo: str, *, private: bool, message: str) -> str:
         )
     files = [p for p in folder.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
+    from huggingface_hub.errors import HfHubHTTPError
+
     api = HfApi(token=token)
     _progress("push", 0, 2, f"creating {repo} ({'private' if private else 'public'})")
-    url = api.create_repo(repo, private=private, exist_ok=True)
+    try:
+        url = str(api.create_repo(repo, private=private))
+    except HfHubHTTPError as exc:
+        if getattr(exc.response, "status_code", None) != 409:
+            raise
+        # It exists, and the Hub keeps its visibility: never publish into a public repo
+        # behind a person's back who asked for a private one.
+        if private and not api.model_info(repo).private:
+            raise ExportError(
+                f"{repo} exists and is public: pushing there would publish this model; push "
+                "with --public to do that, or choose another name"
+            ) from exc
+        url = f"{api.endpoint}/{repo}"
     _progress("push", 1, 2, f"uploading {len(files)} files ({size} bytes) to {repo}")
     api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message)
     _progress("push", 2, 2, f"pushed to {url}")

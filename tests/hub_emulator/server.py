@@ -7,7 +7,8 @@ names), `GET /api/models/{repo}/tree/{commit}?recursive=true` (paths and sizes),
 same URL, honouring `Range: bytes=N-` with a 206.
 
 Upload (`create_repo`, `upload_folder` with `HF_HUB_DISABLE_XET=1`):
-`POST /api/repos/create`, `POST /api/models/{repo}/preupload/{rev}` (every file is "regular":
+`POST /api/repos/create`, `POST /api/validate-yaml` (a README.md's metadata: accepted),
+`POST /api/models/{repo}/preupload/{rev}` (every file is "regular":
 no LFS, no Xet), `POST /api/models/{repo}/commit/{rev}` (NDJSON: a header, then base64 files),
 which stores the files in the repo as a new commit.
 
@@ -33,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = ["HubEmulator", "HubRepo", "HubRequest"]
 
-_REVISION = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/(.+)$")
+_REVISION = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/revision/(.+))?$")
 _TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _PREUPLOAD = re.compile(r"^/api/models/([^/]+/[^/]+)/preupload/(.+)$")
@@ -263,6 +264,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if path == "/api/repos/create":
             self._create(json.loads(body))
+        elif path == "/api/validate-yaml":  # a README's metadata, checked before a commit
+            self._json(200, {"errors": [], "warnings": []})
         elif match := _PREUPLOAD.match(path):
             if self._writable(match.group(1)):
                 files = json.loads(body).get("files", [])
@@ -357,9 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
         if repo_id in self.hub.repos:
             self._json(409, {"error": "You already created this model repo", "url": url})
             return
-        self.hub.repos[repo_id] = HubRepo(
-            {}, HubRepo.commit_of({}), private=bool(payload.get("private"))
-        )
+        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        self.hub.repos[repo_id] = HubRepo({}, HubRepo.commit_of({}), private=private)
         self._json(200, {"url": url, "name": repo_id})
 
     def _commit(self, repo_id: str, body: bytes) -> None:
