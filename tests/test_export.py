@@ -18,10 +18,13 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
 
 from desktop.cli import main
 from tests.hub_emulator import HubEmulator
@@ -294,3 +297,77 @@ def test_a_private_push_into_an_existing_public_repo_is_refused_before_any_uploa
     assert main(["export", JOB_ID, "--push", "me/already-public"]) == 2
     assert "exists and is public" in capsys.readouterr().err
     assert public.files == before and not hub.seen("POST", "/commit/")
+
+
+# -- the window's Export dialog ---------------------------------------------------------------
+
+
+def _dialog(qtbot: Any, export_home: Path) -> Any:
+    from desktop.core.runtime import TrainerRuntime
+    from desktop.core.store import JobStore
+    from desktop.views.export_dialog import ExportDialog
+    from desktop.views.operations import MessageBus, Operations
+
+    with JobStore() as store:
+        job = store.get_job(JOB_ID)
+    dialog = ExportDialog(job, Operations(MessageBus()), TrainerRuntime(), offline=False)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def test_the_export_dialog_merges_with_progress(
+    qtbot: Any, qloop: Any, export_home: Path, tmp_path: Path
+) -> None:
+    from app_helpers import run, until
+
+    dialog = _dialog(qtbot, export_home)
+    out = tmp_path / "from-dialog"
+    dialog.out.setText(str(out))
+    seen: list[int] = []
+    dialog.progress.valueChanged.connect(seen.append)
+
+    async def body() -> None:
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+        assert dialog.is_running() and not dialog.close_button.isEnabled()
+        await until(lambda: not dialog.is_running(), 240)
+        assert "merged model in" in dialog.status.text(), dialog.status.text()
+        await dialog.ops.close()
+
+    run(qloop, body())
+    assert dialog.progress.value() == 100
+    assert any(0 < v < 100 for v in seen)  # the bar moved with the trainer's stages
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def test_cancel_in_the_export_dialog_stops_a_push_before_its_commit(
+    qtbot: Any, qloop: Any, hub: HubEmulator, export_home: Path
+) -> None:
+    from app_helpers import run, until
+
+    hold = threading.Event()
+    hub.hold_preupload = hold
+    dialog = _dialog(qtbot, export_home)
+    dialog.merge.setChecked(False)
+    dialog.push.setChecked(True)
+    dialog.repo.setText("me/cancelled-push")
+
+    async def body() -> None:
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+        await until(lambda: hub.seen("POST", "/preupload/"), 120)
+        assert "uploading" in dialog.status.text()
+        qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+        await until(lambda: not dialog.is_running(), 60)
+        assert "was cancelled" in dialog.status.text(), dialog.status.text()
+        await dialog.ops.close()
+
+    try:
+        run(qloop, body())
+    finally:
+        hold.set()
+    assert hub.repos["me/cancelled-push"].commits == 0
+    assert not hub.seen("POST", "/commit/")
+    import psutil  # the trainer child is gone, not left uploading in the background
+
+    children = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert not [c for c in children if "trainer export" in c or "trainer', 'export" in c], children

@@ -575,3 +575,33 @@ def pull_model(
 
     token = None if offline else models_cache.stored_hf_token()
     return models_cache.pull(plan, token=token, offline=offline, progress=progress, cancel=cancel)
+
+
+def export_job(
+    runtime: Any,
+    offline: bool,
+    job: Job,
+    request: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None],
+    cancel: Any,
+) -> Any:
+    """Merge and/or push `job` in the trainer runtime (blocking); `request` holds
+    `ExportRequest`'s fields, `cancel` is a `threading.Event` that stops the trainer child.
+
+    Raises:
+        ConfigError, OfflineError, AuthError, ProviderError, RuntimeNotReadyError: one sentence.
+    """
+    from desktop.core.export import ExportRequest
+    from desktop.core.export import export_job as run_export
+
+    fields = dict(request)
+    if fields.get("out"):
+        fields["out"] = Path(fields["out"]).expanduser()
+    return run_export(
+        runtime,
+        job,
+        ExportRequest(**fields),
+        offline=offline,
+        on_progress=on_progress,
+        cancel=cancel,
+    )

@@ -79,11 +79,14 @@ class HubEmulator:
         stall: `{file path: (bytes, event)}`: a GET of that file sends this many bytes, then
             waits for the event (at most 60 s) before sending the rest: a transfer caught in
             the middle, as long as the test needs.
+        hold_preupload: when set to an event, a preupload request waits for it (at most 60 s)
+            before it is answered: an upload caught before its commit.
     """
 
     tokens: set[str] = field(default_factory=set)
     cut_once: dict[str, int] = field(default_factory=dict)
     stall: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
+    hold_preupload: threading.Event | None = None
     repos: dict[str, HubRepo] = field(default_factory=dict)
     requests: list[HubRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -267,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/validate-yaml":  # a README's metadata, checked before a commit
             self._json(200, {"errors": [], "warnings": []})
         elif match := _PREUPLOAD.match(path):
+            if self.hub.hold_preupload is not None:
+                self.hub.hold_preupload.wait(60)
             if self._writable(match.group(1)):
                 files = json.loads(body).get("files", [])
                 self._json(
