@@ -161,23 +161,6 @@ def _safetensors_dtypes(path: Path) -> set[str]:
     return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
 
 
-def test_a_checkpoint_merges_in_the_dtype_asked_for(
-    export_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "bf16"
-    step = max(
-        int(p.name.split("-")[1])
-        for p in (export_home / "jobs" / JOB_ID / "checkpoints").glob("checkpoint-*")
-    )
-    args = ["export", JOB_ID[:10], "--merge", "--checkpoint", str(step), "--dtype", "bf16"]
-    assert main([*args, "--out", str(out), "--json"]) == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["out"] == str(out)
-    assert "merge: 100%" in captured.err  # the progress lines
-    assert _safetensors_dtypes(out / "model.safetensors") == {"BF16"}
-    assert "| steps |" in (out / "README.md").read_text(encoding="utf-8")
-
-
 def test_bad_requests_get_one_sentence_before_anything_runs(
     export_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -240,18 +223,26 @@ def test_push_of_the_adapter_arrives_private_and_the_token_stays_out_of_every_fi
     assert _no_token_under(export_home) == []
 
 
-def test_push_of_the_merged_model_arrives_public_when_asked(
+def test_a_checkpoint_merged_in_bf16_is_pushed_public_when_asked(
     hub: HubEmulator, export_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "merged"
-    args = ["export", JOB_ID, "--merge", "--out", str(out), "--push", "me/demo-merged"]
-    assert main([*args, "--public"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
+    out = tmp_path / "bf16"
+    step = max(
+        int(p.name.split("-")[1])
+        for p in (export_home / "jobs" / JOB_ID / "checkpoints").glob("checkpoint-*")
+    )
+    args = ["export", JOB_ID[:10], "--merge", "--checkpoint", str(step), "--dtype", "bf16"]
+    args += ["--out", str(out), "--push", "me/demo-merged", "--public", "--json"]
+    assert main(args) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["out"] == str(out)
+    assert "merge: 100%" in captured.err and "push: 100%" in captured.err  # progress lines
+    assert _safetensors_dtypes(out / "model.safetensors") == {"BF16"}
+    assert "| steps |" in (out / "README.md").read_text(encoding="utf-8")
     repo = hub.repos["me/demo-merged"]
     assert repo.private is False
-    assert {
-        p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()
-    } == repo.files
+    sent = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert sent == repo.files
     assert _no_token_under(export_home) == []
     assert _no_token_under(tmp_path) == []
 
