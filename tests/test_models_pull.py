@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QToolButton
 
 from desktop.cli import main
 from desktop.core import models_cache as mc
@@ -294,3 +295,45 @@ def test_the_pull_button_says_why_it_will_not_pull(
 
     run(qloop, body())
     assert not hub.seen("GET", "/resolve/")
+
+
+def test_the_window_has_the_pull_button_beside_the_model_field_and_export_on_the_job_table(
+    qtbot: Any, qloop: Any, demo_home: Path
+) -> None:
+    from app_helpers import run, until
+
+    from desktop.models import Job, JobState, Settings
+    from desktop.views.app import build_window
+    from desktop.views.export_dialog import ExportDialog
+    from trainer.config import load_config
+
+    window = build_window(settings=Settings(), check_runtime=False)
+    qtbot.addWidget(window)
+
+    async def body() -> None:
+        await window.start()
+        await until(lambda: window.service is not None, 30)
+        button = window.editor.findChild(QToolButton, "model_pull_button")
+        model_field = window.editor.field_widget("model.name_or_path")
+        assert button is not None and button.parentWidget() is model_field.parentWidget()
+        config = load_config(demo_home / "demo" / "config.json")
+        job = Job(
+            id="20260101-000000-aaaa",
+            name="done",
+            config=config,
+            job_dir=demo_home / "demo",
+            created_at=1.0,
+            state=JobState.COMPLETED,
+        )
+        window.state.job_added(job)
+        menu = window.jobs_view.context_menu([job.id])
+        action = next(a for a in menu.actions() if a.objectName() == "export")
+        assert action.isEnabled()
+        action.trigger()
+        dialog = window.findChild(ExportDialog)
+        assert dialog is not None and dialog.job.id == job.id and dialog.isVisible()
+        dialog.reject()
+        await window.ops.close()
+        await window.service.close()
+
+    run(qloop, body())
