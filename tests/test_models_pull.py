@@ -337,3 +337,16 @@ def test_the_window_has_the_pull_button_beside_the_model_field_and_export_on_the
         await window.service.close()
 
     run(qloop, body())
+
+
+def test_hf_hub_offline_in_the_environment_is_named_and_nothing_is_sent(
+    hub: HubEmulator, hub_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    from desktop.core.errors import OfflineError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OfflineError, match="HF_HUB_OFFLINE is set in this environment"):
+        mc.plan_pull(REPO)
+    assert hub.requests == []

@@ -213,10 +213,16 @@ def _translate(exc: Exception, repo_id: str, revision: str) -> FtdeskError:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if isinstance(exc, OfflineModeIsEnabled):
+        return OfflineError(
+            f"HF_HUB_OFFLINE is set in this environment, so {repo_id} cannot be pulled: unset "
+            "it (and turn offline mode off) to download it"
+        )
     if isinstance(exc, GatedRepoError):
         return AuthError(gated_sentence(repo_id))
     status = getattr(getattr(exc, "response", None), "status_code", None)

@@ -551,57 +551,31 @@ async def cancel_jobs(service: JobService, job_ids: Iterable[str]) -> list[str]:
 
 
 def plan_model_pull(repo_id: str, revision: str | None, offline: bool) -> PullPlan:
-    """What pulling the Hub model `repo_id` needs: files, bytes, free space (blocking, network).
+    """What pulling the Hub model needs: files, bytes, free space (blocking; `models_cache`)."""
+    from desktop.core import models_cache as mc
 
-    Raises:
-        OfflineError, ConfigError, AuthError, UnreachableError: one sentence each.
-    """
-    from desktop.core import models_cache
-
-    token = None if offline else models_cache.stored_hf_token()
-    return models_cache.plan_pull(repo_id, revision, token=token, offline=offline)
+    token = None if offline else mc.stored_hf_token()
+    return mc.plan_pull(repo_id, revision, token=token, offline=offline)
 
 
 def pull_model(
     plan: PullPlan, offline: bool, progress: Callable[[int, int], None], cancel: Any
 ) -> Path:
-    """Download what `plan` found missing into the model cache (blocking); `cancel` is a
-    `threading.Event` that stops it at the next chunk, keeping what arrived for the next pull.
+    """Download what `plan` found missing (blocking); `cancel`: a `threading.Event`."""
+    from desktop.core import models_cache as mc
 
-    Raises:
-        DiskFullError, PullCancelledError, OfflineError, AuthError, UnreachableError.
-    """
-    from desktop.core import models_cache
-
-    token = None if offline else models_cache.stored_hf_token()
-    return models_cache.pull(plan, token=token, offline=offline, progress=progress, cancel=cancel)
+    token = None if offline else mc.stored_hf_token()
+    return mc.pull(plan, token=token, offline=offline, progress=progress, cancel=cancel)
 
 
 def export_job(
-    runtime: Any,
-    offline: bool,
-    job: Job,
-    request: dict[str, Any],
-    on_progress: Callable[[dict[str, Any]], None],
-    cancel: Any,
+    runtime: Any, offline: bool, job: Job, request: dict[str, Any], on_progress: Any, cancel: Any
 ) -> Any:
-    """Merge and/or push `job` in the trainer runtime (blocking); `request` holds
-    `ExportRequest`'s fields, `cancel` is a `threading.Event` that stops the trainer child.
-
-    Raises:
-        ConfigError, OfflineError, AuthError, ProviderError, RuntimeNotReadyError: one sentence.
-    """
+    """Merge and/or push `job` (blocking; `desktop.core.export`): `request` holds
+    `ExportRequest`'s fields, `cancel` is a `threading.Event` that stops the trainer child."""
     from desktop.core.export import ExportRequest
     from desktop.core.export import export_job as run_export
 
-    fields = dict(request)
-    if fields.get("out"):
-        fields["out"] = Path(fields["out"]).expanduser()
-    return run_export(
-        runtime,
-        job,
-        ExportRequest(**fields),
-        offline=offline,
-        on_progress=on_progress,
-        cancel=cancel,
-    )
+    fields = {**request, "out": Path(request["out"]).expanduser() if request.get("out") else None}
+    req = ExportRequest(**fields)
+    return run_export(runtime, job, req, offline=offline, on_progress=on_progress, cancel=cancel)
