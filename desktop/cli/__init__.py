@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="merged model folder (default: output/merged)")
     p.add_argument("--push", metavar="ORG/NAME", help="upload to this Hugging Face Hub repo")
     vis = p.add_mutually_exclusive_group()
-    vis.add_argument("--private", dest="private", action="store_true", default=True)
+    vis.add_argument(
+        "--private", dest="private", action="store_true", default=True, help="(the default)"
+    )
     vis.add_argument("--public", dest="private", action="store_false", help="a public repo")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -4,7 +4,9 @@ The trainer runs in its own Python (the settings' "trainer runtime", else the ap
 interpreter). Everything the app asks of it before a job exists goes through `TrainerRuntime`:
 `doctor` (can this Python train?), `check-data` (is this dataset usable?) and `make-demo`
 (write the built-in demo). `TrainerRuntime.run_json` is the one function in `desktop/` that
-starts such a check and parses its JSON; `tests/test_one_trainer_runner.py` proves it.
+starts such a check and parses its JSON; `tests/test_one_trainer_runner.py` proves it. A long
+command (`export`: merge, push) goes through it too, streaming its progress lines and stopped
+by a cancel event.
 `TrainerRuntime.child_env` is the one recipe for a trainer child's environment (the source
 checkout on PYTHONPATH, the offline variables, the secrets), used for every trainer process,
 the providers' training launches included.
