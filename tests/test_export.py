@@ -231,7 +231,7 @@ def test_a_checkpoint_merged_in_bf16_is_pushed_public_when_asked(
         int(p.name.split("-")[1])
         for p in (export_home / "jobs" / JOB_ID / "checkpoints").glob("checkpoint-*")
     )
-    args = ["export", JOB_ID[:10], "--merge", "--checkpoint", str(step), "--dtype", "bf16"]
+    args = ["export", JOB_ID[:-2], "--merge", "--checkpoint", str(step), "--dtype", "bf16"]
     args += ["--out", str(out), "--push", "me/demo-merged", "--public", "--json"]
     assert main(args) == 0, capsys.readouterr().err
     captured = capsys.readouterr()
