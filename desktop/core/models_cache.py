@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from desktop.core.errors import (
     AuthError,
@@ -338,7 +339,10 @@ def _fetch_file(
     blob = storage / "blobs" / meta.etag
     partial = blob.with_name(blob.name + ".incomplete")
     blob.parent.mkdir(parents=True, exist_ok=True)
-    headers = build_hf_headers(token=token or False)
+    target = meta.location or url
+    same_host = urlsplit(target).netloc == urlsplit(hub_endpoint()).netloc
+    # The token is for the Hub only, never for the storage host a large file redirects to.
+    headers = build_hf_headers(token=(token or False) if same_host else False)
     headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets of the file itself
     attempts = 0
     while not blob.exists():
@@ -349,7 +353,7 @@ def _fetch_file(
         try:
             with httpx.stream(
                 "GET",
-                meta.location or url,
+                target,
                 headers=request_headers,
                 follow_redirects=True,
                 timeout=httpx.Timeout(60.0, connect=15.0),
@@ -440,7 +444,7 @@ def pull(
     total = plan.need_bytes
     done = 0
 
-    def sink(n: int) -> None:
+    def sink(n: int) -> None:  # one report per network read (at most 64 KiB)
         nonlocal done
         done += n
         if progress is not None:
