@@ -231,6 +231,7 @@ def test_context_menu_enables_actions_by_state_and_emits_job_ids(qtbot: QtBot) -
         "resume": False,
         "duplicate": True,
         "open_output": True,
+        "export": False,
         "show_log": True,
         "delete": False,
     }
@@ -241,11 +242,13 @@ def test_context_menu_enables_actions_by_state_and_emits_job_ids(qtbot: QtBot) -
         "resume": False,
         "duplicate": True,
         "open_output": True,
+        "export": True,
         "show_log": True,
         "delete": True,
     }
     several = _menu_actions(view, ["run", "bad", "ok"])
     assert several["duplicate"] is False and several["delete"] is False
+    assert several["export"] is False and _menu_actions(view, ["bad"])["export"] is False
     assert several["cancel"] and several["resume"]
 
     cancelled: list[str] = []
@@ -262,6 +265,9 @@ def test_context_menu_enables_actions_by_state_and_emits_job_ids(qtbot: QtBot) -
         next(
             a for a in view.context_menu(["ok"]).actions() if a.objectName() == "duplicate"
         ).trigger()
+    assert blocker.args == ["ok"]
+    with qtbot.waitSignal(view.export_requested) as blocker:
+        next(a for a in view.context_menu(["ok"]).actions() if a.objectName() == "export").trigger()
     assert blocker.args == ["ok"]
 
 

@@ -1,4 +1,4 @@
-"""`python -m trainer <command>`: run, check-data, doctor, make-demo.
+"""`python -m trainer <command>`: run, check-data, doctor, make-demo, export.
 
 Each command lives in its own module and is imported only when asked for, so `check-data`
 and `doctor` start without loading the training stack they do not need.
@@ -13,6 +13,7 @@ _COMMANDS = {
     "check-data": ("trainer.data", "Check a dataset: python -m trainer check-data FILE [--json]"),
     "doctor": ("trainer.doctor", "Describe this runtime: python -m trainer doctor [--json]"),
     "make-demo": ("trainer.demo", "Write the demo: python -m trainer make-demo DIR [--json]"),
+    "export": ("trainer.export", "Merge and/or push: python -m trainer export --job-dir DIR ..."),
 }
 
 

@@ -36,6 +36,8 @@ from desktop.cli.commands import (
     cmd_validate,
 )
 from desktop.cli.dry_run import run_or_dry_run
+from desktop.cli.export import cmd_export
+from desktop.cli.models import cmd_models
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
@@ -151,6 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POD_ID",
         help="re-link the unknown job a running pod is named for to that pod",
     )
+
+    p = add(
+        "models", cmd_models, "the local model cache: pull a Hub model ahead of a run, list, remove"
+    )
+    p.add_argument("action", choices=("pull", "list", "remove"))
+    p.add_argument("repo", nargs="?", metavar="ORG/NAME", help="the model (pull, remove)")
+    p.add_argument("--revision", help="pull: branch, tag or commit (default: main)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("export", cmd_export, "merge a finished job's adapter into its base, or push it")
+    p.add_argument("job", metavar="JOB", help="job id (or a unique prefix)")
+    p.add_argument(
+        "--checkpoint", type=int, metavar="N", help="export checkpoint N, not the output"
+    )
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the base model")
+    p.add_argument("--dtype", default="fp32", help="merged weights: fp32 (default), bf16, fp16")
+    p.add_argument("--out", metavar="DIR", help="merged model folder (default: output/merged)")
+    p.add_argument("--push", metavar="ORG/NAME", help="upload to this Hugging Face Hub repo")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument(
+        "--private", dest="private", action="store_true", default=True, help="(the default)"
+    )
+    vis.add_argument("--public", dest="private", action="store_false", help="a public repo")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

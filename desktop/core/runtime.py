@@ -4,7 +4,9 @@ The trainer runs in its own Python (the settings' "trainer runtime", else the ap
 interpreter). Everything the app asks of it before a job exists goes through `TrainerRuntime`:
 `doctor` (can this Python train?), `check-data` (is this dataset usable?) and `make-demo`
 (write the built-in demo). `TrainerRuntime.run_json` is the one function in `desktop/` that
-starts such a check and parses its JSON; `tests/test_one_trainer_runner.py` proves it.
+starts such a check and parses its JSON; `tests/test_one_trainer_runner.py` proves it. A long
+command (`export`: merge, push) goes through it too, streaming its progress lines and stopped
+by a cancel event.
 `TrainerRuntime.child_env` is the one recipe for a trainer child's environment (the source
 checkout on PYTHONPATH, the offline variables, the secrets), used for every trainer process,
 the providers' training launches included.
@@ -18,11 +20,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from desktop.core.errors import DatasetError, RuntimeNotReadyError
+from desktop.core.errors import DatasetError, FtdeskError, RuntimeNotReadyError
 from desktop.providers.offline import OFFLINE_ENV
 from trainer.reports import DataReport, DemoReport, DoctorReport
 
@@ -31,7 +35,13 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", DataReport, DoctorReport, DemoReport)
 
-__all__ = ["NOT_SET_UP", "TrainerRuntime", "require_usable", "source_root"]
+__all__ = [
+    "NOT_SET_UP",
+    "TrainerCommandCancelledError",
+    "TrainerRuntime",
+    "require_usable",
+    "source_root",
+]
 
 # Where a person fixes a broken runtime; every RuntimeNotReadyError ends with it.
 _FIX = (
@@ -142,6 +152,9 @@ class TrainerRuntime:
         *args: str,
         timeout_s: float,
         accept_codes: tuple[int, ...] = (0,),
+        secrets: Mapping[str, str] | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Run `python -m trainer COMMAND ARGS` (ARGS hold `--json`) and return its JSON object.
 
@@ -150,6 +163,11 @@ class TrainerRuntime:
         in `accept_codes` (`check-data` exits 2 with a full report when the data is unusable;
         `doctor` exits 1 when the runtime has problems).
 
+        A long command (`export`) streams: with `on_progress` or `cancel`, every stdout line
+        that is a JSON object with a "progress" key goes to `on_progress` as it is printed, the
+        last other JSON object is the report, `secrets` join the child's environment only,
+        and setting `cancel` stops the child (`TrainerCommandCancelledError`).
+
         Raises:
             RuntimeNotReadyError: the runtime cannot start, did not finish in time, printed no
                 JSON object, or exited with a code outside `accept_codes`; the sentence names
@@ -157,6 +175,23 @@ class TrainerRuntime:
         """
         argv = self.argv(command, *args)
         shown = f"`{self.python} -m trainer {command}`"
+        if on_progress is not None or cancel is not None:
+            try:
+                child = subprocess.Popen(  # streamed: read line by line below
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    env=self.child_env(secrets),
+                    stdin=subprocess.DEVNULL,
+                )
+            except OSError as exc:
+                raise RuntimeNotReadyError(
+                    f"cannot start the trainer runtime {self.python}: {exc.strerror or exc}; {_FIX}"
+                ) from exc
+            return _streamed(child, shown, timeout_s, accept_codes, on_progress, cancel)
         try:
             proc = subprocess.run(  # short-lived child: pipes are fine here
                 argv,
@@ -277,6 +312,83 @@ class TrainerRuntime:
                 f"`{self.python} -m trainer {command}` printed a report this app cannot read "
                 f"({exc}); the trainer runtime may be another version than the app: {_FIX}"
             ) from exc
+
+
+class TrainerCommandCancelledError(FtdeskError):
+    """A streamed trainer command was stopped on request (its child is gone)."""
+
+    exit_code = 130
+
+
+def _streamed(
+    child: subprocess.Popen[str],
+    shown: str,
+    timeout_s: float,
+    accept_codes: tuple[int, ...],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    cancel: threading.Event | None,
+) -> dict[str, Any]:
+    """Follow a started trainer command: progress lines to `on_progress`, the last other JSON
+    object as its report; stop it when `cancel` is set or `timeout_s` passes."""
+    assert child.stdout is not None and child.stderr is not None
+    stderr_tail: list[str] = []
+    ended = threading.Event()
+    why_stopped: list[str] = []
+
+    def drain_stderr() -> None:  # a full stderr pipe would block the child
+        assert child.stderr is not None
+        for line in child.stderr:
+            stderr_tail[:] = [*stderr_tail[-20:], line.rstrip()]
+
+    def watch() -> None:  # the cancel and the deadline, while stdout is read below
+        deadline = time.monotonic() + timeout_s
+        while not ended.is_set():
+            if cancel is not None and cancel.is_set():
+                why_stopped.append("cancel")
+            elif time.monotonic() > deadline:
+                why_stopped.append("timeout")
+            if why_stopped:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                return
+            ended.wait(0.1)
+
+    helpers = [threading.Thread(target=f, daemon=True) for f in (drain_stderr, watch)]
+    for helper in helpers:
+        helper.start()
+    report: dict[str, Any] | None = None
+    try:
+        for line in child.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # a library's chatter on stdout
+            if not isinstance(item, dict):
+                continue
+            if "progress" in item and isinstance(item["progress"], dict):
+                if on_progress is not None:
+                    on_progress(item["progress"])
+            else:
+                report = item
+        code = child.wait()
+    finally:
+        ended.set()
+        for helper in helpers:
+            helper.join(15)
+    if why_stopped == ["cancel"]:
+        raise TrainerCommandCancelledError(f"{shown} was cancelled; nothing more was done")
+    if why_stopped:
+        raise RuntimeNotReadyError(f"{shown} did not finish within {timeout_s:g} s; {_FIX}")
+    if report is None or code not in accept_codes:
+        what = "printed no JSON report" if report is None else "failed"
+        raise RuntimeNotReadyError(
+            f"{shown} {what} (exit code {code}): "
+            f"{' | '.join(stderr_tail[-3:]) or 'no output'}; {_FIX}"
+        )
+    return report
 
 
 def require_usable(report: DataReport) -> DataReport:

@@ -65,6 +65,12 @@ class ConfigActions(QObject):
         #: Checks the dataset paths as they are typed (errors on the fields, notes).
         self.dataset_watch = DatasetFieldWatcher(window.editor, window.ops)
         self.demo_ready.connect(lambda _folder: self.dataset_watch.recheck())  # its data exists now
+        from desktop.views.model_pull import ModelPullPanel
+
+        #: The Pull button beside the model field (a Hub model fetched ahead of the run).
+        self.model_pull = ModelPullPanel(
+            window.editor, window.ops, lambda: bool(getattr(window.service, "offline", False))
+        )
         from desktop.views.dataset_watch import AutoPreflight
         from desktop.views.preflight import DataCheckSummary
 

@@ -255,6 +255,10 @@ class ConfigEditor(QWidget):
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "config")) from exc
 
+    def attach_to_field(self, path: str, widget: QWidget, below: tuple[QWidget, ...] = ()) -> None:
+        """Add `widget` beside the field `path` and `below` under it (see `FormField.attach`)."""
+        self._fields[path].attach(widget, below)
+
     def errors(self) -> dict[str, str]:
         """Field path -> the error shown on it (e.g. {"training.eval_steps": "..."})."""
         return dict(self._errors)

@@ -269,6 +269,14 @@ class FormField:
         self.container = QWidget()
         self.container.setLayout(column)
         self.error: str | None = None
+        self._row, self._column = row, column
+
+    def attach(self, widget: QWidget, below: tuple[QWidget, ...] = ()) -> None:
+        """Put `widget` at the end of the field's row and `below` under it (a Pull button and
+        its progress line, for the model field)."""
+        self._row.addWidget(widget)
+        for item in below:
+            self._column.addWidget(item)
 
     # -- construction ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from desktop.views import operations
 
 if TYPE_CHECKING:
     from desktop.models import Job
+    from desktop.views.export_dialog import ExportDialog
     from desktop.views.main_window import MainWindow
 
 __all__ = ["JobActions"]
@@ -42,6 +43,7 @@ class JobActions(QObject):
         view.open_output_requested.connect(self.open_output)
         view.show_log_requested.connect(self.show_log)
         view.delete_requested.connect(self.delete_job)
+        view.export_requested.connect(self.open_export)
         self.window.state.selection_changed.connect(self._on_state_selection_changed)
 
     def start_job(self) -> None:
@@ -146,6 +148,18 @@ class JobActions(QObject):
 
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
             self.window.bus.error(f"cannot open {folder} in a file manager; open it yourself")
+
+    def open_export(self, job_id: str) -> ExportDialog | None:
+        """Open the Export dialog of a job (merge, push); returns it."""
+        job = self.window.state.job(job_id)
+        service = self.window.service
+        if job is None or service is None:
+            return None
+        from desktop.views.export_dialog import ExportDialog
+
+        dialog = ExportDialog(job, self.window.ops, service.runtime, service.offline, self.window)
+        dialog.open()
+        return dialog
 
     def show_log(self, job_id: str) -> None:
         """Select the job so the log view (and the chart) follow it."""

@@ -165,6 +165,7 @@ class JobTableView(QWidget):
         open_output_requested(str): open the job's output folder.
         show_log_requested(str): show the job's log.
         delete_requested(str): delete a finished job's record.
+        export_requested(str): merge a completed job and/or push it to the Hub.
     """
 
     cancel_requested = Signal(str)
@@ -173,6 +174,7 @@ class JobTableView(QWidget):
     open_output_requested = Signal(str)
     show_log_requested = Signal(str)
     delete_requested = Signal(str)
+    export_requested = Signal(str)
 
     STATE_CHOICES: ClassVar[tuple[tuple[str, frozenset[JobState] | None], ...]] = _STATE_CHOICES
 
@@ -323,6 +325,13 @@ class JobTableView(QWidget):
             [single] if single else [],
             "Show the job's output in the file manager.",
             "open_output",
+        )
+        add(
+            "Export…",
+            self.export_requested,
+            [single] if single and single.state is JobState.COMPLETED else [],
+            "Merge the adapter into the base model and/or push it to the Hub.",
+            "export",
         )
         add(
             "Show log",

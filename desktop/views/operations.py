@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from desktop.core.config_io import PresetInfo
     from desktop.core.dataset_path import DatasetPathCheck
+    from desktop.core.models_cache import PullPlan
     from desktop.core.notify import JobEndNotifier
     from desktop.core.provenance_check import ProvenanceChangedError
     from desktop.core.secrets import SecretName, SecretStatus, SecretStore
@@ -82,6 +83,8 @@ __all__ = [
     "list_presets",
     "load_preset",
     "local_jobs_inhibitor",
+    "plan_model_pull",
+    "pull_model",
     "read_job_log",
     "read_last_config",
     "read_record",
@@ -560,3 +563,34 @@ async def cancel_jobs(service: JobService, job_ids: Iterable[str]) -> list[str]:
     if failures:
         raise failures[0]
     return done
+
+
+def plan_model_pull(repo_id: str, revision: str | None, offline: bool) -> PullPlan:
+    """What pulling the Hub model needs: files, bytes, free space (blocking; `models_cache`)."""
+    from desktop.core import models_cache as mc
+
+    token = None if offline else mc.stored_hf_token()
+    return mc.plan_pull(repo_id, revision, token=token, offline=offline)
+
+
+def pull_model(
+    plan: PullPlan, offline: bool, progress: Callable[[int, int], None], cancel: Any
+) -> Path:
+    """Download what `plan` found missing (blocking); `cancel`: a `threading.Event`."""
+    from desktop.core import models_cache as mc
+
+    token = None if offline else mc.stored_hf_token()
+    return mc.pull(plan, token=token, offline=offline, progress=progress, cancel=cancel)
+
+
+def export_job(
+    runtime: Any, offline: bool, job: Job, request: dict[str, Any], on_progress: Any, cancel: Any
+) -> Any:
+    """Merge and/or push `job` (blocking; `desktop.core.export`): `request` holds
+    `ExportRequest`'s fields, `cancel` is a `threading.Event` that stops the trainer child."""
+    from desktop.core.export import ExportRequest
+    from desktop.core.export import export_job as run_export
+
+    fields = {**request, "out": Path(request["out"]).expanduser() if request.get("out") else None}
+    req = ExportRequest(**fields)
+    return run_export(runtime, job, req, offline=offline, on_progress=on_progress, cancel=cancel)
