@@ -9,7 +9,7 @@ recorded in `mismatches`, which the test fixture checks at teardown. The emulato
 answers are validated too, so it cannot drift from the file unnoticed.
 
 Faults are knobs on the emulator (`fault`, `no_capacity`, `low_balance`, `provisioning_s`,
-`drop_logs_after`, `restart_container`, `stop_container`). A pod runner (a later piece that starts
+`drop_logs_after`, `restart_container`, `stop_container`). A pod runner (`runpod_pods`, which starts
 a local process as the pod's container) plugs in through `PodRunner`: it is called on create with
 the pod and the container's env (including `RUNPOD_POD_ID` and a pod-scoped `RUNPOD_API_KEY`),
 and on terminate; it may publish its agent's local URL in `EmulatedPod.proxy`.
@@ -113,13 +113,16 @@ class EmulatedPod:
 
 
 class PodRunner(Protocol):
-    """The seam for a runner that plays the pod's container (none is built here)."""
+    """The seam for a runner that plays the pod's container (`runpod_pods.LocalPodRunner`)."""
 
     def on_create(self, pod: EmulatedPod, env: dict[str, str]) -> None:
         """The pod was created; `env` is what its container would see."""
 
     def on_terminate(self, pod: EmulatedPod) -> None:
         """The pod was deleted or terminated; stop its container."""
+
+    # Optional: `attach(emulator)` (told the emulator it serves, for the pod's log stream) and
+    # `on_restart(pod, start)` (the container exited: stop it, and with `start` run it again).
 
 
 @dataclass
@@ -218,6 +221,9 @@ class RunpodEmulator:
         self.api_key = api_key
         self.clock = clock or VirtualClock()
         self.runner = runner
+        attach = getattr(runner, "attach", None)
+        if attach is not None:
+            attach(self)  # the container's output becomes the pod's log stream
         self.contract = contract()
         self.pods: dict[str, EmulatedPod] = {}
         self.gpus = [dict(g) for g in DEFAULT_GPUS]
@@ -267,18 +273,30 @@ class RunpodEmulator:
         return self._create({"name": name, "image": "img", "gpu": {"id": gpu_id, "count": 1}})
 
     def append_log(self, pod_id: str, line: str, source: str = "container") -> None:
-        """The pod's container (or RunPod) printed a line."""
+        """The pod's container (or RunPod) printed a line (dropped once the pod is gone)."""
         with self.lock:
-            pod = self.pods[pod_id]
+            pod = self.pods.get(pod_id)
+            if pod is None:
+                return
             pod.logs.append((len(pod.logs) + 1, self.clock.now(), source, line))
             self.lock.notify_all()
 
-    def restart_container(self, pod_id: str) -> None:
-        """The container exited and RunPod restarted it: the pod stays RUNNING, uptime resets."""
+    def restart_container(self, pod_id: str, start: bool = True) -> None:
+        """The container exited and RunPod restarted it: the pod stays RUNNING, uptime resets.
+
+        With a runner, the container's processes are killed and its command runs again (same
+        workspace, same env), as RunPod does. `start=False` is a container caught between a
+        crash and its next start: nothing runs, nothing listens on its ports (a crash loop, seen
+        between two restarts); a later `restart_container` starts it again.
+        """
         with self.lock:
             pod = self.pods[pod_id]
             pod.container_started_at = self.clock.now()
             pod.restarts += 1
+        # A runner that plays no container (a recording one) has no `on_restart`.
+        on_restart = getattr(self.runner, "on_restart", None)
+        if on_restart is not None:
+            on_restart(pod, start)
         self.append_log(pod_id, f"container restarted ({pod.restarts})", source="system")
 
     def stop_container(self, pod_id: str) -> None:
