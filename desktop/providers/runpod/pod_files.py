@@ -48,6 +48,7 @@ class PodRecord(BaseModel):
     exit_code: int | None = None
     uptime_s: int | None = None
     restarts: int = 0
+    runpod_log_cursors: dict[str, str] = {}  # RunPod's log stream, read up to (pod_logs)
 
 
 def load_record(job_dir: Path) -> PodRecord | None:

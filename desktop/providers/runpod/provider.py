@@ -65,6 +65,7 @@ from desktop.providers.runpod.pod_files import (
     save_record,
     trainer_bundle,
 )
+from desktop.providers.runpod.pod_logs import keep_runpod_log
 from desktop.providers.runpod.pod_sync import final_word, mirror, pull_artifacts, read_mirrored
 
 __all__ = [
@@ -243,8 +244,10 @@ class RunpodProvider:
                 agent = AgentClient(http, self._proxy(pod.id), token)
                 await self._wait_running(api, agent, pod)
                 await self._upload_and_start(job, agent, pod)
-            except BaseException:
-                await self._delete(api, job, record)
+            except BaseException as exc:
+                # Nothing of the pod's log was mirrored yet: RunPod's stream has it (not kept
+                # for a cancelled launch, whose pod goes at once).
+                await self._delete(api, job, record, agent_gone=isinstance(exc, Exception))
                 raise
         return ProviderHandle(
             provider=self.name,
@@ -371,6 +374,14 @@ class RunpodProvider:
                 record = await asyncio.to_thread(load_record, job.job_dir) or broken
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update).model_copy(update={"cost_usd": cost})
+            # The limits before the agent: a pod whose agent is gone still bills, and only the
+            # app is left to delete it (the agent's watchdog went with the agent).
+            limit = self._limit_reached(api, pod, record, cost)
+            if limit is not None:
+                await self._stop(api, agent, job, record, JobState.CANCELLED, limit)
+                record = await asyncio.to_thread(load_record, job.job_dir) or record
+                update = await asyncio.to_thread(read_mirrored, job, True)
+                return final_word(job, record, update).model_copy(update={"cost_usd": cost})
             health = await agent.health()
             await agent.heartbeat()
             record = await mirror(agent, job.job_dir, record)
@@ -378,12 +389,6 @@ class RunpodProvider:
                 "ended",
                 "recovery",
             )
-            if cost >= record.budget_usd:
-                spent = f"budget reached (${cost:.2f} spent of ${record.budget_usd:.2f})"
-                await self._stop(api, agent, job, record, JobState.CANCELLED, spent)
-                record = await asyncio.to_thread(load_record, job.job_dir) or record
-                update = await asyncio.to_thread(read_mirrored, job, True)
-                return final_word(job, record, update).model_copy(update={"cost_usd": cost})
             if health.get("state") == "recovery":
                 restarted = "the pod's container restarted during training"
                 await self._stop(api, agent, job, record, JobState.FAILED, restarted)
@@ -439,11 +444,13 @@ class RunpodProvider:
     ) -> None:
         """Keep what the agent still serves (its events and log), then delete the pod."""
         await asyncio.to_thread(save_record, job.job_dir, record)
+        agent_gone = False
         try:
             record = await mirror(agent, job.job_dir, record)
         except ProviderError as exc:
             log.info("job %s: pod %s's agent no longer answers: %s", job.id, record.pod_id, exc)
-        await self._delete(api, job, record)
+            agent_gone = True
+        await self._delete(api, job, record, agent_gone=agent_gone)
 
     def _gone(self, api: RunpodApi, record: PodRecord) -> PodRecord:
         """The pod vanished while nobody watched: say why, as far as RunPod's clock tells.
@@ -476,6 +483,17 @@ class RunpodProvider:
             }
         )
 
+    def _limit_reached(
+        self, api: RunpodApi, pod: Pod, record: PodRecord, cost: Decimal
+    ) -> str | None:
+        """Why the pod must go now (its budget or maximum runtime, on RunPod's clock), or None."""
+        if cost >= record.budget_usd:
+            return f"budget reached (${cost:.2f} spent of ${record.budget_usd:.2f})"
+        now = api.server_time or datetime.now(UTC)
+        if (now - pod.created_at).total_seconds() >= record.max_runtime_s:
+            return f"maximum runtime reached ({record.max_runtime_s} s)"
+        return None
+
     def _cost(self, api: RunpodApi, pod: Pod, record: PodRecord) -> Decimal:
         hourly = pod.cost if pod.cost > 0 else record.cost_per_hour
         now = api.server_time or datetime.now(UTC)
@@ -493,6 +511,7 @@ class RunpodProvider:
         """Training ended: artifacts home and verified, the agent told, the pod deleted."""
         code = exit_code if isinstance(exit_code, int) else None
         record = record.model_copy(update={"exit_code": code})
+        agent_gone = False
         try:
             await pull_artifacts(agent, job.job_dir, self._sleep)
             # The whole log first: once confirmed, the pod's watchdog deletes the pod at once.
@@ -505,7 +524,8 @@ class RunpodProvider:
                     "final_reason": f"the artifacts could not be fetched: {exc}",
                 }
             )
-        await self._delete(api, job, record)
+            agent_gone = True
+        await self._delete(api, job, record, agent_gone=agent_gone)
 
     async def _stop(
         self,
@@ -519,6 +539,7 @@ class RunpodProvider:
         """Stop the trainer (it checkpoints within the grace), keep what exists, delete."""
         record = record.model_copy(update={"final_state": state.value, "final_reason": reason})
         await asyncio.to_thread(save_record, job.job_dir, record)
+        agent_gone = False
         try:
             await agent.cancel()
             deadline = time.monotonic() + self._context.settings.cancel_grace_s
@@ -531,9 +552,16 @@ class RunpodProvider:
             await pull_artifacts(agent, job.job_dir, self._sleep)
         except ProviderError as exc:
             log.info("job %s: stopping pod %s: %s", job.id, record.pod_id, exc)
-        await self._delete(api, job, record)
+            agent_gone = True
+        await self._delete(api, job, record, agent_gone=agent_gone)
 
-    async def _delete(self, api: RunpodApi, job: Job, record: PodRecord) -> None:
+    async def _delete(
+        self, api: RunpodApi, job: Job, record: PodRecord, *, agent_gone: bool = False
+    ) -> None:
+        """Delete the pod; when its agent no longer answered, first keep its log from
+        RunPod's log stream (`pod_logs`), so the logs outlive the pod all the same."""
+        if agent_gone:
+            record = await keep_runpod_log(api, job.job_dir, record)
         await api.delete_pod(record.pod_id)
         await asyncio.to_thread(
             save_record, job.job_dir, record.model_copy(update={"deleted": True})
