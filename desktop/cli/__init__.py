@@ -39,6 +39,7 @@ from desktop.cli.commands import (
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
+from desktop.cli.spend import cmd_spend
 from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]
@@ -148,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POD_ID",
         help="re-link the unknown job a running pod is named for to that pod",
     )
+
+    p = add("spend", cmd_spend, "what this month's RunPod pods cost, against the monthly cap")
+    p.add_argument("--month", metavar="YYYY-MM", help="another month (default: this one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

@@ -1,4 +1,4 @@
-"""A loopback emulator of RunPod's REST v2 (pods, logs, GPU catalog, auth): its state and knobs.
+"""A loopback emulator of RunPod's REST v2 (pods, logs, GPU catalog, pod billing, auth).
 
 `runpod_http.serve_emulator` serves it on 127.0.0.1 on a free port in a thread, so the client
 talks real HTTP. Time is a
@@ -9,10 +9,12 @@ recorded in `mismatches`, which the test fixture checks at teardown. The emulato
 answers are validated too, so it cannot drift from the file unnoticed.
 
 Faults are knobs on the emulator (`fault`, `no_capacity`, `low_balance`, `provisioning_s`,
-`drop_logs_after`, `restart_container`, `stop_container`). A pod runner (`runpod_pods`, which starts
-a local process as the pod's container) plugs in through `PodRunner`: it is called on create with
-the pod and the container's env (including `RUNPOD_POD_ID` and a pod-scoped `RUNPOD_API_KEY`),
-and on terminate; it may publish its agent's local URL in `EmulatedPod.proxy`.
+`drop_logs_after`, `restart_container`, `stop_container`, `billing_forbidden`). A pod runner
+(`runpod_pods`, which starts a local process as the pod's container) plugs in through
+`PodRunner`: it is called on create with the pod and the container's env (including
+`RUNPOD_POD_ID` and a pod-scoped `RUNPOD_API_KEY`), on a restart, and on terminate; it may
+publish its agent's local URL in `EmulatedPod.proxy`. `GET /v2/billing/pods` bills each pod,
+deleted ones too, its price times its time alive on the virtual clock.
 """
 
 from __future__ import annotations
@@ -237,6 +239,9 @@ class RunpodEmulator:
         self.provisioning_s = 30.0  # of virtual time, for pods created from now on
         self.starting_s = 20.0
         self.list_lag_s = 0.0
+        # An account key without billing access: `GET /v2/billing/pods` answers 403.
+        self.billing_forbidden = False
+        self.ended: dict[str, tuple[EmulatedPod, datetime]] = {}  # deleted pods still bill
         self.log_drops: list[int] = []
         self.url = ""
         self.closing = threading.Event()
@@ -340,6 +345,8 @@ class RunpodEmulator:
     def _terminate(self, pod_id: str) -> bool:
         with self.lock:
             pod = self.pods.pop(pod_id, None)
+            if pod is not None:
+                self.ended[pod_id] = (pod, self.clock.now())
             self.lock.notify_all()
         if pod is not None and self.runner is not None:
             self.runner.on_terminate(pod)
@@ -471,6 +478,42 @@ class RunpodEmulator:
                 return self._action(pod, body["action"])
         return problem(405, "Method Not Allowed", f"{method} {path} is not emulated")
 
+    def pod_billing(self, query: dict[str, list[str]]) -> Answer:
+        """`GET /v2/billing/pods`: per pod, its price × GPUs × time alive from creation (to its
+        deletion, or now) within [startTime, endTime), in one bucket for the whole window."""
+        if self.billing_forbidden:
+            return problem(403, "Forbidden", "this API key has no access to billing")
+        now = self.clock.now()
+        lo = parse_iso(query.get("startTime", [""])[-1]) or now - timedelta(days=30)
+        hi = parse_iso(query.get("endTime", [""])[-1]) or now
+        with self.lock:
+            alive = [(p, now) for p in self.pods.values()] + list(self.ended.values())
+        records = []
+        for pod, end in alive:
+            seconds = (min(end, hi) - max(pod.created_at, lo)).total_seconds()
+            if seconds <= 0:
+                continue
+            amount = round(pod.price_per_gpu_hour * pod.gpu_count * seconds / 3600, 4)
+            records.append(
+                {"startTime": iso(lo), "endTime": iso(hi), "podId": pod.id, "totalAmount": amount,
+                 "gpuAmount": amount, "cpuAmount": 0, "diskAmount": 0}
+            )  # fmt: skip
+        total = round(sum(r["totalAmount"] for r in records), 4)
+        query_echo = {"startTime": iso(lo), "endTime": iso(hi), "bucketSize": "month",
+                      "podId": None}  # fmt: skip
+        return Answer(
+            200,
+            {
+                "records": records,
+                "metadata": {
+                    "query": query_echo, "recordCount": len(records),
+                    "uniquePodCount": len(records),
+                    "totals": {"totalAmount": total, "gpuAmount": total, "cpuAmount": 0,
+                               "diskAmount": 0},
+                },
+            },
+        )  # fmt: skip
+
     def _action(self, pod: EmulatedPod, action: str) -> Answer:
         allowed = self.pod_json(pod)["actions"]
         if action not in allowed:
@@ -493,3 +536,10 @@ class RunpodEmulator:
 def iso(moment: datetime) -> str:
     """A time as RunPod writes it (`2026-06-01T12:00:00Z`)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime | None:
+    """An RFC 3339 time from a query, or None when absent."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

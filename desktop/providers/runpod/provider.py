@@ -67,6 +67,7 @@ from desktop.providers.runpod.pod_files import (
 )
 from desktop.providers.runpod.pod_logs import keep_runpod_log
 from desktop.providers.runpod.pod_sync import final_word, mirror, pull_artifacts, read_mirrored
+from desktop.providers.runpod.spend import Ledger, check_spend_cap, limit_reached, note_gone
 
 __all__ = [
     "AGENT_PORT",
@@ -228,7 +229,14 @@ class RunpodProvider:
         token = secrets.token_urlsafe(32)
         async with self._http() as http:
             api = await self._api(http)
-            pod, gpu, price = await self._create(api, job, token, dict(extra))
+            ledger = Ledger(self._context.home)
+            async with ledger.locked():  # the cap's check and the pod's ledger line: one step
+                await check_spend_cap(api, ledger, options.monthly_cap_usd, options.budget_usd)
+                pod, gpu, price = await self._create(api, job, token, dict(extra))
+                await asyncio.to_thread(
+                    ledger.created, pod_id=pod.id, name=pod.name, job_id=job.id, gpu_id=gpu,
+                    cost_per_hour=price, budget_usd=options.budget_usd, created_at=pod.created_at,
+                )  # fmt: skip
             record = PodRecord(
                 pod_id=pod.id,
                 name=pod.name,
@@ -363,6 +371,9 @@ class RunpodProvider:
             except NotFoundError:
                 record = self._gone(api, record)
                 await asyncio.to_thread(save_record, job.job_dir, record)
+                await asyncio.to_thread(
+                    note_gone, Ledger(self._context.home), record, api.server_time
+                )
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update)
             cost = self._cost(api, pod, record)
@@ -376,7 +387,7 @@ class RunpodProvider:
                 return final_word(job, record, update).model_copy(update={"cost_usd": cost})
             # The limits before the agent: a pod whose agent is gone still bills, and only the
             # app is left to delete it (the agent's watchdog went with the agent).
-            limit = self._limit_reached(api, pod, record, cost)
+            limit = limit_reached(record, cost, pod.created_at, api.server_time)
             if limit is not None:
                 await self._stop(api, agent, job, record, JobState.CANCELLED, limit)
                 record = await asyncio.to_thread(load_record, job.job_dir) or record
@@ -483,17 +494,6 @@ class RunpodProvider:
             }
         )
 
-    def _limit_reached(
-        self, api: RunpodApi, pod: Pod, record: PodRecord, cost: Decimal
-    ) -> str | None:
-        """Why the pod must go now (its budget or maximum runtime, on RunPod's clock), or None."""
-        if cost >= record.budget_usd:
-            return f"budget reached (${cost:.2f} spent of ${record.budget_usd:.2f})"
-        now = api.server_time or datetime.now(UTC)
-        if (now - pod.created_at).total_seconds() >= record.max_runtime_s:
-            return f"maximum runtime reached ({record.max_runtime_s} s)"
-        return None
-
     def _cost(self, api: RunpodApi, pod: Pod, record: PodRecord) -> Decimal:
         hourly = pod.cost if pod.cost > 0 else record.cost_per_hour
         now = api.server_time or datetime.now(UTC)
@@ -563,6 +563,10 @@ class RunpodProvider:
         if agent_gone:
             record = await keep_runpod_log(api, job.job_dir, record)
         await api.delete_pod(record.pod_id)
+        when = api.server_time or datetime.now(UTC)
+        await asyncio.to_thread(
+            Ledger(self._context.home).deleted, record.pod_id, when
+        )  # the monthly spend
         await asyncio.to_thread(
             save_record, job.job_dir, record.model_copy(update={"deleted": True})
         )
