@@ -38,10 +38,15 @@ def creates(emulator: RunpodEmulator) -> int:
     return sum(1 for r in emulator.requests if r.method == "POST" and r.path == "/v2/pods")
 
 
-def test_run_prints_the_budget_runtime_and_gpu_candidates_before_creating_anything(
+def test_run_prints_the_plan_and_the_orphans_before_creating_anything(
     emulator: RunpodEmulator, demo_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     emulator.no_capacity(A100)  # the catalog shows none of either: nothing is created
+    # Two pods of ours that no job owns (an app killed before it deleted them), and one not ours.
+    emulator.add_pod("ftdesk-20261130-090000-lost")
+    emulator.add_pod("ftdesk-20261130-100000-gone", gpu_id=A100)
+    emulator.add_pod("my-notebook")
+    emulator.clock.advance(60)  # running: billed at $0.69/h and $1.64/h
     code = main(
         ["run", str(demo_dir / "config.json"), "--provider", "runpod", "--gpu",
          f"{A100},{H100}", "--max-runtime", "90m"]
@@ -56,8 +61,13 @@ def test_run_prints_the_budget_runtime_and_gpu_candidates_before_creating_anythi
         "RunPod: budget $10.00 (default); maximum runtime 1h30m; the pod is deleted at "
         "whichever comes first"
     )
+    assert lines[2] == (
+        "RunPod: 2 pod(s) named ftdesk- that no job owns cost $2.33/h in all; see them with: "
+        "finetune-desk pods"
+    )
+    assert len(lines) == 3
     assert "no pod could be created, no money was spent" in err
-    assert creates(emulator) == 0 and emulator.live_pods() == []
+    assert creates(emulator) == 0 and len(emulator.live_pods()) == 3
 
 
 def test_the_plan_names_what_the_flags_gave_and_goes_to_stderr_under_json(
@@ -65,7 +75,7 @@ def test_the_plan_names_what_the_flags_gave_and_goes_to_stderr_under_json(
 ) -> None:
     ns = build_parser().parse_args(
         ["run", "c.json", "--provider", "runpod", "--gpu", H100, "--budget", "2.5",
-         "--cloud", "community", "--max-runtime", "2h", "--json"]
+         "--cloud", "community", "--max-runtime", "2h", "--json", "--offline"]  # no sweep
     )  # fmt: skip
     runpod_preflight(ns, Settings())
     out, err = capsys.readouterr()
