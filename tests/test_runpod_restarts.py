@@ -1,6 +1,7 @@
 """A pod's container restarted by RunPod (the emulator kills its processes and runs its command
 again, same workspace and env): the restarted container never trains again, the job is failed
-with the reason, the pod's log is kept and the pod is deleted.
+with the reason, the pod's log is kept and the pod is deleted. On the way, the demo's local model
+folder is uploaded to the pod through the agent and trained from there.
 
 The pods run the real bootstrap as local processes (see `runpod_emulator.runpod_pods`).
 """
@@ -8,6 +9,7 @@ The pods run the real bootstrap as local processes (see `runpod_emulator.runpod_
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +26,11 @@ from desktop.models import Job, JobState
 from desktop.providers.runpod.provider import RunpodProvider
 
 __all__ = ["served"]  # the fixture, shared with the provider's tests
+
+
+def digest(path: Path) -> str:
+    """A file's sha256."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def trainer_starts(events: Path) -> int:
@@ -88,6 +95,17 @@ def test_a_restart_while_training_never_trains_again_and_the_pod_is_deleted(
     assert pod_log.count("container start") == 2
     assert trainer_starts(workspace_job / "events.jsonl") == 1
     assert trainer_starts(demo_dir / "events.jsonl") == 1
+    # The demo's model folder travelled through the agent's sha256-checked upload, and the
+    # pod's config trains from that copy (the pod cannot see this machine's folders).
+    pod_config = json.loads((workspace_job / "config.json").read_text(encoding="utf-8"))
+    assert pod_config["model"]["name_or_path"] == "model"
+    sent = sorted(p.relative_to(demo_dir / "model") for p in (demo_dir / "model").rglob("*"))
+    assert sent and sent == sorted(
+        p.relative_to(workspace_job / "model") for p in (workspace_job / "model").rglob("*")
+    )
+    for relative in sent:
+        local, remote = demo_dir / "model" / relative, workspace_job / "model" / relative
+        assert local.is_dir() or digest(local) == digest(remote), relative
     # The restarted container's own words reached the job's log before the pod went.
     log = (demo_dir / "train.log").read_text(encoding="utf-8")
     assert "restarted while training ran: agent only, no training" in log

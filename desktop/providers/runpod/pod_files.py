@@ -12,12 +12,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from desktop.core.errors import ConfigError
 from desktop.models import Job
 from trainer.config import TrainingConfig
 from trainer.protocol import write_json_atomic
@@ -25,6 +27,8 @@ from trainer.protocol import write_json_atomic
 __all__ = ["POD_FILE", "PodRecord", "load_record", "pod_config", "save_record", "trainer_bundle"]
 
 POD_FILE = "pod.json"
+# What the pod's agent accepts as a model file's upload name (`trainer.agent._MODEL_NAME`).
+_MODEL_FILE = re.compile(r"model(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){1,8}")
 
 
 class PodRecord(BaseModel):
@@ -70,9 +74,32 @@ def pod_config(job: Job) -> tuple[TrainingConfig, dict[str, Path]]:
 
     A dataset that is a local file travels as `data/<name>` (relative paths resolve against
     the job folder, where the pod's `config.json` lives); a Hub id or a folder is left as is.
+    A model that is a local folder travels file by file as `model/<path>` (the pod has no
+    other way to see it) and the pod's config names `model`; a Hub id is fetched by the pod.
+
+    Raises:
+        ConfigError: a model file whose name the pod's agent refuses, naming it.
     """
     cfg = job.config
     uploads: dict[str, Path] = {}
+    model = Path(cfg.model.name_or_path)
+    if not model.is_absolute():
+        model = job.job_dir / model
+    if model.is_dir():
+        for path in sorted(model.rglob("*")):
+            relative = path.relative_to(model)
+            if not path.is_file() or relative.parts[0] in (".git", ".cache"):
+                continue
+            name = f"model/{relative.as_posix()}"
+            if not _MODEL_FILE.fullmatch(name):
+                raise ConfigError(
+                    f"model file {path}: its name cannot travel to a pod (letters, digits, "
+                    "'.', '_', '-' only, at most 8 folders deep); rename it or use a Hub id"
+                )
+            uploads[name] = path
+        cfg = cfg.model_copy(
+            update={"model": cfg.model.model_copy(update={"name_or_path": "model"})}
+        )
     data = Path(cfg.dataset.path)
     if not data.is_absolute():
         data = job.job_dir / data

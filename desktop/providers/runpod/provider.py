@@ -226,6 +226,7 @@ class RunpodProvider:
         if not options.gpu_ids:
             raise ProviderError("no RunPod GPU type chosen: pass --gpu ID[,ID...]")
         extra = await asyncio.to_thread(self._context.secrets, job)
+        await asyncio.to_thread(pod_config, job)  # what cannot travel is refused before a pod
         token = secrets.token_urlsafe(32)
         async with self._http() as http:
             api = await self._api(http)
@@ -338,7 +339,7 @@ class RunpodProvider:
         bundle = await asyncio.to_thread(trainer_bundle)
         await agent.upload("trainer-bundle.tar.gz", bundle)
         for name, path in files.items():
-            await agent.upload(name, await asyncio.to_thread(path.read_bytes))
+            await agent.upload_file(name, path)
         await agent.upload("config.json", cfg.to_json().encode())
         limit = self.options.provisioning_limit_s
         started = time.monotonic()
