@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import SecretStr
 from runpod_emulator import RunpodEmulator, serve_emulator
 from runpod_emulator.runpod_pods import LocalPodRunner
@@ -67,6 +68,7 @@ def test_the_stream_fills_in_what_train_log_lacks_once(tmp_path: Path) -> None:
     assert emulator.mismatches == []
 
 
+@pytest.mark.slow
 def test_a_pod_whose_agent_is_gone_is_deleted_at_the_budget_with_runpods_log_kept(
     served: tuple[RunpodEmulator, LocalPodRunner], demo_dir: Path, tmp_path: Path
 ) -> None:

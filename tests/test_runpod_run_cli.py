@@ -38,6 +38,7 @@ def creates(emulator: RunpodEmulator) -> int:
     return sum(1 for r in emulator.requests if r.method == "POST" and r.path == "/v2/pods")
 
 
+@pytest.mark.slow  # the launch's dataset checks run the trainer (~15-30 s)
 def test_run_prints_the_plan_and_the_orphans_before_creating_anything(
     emulator: RunpodEmulator, demo_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
