@@ -1,12 +1,12 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor, repair, pods, spend. `--json` prints
-machine-readable output. Expected errors print one sentence naming the field, line or value and
-exit with the error's code (2 for bad input); `finetune-desk` alone opens the window. Output into
-a pipe that closed early (`metrics JOB | head`) ends quietly with exit 141, as a shell tool
-killed by SIGPIPE would. Of two commands that change one job at once (`run --resume`,
-`cancel`), the second exits 2 with "already resuming" or waits for the first (a cancel).
+metrics, validate, check-data, keys, doctor, repair, pods, spend. `--json`: machine-readable output.
+Expected errors print one sentence naming the field, line or value and exit with the error's
+code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
+(`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
+two commands that change one job at once (`run --resume`, `cancel`), the second exits 2 with
+"already resuming" or waits for the first (a cancel).
 
 This module holds the parser and `main`; `commands` holds one function per command and
 `output` what they print. The trainer runtime's checks (`doctor`, `check-data`) go through
