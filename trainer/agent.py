@@ -98,6 +98,8 @@ MAX_EVENTS_BYTES = 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024
 MAX_DOWNLOAD = 8 * 1024 * 1024
 _DATA_NAME = re.compile(r"data/[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A local model folder's files (the app uploads them when the config names a local folder).
+_MODEL_NAME = re.compile(r"model(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){1,8}")
 
 
 class AgentError(Exception):
@@ -169,12 +171,14 @@ class Agent:
     # --- uploads -------------------------------------------------------------------------
     def upload_path(self, name: str) -> Path:
         """The target of an upload name, or AgentError 400 naming the name and the rule."""
-        allowed = name in ("config.json", BUNDLE) or _DATA_NAME.fullmatch(name) is not None
+        allowed = name in ("config.json", BUNDLE) or any(
+            rule.fullmatch(name) is not None for rule in (_DATA_NAME, _MODEL_NAME)
+        )
         if not allowed or ".." in name.split("/"):
             raise AgentError(
                 400,
-                f"file name {name!r} is not allowed: upload config.json, {BUNDLE} or "
-                "data/<name> (letters, digits, '.', '_', '-')",
+                f"file name {name!r} is not allowed: upload config.json, {BUNDLE}, "
+                "data/<name> or model/<path> (letters, digits, '.', '_', '-')",
             )
         target = self.job_dir / name
         if target.is_symlink() or not inside(self.job_dir, target.parent):

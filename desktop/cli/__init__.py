@@ -1,7 +1,7 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor, repair, pods. `--json` prints machine-readable output.
+metrics, validate, check-data, keys, doctor, repair, pods, spend. `--json`: machine-readable output.
 Expected errors print one sentence naming the field, line or value and exit with the error's
 code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
 (`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
@@ -41,6 +41,7 @@ from desktop.cli.models import cmd_models
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
+from desktop.cli.spend import cmd_spend
 from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]
@@ -177,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vis.add_argument("--public", dest="private", action="store_false", help="a public repo")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = add("spend", cmd_spend, "what this month's RunPod pods cost, against the monthly cap")
+    p.add_argument("--month", metavar="YYYY-MM", help="another month (default: this one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

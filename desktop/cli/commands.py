@@ -23,7 +23,7 @@ from desktop.cli.output import (
     print_json,
     table,
 )
-from desktop.cli.runpod_flags import runpod_settings
+from desktop.cli.runpod_run import runpod_preflight
 from desktop.core.errors import ConfigError, FtdeskError
 from desktop.core.job_dirs import resume_point
 from desktop.core.runtime import TrainerRuntime
@@ -195,7 +195,7 @@ def cmd_run(ctx: Context) -> int:
         check_name(ns.name)
     if ns.force and not ns.resume:
         raise ConfigError("run: --force only applies to --resume JOB")
-    ctx.settings = runpod_settings(ns, ctx.settings)  # --gpu, --budget, ...: this run only
+    ctx.settings = runpod_preflight(ns, ctx.settings)  # --gpu, --budget: this run only
 
     async def go() -> int:
         service = ctx.service()

@@ -62,6 +62,13 @@ class AuthError(ProviderError):
     """The provider rejected the credentials."""
 
 
+class SpendCapError(ProviderError):
+    """A launch would take the month's cloud spend past the user's monthly cap; nothing was
+    created. The message names the month's spend, the cap and the budget."""
+
+    exit_code = 2
+
+
 class CapacityError(ProviderError):
     """No capacity for the requested hardware."""
 

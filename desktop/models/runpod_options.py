@@ -50,6 +50,14 @@ class RunpodOptions(BaseModel):
         ge=60,
         le=30 * 24 * 3600,
     )
+    monthly_cap_usd: Decimal | None = Field(
+        default=None,
+        title="Monthly spend cap ($)",
+        description="A launch whose budget would take this month's spend on all pods past "
+        "this is refused before any pod is created; empty: no cap.",
+        gt=0,
+        le=1000000,
+    )
     image: str = Field(default=DEFAULT_IMAGE, title="Image", min_length=1)
     disk_gb: int = Field(default=40, title="Container disk (GB)", ge=1, le=4000)
     volume_gb: int = Field(default=40, title="Pod volume (GB)", ge=10, le=4000)

@@ -115,7 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(self._fault_answer(planned, body))
         if op.operation_id == "getPodLogs":
             return self._stream_logs(path.split("/")[3], query)
-        result = emulator.answer(method, path, body)
+        if op.operation_id == "listPodBilling":
+            result = emulator.pod_billing(query)
+        else:
+            result = emulator.answer(method, path, body)
         if 200 <= result.status < 300 and result.body is not None:
             for item in emulator.contract.response_errors(op, result.status, result.body):
                 self._record(f"emulator answer to {op.operation_id}: {item}")

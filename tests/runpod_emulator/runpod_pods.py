@@ -7,8 +7,12 @@ env (the job token, `RUNPOD_POD_ID`, the pod-scoped `RUNPOD_API_KEY`) plus what 
 `FTDESK_POD_WORKSPACE` (a folder per pod), `FTDESK_AGENT_PORT` (a free port of its own),
 `FTDESK_RUNPOD_API_URL` (the emulator) and `FTDESK_PYTHON` (the test environment's Python: the
 pod's image, which already holds the trainer's requirements as RunPod's PyTorch image holds
-torch). The agent's URL is published as the pod's proxy for port 8000. On terminate the whole
-process tree goes: the script's group and the trainer the agent started in a session of its own.
+torch). The agent's URL is published as the pod's proxy for port 8000. What the container
+prints goes to `<sandbox>/container.log` and, as on RunPod, into the pod's log stream
+(`GET /v2/pods/{id}/logs`). On terminate the whole process tree goes: the script's group and the
+trainer the agent started in a session of its own. A restart (`RunpodEmulator.restart_container`)
+kills that tree and runs the same script again with the same workspace, env and port, as RunPod
+restarts a container that exited.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import psutil
 
-from runpod_emulator.runpod_server import EmulatedPod
+from runpod_emulator.runpod_server import EmulatedPod, RunpodEmulator
 
 AGENT_PORT = 8000
 STOP_DELAY_S = 0.5
@@ -66,6 +70,7 @@ class LocalPod:
     workspace: Path
     port: int
     env: dict[str, str]
+    starts: int = 1
 
 
 class LocalPodRunner:
@@ -85,6 +90,37 @@ class LocalPodRunner:
         self.created: list[str] = []
         self._stoppers: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self.emulator: RunpodEmulator | None = None
+
+    def attach(self, emulator: RunpodEmulator) -> None:
+        """The emulator whose pods this runs: their containers' output is their log stream."""
+        self.emulator = emulator
+
+    def _run(self, pod_id: str, sandbox: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Run the container's command (the boot script) with its output teed to the log."""
+        process = subprocess.Popen(
+            ["sh", str(sandbox / "boot.sh")],
+            cwd=sandbox,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        threading.Thread(
+            target=self._tee, args=(pod_id, process, sandbox / "container.log"), daemon=True
+        ).start()
+        return process
+
+    def _tee(self, pod_id: str, process: subprocess.Popen[bytes], path: Path) -> None:
+        assert process.stdout is not None
+        with open(path, "ab") as sink:
+            for raw in process.stdout:
+                sink.write(raw)
+                sink.flush()
+                if self.emulator is not None:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    self.emulator.append_log(pod_id, line)
 
     def on_create(self, pod: EmulatedPod, env: dict[str, str]) -> None:
         """Start the pod's container: the real bootstrap script, sandboxed."""
@@ -104,15 +140,7 @@ class LocalPodRunner:
             **({"FTDESK_RUNPOD_API_URL": self.api_url} if self.api_url else {}),
             **self.extra_env,
         )
-        process = subprocess.Popen(
-            ["sh", str(script)],
-            cwd=sandbox,
-            env=full,
-            stdin=subprocess.DEVNULL,
-            stdout=open(sandbox / "container.log", "ab"),  # noqa: SIM115 (the child owns it)
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = self._run(pod.id, sandbox, full)
         with self._lock:
             self.pods[pod.id] = LocalPod(process, workspace, port, full)
             self.created.append(pod.id)
@@ -131,6 +159,21 @@ class LocalPodRunner:
             stopper.start()
             with self._lock:
                 self._stoppers.append(stopper)
+
+    def on_restart(self, pod: EmulatedPod, start: bool) -> None:
+        """The container exited: its processes are killed (at once), and with `start` the same
+        script runs again in the same sandbox with the same env and port."""
+        with self._lock:
+            local = self.pods.get(pod.id)
+        if local is None:
+            return
+        if local.process.poll() is None:
+            stop_tree(local.process)
+        if start:
+            process = self._run(pod.id, self.root / pod.id, local.env)
+            with self._lock:
+                local.process = process
+                local.starts += 1
 
     def join(self) -> None:
         """Wait until every terminated pod's processes are gone."""

@@ -1,4 +1,4 @@
-"""A loopback emulator of RunPod's REST v2 (pods, logs, GPU catalog, auth): its state and knobs.
+"""A loopback emulator of RunPod's REST v2 (pods, logs, GPU catalog, pod billing, auth).
 
 `runpod_http.serve_emulator` serves it on 127.0.0.1 on a free port in a thread, so the client
 talks real HTTP. Time is a
@@ -9,10 +9,12 @@ recorded in `mismatches`, which the test fixture checks at teardown. The emulato
 answers are validated too, so it cannot drift from the file unnoticed.
 
 Faults are knobs on the emulator (`fault`, `no_capacity`, `low_balance`, `provisioning_s`,
-`drop_logs_after`, `restart_container`, `stop_container`). A pod runner (a later piece that starts
-a local process as the pod's container) plugs in through `PodRunner`: it is called on create with
-the pod and the container's env (including `RUNPOD_POD_ID` and a pod-scoped `RUNPOD_API_KEY`),
-and on terminate; it may publish its agent's local URL in `EmulatedPod.proxy`.
+`drop_logs_after`, `restart_container`, `stop_container`, `billing_forbidden`). A pod runner
+(`runpod_pods`, which starts a local process as the pod's container) plugs in through
+`PodRunner`: it is called on create with the pod and the container's env (including
+`RUNPOD_POD_ID` and a pod-scoped `RUNPOD_API_KEY`), on a restart, and on terminate; it may
+publish its agent's local URL in `EmulatedPod.proxy`. `GET /v2/billing/pods` bills each pod,
+deleted ones too, its price times its time alive on the virtual clock.
 """
 
 from __future__ import annotations
@@ -122,13 +124,16 @@ class EmulatedPod:
 
 
 class PodRunner(Protocol):
-    """The seam for a runner that plays the pod's container (none is built here)."""
+    """The seam for a runner that plays the pod's container (`runpod_pods.LocalPodRunner`)."""
 
     def on_create(self, pod: EmulatedPod, env: dict[str, str]) -> None:
         """The pod was created; `env` is what its container would see."""
 
     def on_terminate(self, pod: EmulatedPod) -> None:
         """The pod was deleted or terminated; stop its container."""
+
+    # Optional: `attach(emulator)` (told the emulator it serves, for the pod's log stream) and
+    # `on_restart(pod, start)` (the container exited: stop it, and with `start` run it again).
 
 
 @dataclass
@@ -227,6 +232,9 @@ class RunpodEmulator:
         self.api_key = api_key
         self.clock = clock or VirtualClock()
         self.runner = runner
+        attach = getattr(runner, "attach", None)
+        if attach is not None:
+            attach(self)  # the container's output becomes the pod's log stream
         self.contract = contract()
         self.pods: dict[str, EmulatedPod] = {}
         self.gpus = [dict(g) for g in DEFAULT_GPUS]
@@ -240,6 +248,9 @@ class RunpodEmulator:
         self.provisioning_s = 30.0  # of virtual time, for pods created from now on
         self.starting_s = 20.0
         self.list_lag_s = 0.0
+        # An account key without billing access: `GET /v2/billing/pods` answers 403.
+        self.billing_forbidden = False
+        self.ended: dict[str, tuple[EmulatedPod, datetime]] = {}  # deleted pods still bill
         self.log_drops: list[int] = []
         # Files "on the web" at `<url root>/web/<name>` (datasets a pod fetches, on loopback).
         self.web_files: dict[str, bytes] = {}
@@ -283,18 +294,30 @@ class RunpodEmulator:
         return self._create({"name": name, "image": "img", "gpu": {"id": gpu_id, "count": 1}})
 
     def append_log(self, pod_id: str, line: str, source: str = "container") -> None:
-        """The pod's container (or RunPod) printed a line."""
+        """The pod's container (or RunPod) printed a line (dropped once the pod is gone)."""
         with self.lock:
-            pod = self.pods[pod_id]
+            pod = self.pods.get(pod_id)
+            if pod is None:
+                return
             pod.logs.append((len(pod.logs) + 1, self.clock.now(), source, line))
             self.lock.notify_all()
 
-    def restart_container(self, pod_id: str) -> None:
-        """The container exited and RunPod restarted it: the pod stays RUNNING, uptime resets."""
+    def restart_container(self, pod_id: str, start: bool = True) -> None:
+        """The container exited and RunPod restarted it: the pod stays RUNNING, uptime resets.
+
+        With a runner, the container's processes are killed and its command runs again (same
+        workspace, same env), as RunPod does. `start=False` is a container caught between a
+        crash and its next start: nothing runs, nothing listens on its ports (a crash loop, seen
+        between two restarts); a later `restart_container` starts it again.
+        """
         with self.lock:
             pod = self.pods[pod_id]
             pod.container_started_at = self.clock.now()
             pod.restarts += 1
+        # A runner that plays no container (a recording one) has no `on_restart`.
+        on_restart = getattr(self.runner, "on_restart", None)
+        if on_restart is not None:
+            on_restart(pod, start)
         self.append_log(pod_id, f"container restarted ({pod.restarts})", source="system")
 
     def stop_container(self, pod_id: str) -> None:
@@ -338,6 +361,8 @@ class RunpodEmulator:
     def _terminate(self, pod_id: str) -> bool:
         with self.lock:
             pod = self.pods.pop(pod_id, None)
+            if pod is not None:
+                self.ended[pod_id] = (pod, self.clock.now())
             self.lock.notify_all()
         if pod is not None and self.runner is not None:
             self.runner.on_terminate(pod)
@@ -469,6 +494,42 @@ class RunpodEmulator:
                 return self._action(pod, body["action"])
         return problem(405, "Method Not Allowed", f"{method} {path} is not emulated")
 
+    def pod_billing(self, query: dict[str, list[str]]) -> Answer:
+        """`GET /v2/billing/pods`: per pod, its price × GPUs × time alive from creation (to its
+        deletion, or now) within [startTime, endTime), in one bucket for the whole window."""
+        if self.billing_forbidden:
+            return problem(403, "Forbidden", "this API key has no access to billing")
+        now = self.clock.now()
+        lo = parse_iso(query.get("startTime", [""])[-1]) or now - timedelta(days=30)
+        hi = parse_iso(query.get("endTime", [""])[-1]) or now
+        with self.lock:
+            alive = [(p, now) for p in self.pods.values()] + list(self.ended.values())
+        records = []
+        for pod, end in alive:
+            seconds = (min(end, hi) - max(pod.created_at, lo)).total_seconds()
+            if seconds <= 0:
+                continue
+            amount = round(pod.price_per_gpu_hour * pod.gpu_count * seconds / 3600, 4)
+            records.append(
+                {"startTime": iso(lo), "endTime": iso(hi), "podId": pod.id, "totalAmount": amount,
+                 "gpuAmount": amount, "cpuAmount": 0, "diskAmount": 0}
+            )  # fmt: skip
+        total = round(sum(r["totalAmount"] for r in records), 4)
+        query_echo = {"startTime": iso(lo), "endTime": iso(hi), "bucketSize": "month",
+                      "podId": None}  # fmt: skip
+        return Answer(
+            200,
+            {
+                "records": records,
+                "metadata": {
+                    "query": query_echo, "recordCount": len(records),
+                    "uniquePodCount": len(records),
+                    "totals": {"totalAmount": total, "gpuAmount": total, "cpuAmount": 0,
+                               "diskAmount": 0},
+                },
+            },
+        )  # fmt: skip
+
     def _action(self, pod: EmulatedPod, action: str) -> Answer:
         allowed = self.pod_json(pod)["actions"]
         if action not in allowed:
@@ -491,3 +552,10 @@ class RunpodEmulator:
 def iso(moment: datetime) -> str:
     """A time as RunPod writes it (`2026-06-01T12:00:00Z`)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime | None:
+    """An RFC 3339 time from a query, or None when absent."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -8,6 +8,7 @@ sha256 the agent computed before they replace anything in the job folder. Every 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from dataclasses import dataclass
@@ -130,6 +131,28 @@ class AgentClient:
     async def file_state(self, name: str) -> dict[str, Any]:
         """`GET /files/<name>`: committed or not, and how its fetch stands (None: no fetch)."""
         return await self._json("GET", f"/files/{name}", f"the state of {name}")
+
+    async def upload_file(self, name: str, path: Path) -> None:
+        """Upload a local file as `name` in chunks read one at a time (a model's weights may
+        not fit in memory twice), then commit it with its sha256 (verified there)."""
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as handle:
+            while True:
+                chunk = await asyncio.to_thread(handle.read, UPLOAD_CHUNK)
+                if not chunk and size > 0:
+                    break
+                answer = await self._json(
+                    "PUT", f"/files/{name}", f"upload {name}", params={"offset": size},
+                    content=chunk,
+                )  # fmt: skip
+                digest.update(chunk)
+                size = int(answer["offset"])
+                if not chunk:
+                    break  # an empty file: one empty chunk made it exist
+        await self._json(
+            "POST", f"/files/{name}/commit", f"commit {name}",
+            json={"sha256": digest.hexdigest(), "size": size},
+        )  # fmt: skip
 
     async def start(self) -> dict[str, Any]:
         """`POST /start`: the trainer starts (never twice)."""

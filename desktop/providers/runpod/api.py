@@ -49,7 +49,7 @@ from desktop.core.errors import (
     UnreachableError,
 )
 from desktop.core.redaction import MASK, MIN_SECRET_LENGTH, redact, register_secret
-from desktop.providers.runpod.models import CreatePodRequest, GpuType, LogLine, Pod
+from desktop.providers.runpod.models import CreatePodRequest, GpuType, LogLine, Pod, PodBilling
 
 __all__ = ["API_URL_ENV", "DEFAULT_API_URL", "RetryPolicy", "RunpodApi", "resolve_api_url"]
 
@@ -259,6 +259,22 @@ class RunpodApi:
         if not isinstance(body, dict) or not isinstance(body.get("gpus"), list):
             raise ServerError(f"RunPod answered {call} without a GPU list", response.status_code)
         return [self._parse(call, GpuType, item) for item in body["gpus"]]
+
+    # -- billing -------------------------------------------------------------------------------
+
+    async def pod_billing(self, start: datetime, end: datetime) -> list[PodBilling]:
+        """What each pod cost in [start, end), in one bucket a month (`GET /v2/billing/pods`).
+
+        Raises:
+            AuthError: 401/403, which for a key without billing access means it cannot read it.
+        """
+        call = "read pod billing"
+        params = {"startTime": _rfc3339(start), "endTime": _rfc3339(end), "bucketSize": "month"}
+        response = await self._idempotent("GET", "/billing/pods", call, params=params)
+        body = self._json(call, response)
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            raise ServerError(f"RunPod answered {call} without records", response.status_code)
+        return [self._parse(call, PodBilling, item) for item in body["records"]]
 
     # -- logs ----------------------------------------------------------------------------------
 
@@ -560,6 +576,10 @@ def _pod_path(pod_id: str, suffix: str = "") -> str:
             "nothing was sent."
         )
     return f"/pods/{pod_id}{suffix}"
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_http_date(value: str) -> datetime | None:

@@ -27,6 +27,7 @@ __all__ = [
     "Mounts",
     "PersistentMount",
     "Pod",
+    "PodBilling",
     "PodGpu",
     "PodRuntime",
     "PodStatus",
@@ -219,3 +220,12 @@ class CreatePodRequest(_Request):
         if not self.ports:
             body.pop("ports", None)
         return body
+
+
+class PodBilling(_Remote):
+    """One record of `GET /v2/billing/pods`: what one pod cost in one time bucket (USD)."""
+
+    pod_id: str = Field(alias="podId")
+    start_time: datetime = Field(alias="startTime")
+    end_time: datetime = Field(alias="endTime")
+    total_amount: Decimal = Field(alias="totalAmount")

@@ -12,12 +12,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from desktop.core.errors import ConfigError
 from desktop.models import Job
 from desktop.providers.runpod.pod_data import dataset_fetches
 from trainer.config import TrainingConfig
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 POD_FILE = "pod.json"
+# What the pod's agent accepts as a model file's upload name (`trainer.agent._MODEL_NAME`).
+_MODEL_FILE = re.compile(r"model(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){1,8}")
 
 
 class PodRecord(BaseModel):
@@ -56,6 +60,7 @@ class PodRecord(BaseModel):
     exit_code: int | None = None
     uptime_s: int | None = None
     restarts: int = 0
+    runpod_log_cursors: dict[str, str] = {}  # RunPod's log stream, read up to (pod_logs)
 
 
 def load_record(job_dir: Path) -> PodRecord | None:
@@ -83,6 +88,11 @@ def pod_config(job: Job, gpu_count: int = 1) -> tuple[TrainingConfig, dict[str, 
     runs one gloo process per GPU instead (`cpu_processes`).
     A dataset URL (pinned by its sha256) is fetched by the pod itself (`dataset_fetches`): the
     pod's config names the file it becomes, `data/<name>`.
+    A model that is a local folder travels file by file as `model/<path>` (the pod has no
+    other way to see it) and the pod's config names `model`; a Hub id is fetched by the pod.
+
+    Raises:
+        ConfigError: a model file whose name the pod's agent refuses, naming it.
     """
     cfg = job.config
     hardware = {"num_gpus": gpu_count}
@@ -93,6 +103,24 @@ def pod_config(job: Job, gpu_count: int = 1) -> tuple[TrainingConfig, dict[str, 
     if fetched:
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update=fetched)})
     uploads: dict[str, Path] = {}
+    model = Path(cfg.model.name_or_path)
+    if not model.is_absolute():
+        model = job.job_dir / model
+    if model.is_dir():
+        for path in sorted(model.rglob("*")):
+            relative = path.relative_to(model)
+            if not path.is_file() or relative.parts[0] in (".git", ".cache"):
+                continue
+            name = f"model/{relative.as_posix()}"
+            if not _MODEL_FILE.fullmatch(name):
+                raise ConfigError(
+                    f"model file {path}: its name cannot travel to a pod (letters, digits, "
+                    "'.', '_', '-' only, at most 8 folders deep); rename it or use a Hub id"
+                )
+            uploads[name] = path
+        cfg = cfg.model_copy(
+            update={"model": cfg.model.model_copy(update={"name_or_path": "model"})}
+        )
     data = Path(cfg.dataset.path)
     if not data.is_absolute():
         data = job.job_dir / data

@@ -68,7 +68,9 @@ from desktop.providers.runpod.pod_files import (
     save_record,
     trainer_bundle,
 )
+from desktop.providers.runpod.pod_logs import keep_runpod_log
 from desktop.providers.runpod.pod_sync import final_word, mirror, pull_artifacts, read_mirrored
+from desktop.providers.runpod.spend import Ledger, check_spend_cap, limit_reached, note_gone
 
 __all__ = [
     "AGENT_PORT",
@@ -234,10 +236,18 @@ class RunpodProvider:
         except ValueError as exc:
             raise ProviderError(f"job {job.id}: {exc}") from None
         extra = await asyncio.to_thread(self._context.secrets, job)
+        await asyncio.to_thread(pod_config, job)  # what cannot travel is refused before a pod
         token = secrets.token_urlsafe(32)
         async with self._http() as http:
             api = await self._api(http)
-            pod, gpu, price = await self._create(api, job, token, dict(extra))
+            ledger = Ledger(self._context.home)
+            async with ledger.locked():  # the cap's check and the pod's ledger line: one step
+                await check_spend_cap(api, ledger, options.monthly_cap_usd, options.budget_usd)
+                pod, gpu, price = await self._create(api, job, token, dict(extra))
+                await asyncio.to_thread(
+                    ledger.created, pod_id=pod.id, name=pod.name, job_id=job.id, gpu_id=gpu,
+                    cost_per_hour=price, budget_usd=options.budget_usd, created_at=pod.created_at,
+                )  # fmt: skip
             record = PodRecord(
                 pod_id=pod.id,
                 name=pod.name,
@@ -253,8 +263,10 @@ class RunpodProvider:
                 agent = AgentClient(http, self._proxy(pod.id), token)
                 await self._wait_running(api, agent, pod)
                 await self._upload_and_start(job, agent, options.gpu_count)
-            except BaseException:
-                await self._delete(api, job, record)
+            except BaseException as exc:
+                # Nothing of the pod's log was mirrored yet: RunPod's stream has it (not kept
+                # for a cancelled launch, whose pod goes at once).
+                await self._delete(api, job, record, agent_gone=isinstance(exc, Exception))
                 raise
         return ProviderHandle(
             provider=self.name,
@@ -351,7 +363,7 @@ class RunpodProvider:
         bundle = await asyncio.to_thread(trainer_bundle)
         await agent.upload("trainer-bundle.tar.gz", bundle)
         for name, path in files.items():
-            await agent.upload(name, await asyncio.to_thread(path.read_bytes))
+            await agent.upload_file(name, path)
         await agent.upload("config.json", cfg.to_json().encode())
         # Bounded by the maximum runtime, which the pod's watchdog enforces anyway.
         timeout = self.options.max_runtime_s
@@ -388,6 +400,9 @@ class RunpodProvider:
             except NotFoundError:
                 record = self._gone(api, record)
                 await asyncio.to_thread(save_record, job.job_dir, record)
+                await asyncio.to_thread(
+                    note_gone, Ledger(self._context.home), record, api.server_time
+                )
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update)
             cost = self._cost(api, pod, record)
@@ -399,6 +414,14 @@ class RunpodProvider:
                 record = await asyncio.to_thread(load_record, job.job_dir) or broken
                 update = await asyncio.to_thread(read_mirrored, job, True)
                 return final_word(job, record, update).model_copy(update={"cost_usd": cost})
+            # The limits before the agent: a pod whose agent is gone still bills, and only the
+            # app is left to delete it (the agent's watchdog went with the agent).
+            limit = limit_reached(record, cost, pod.created_at, api.server_time)
+            if limit is not None:
+                await self._stop(api, agent, job, record, JobState.CANCELLED, limit)
+                record = await asyncio.to_thread(load_record, job.job_dir) or record
+                update = await asyncio.to_thread(read_mirrored, job, True)
+                return final_word(job, record, update).model_copy(update={"cost_usd": cost})
             health = await agent.health()
             await agent.heartbeat()
             record = await mirror(agent, job.job_dir, record)
@@ -406,12 +429,6 @@ class RunpodProvider:
                 "ended",
                 "recovery",
             )
-            if cost >= record.budget_usd:
-                spent = f"budget reached (${cost:.2f} spent of ${record.budget_usd:.2f})"
-                await self._stop(api, agent, job, record, JobState.CANCELLED, spent)
-                record = await asyncio.to_thread(load_record, job.job_dir) or record
-                update = await asyncio.to_thread(read_mirrored, job, True)
-                return final_word(job, record, update).model_copy(update={"cost_usd": cost})
             if health.get("state") == "recovery":
                 restarted = "the pod's container restarted during training"
                 await self._stop(api, agent, job, record, JobState.FAILED, restarted)
@@ -467,11 +484,13 @@ class RunpodProvider:
     ) -> None:
         """Keep what the agent still serves (its events and log), then delete the pod."""
         await asyncio.to_thread(save_record, job.job_dir, record)
+        agent_gone = False
         try:
             record = await mirror(agent, job.job_dir, record)
         except ProviderError as exc:
             log.info("job %s: pod %s's agent no longer answers: %s", job.id, record.pod_id, exc)
-        await self._delete(api, job, record)
+            agent_gone = True
+        await self._delete(api, job, record, agent_gone=agent_gone)
 
     def _gone(self, api: RunpodApi, record: PodRecord) -> PodRecord:
         """The pod vanished while nobody watched: say why, as far as RunPod's clock tells.
@@ -521,6 +540,7 @@ class RunpodProvider:
         """Training ended: artifacts home and verified, the agent told, the pod deleted."""
         code = exit_code if isinstance(exit_code, int) else None
         record = record.model_copy(update={"exit_code": code})
+        agent_gone = False
         try:
             await pull_artifacts(agent, job.job_dir, self._sleep)
             # The whole log first: once confirmed, the pod's watchdog deletes the pod at once.
@@ -533,7 +553,8 @@ class RunpodProvider:
                     "final_reason": f"the artifacts could not be fetched: {exc}",
                 }
             )
-        await self._delete(api, job, record)
+            agent_gone = True
+        await self._delete(api, job, record, agent_gone=agent_gone)
 
     async def _stop(
         self,
@@ -547,6 +568,7 @@ class RunpodProvider:
         """Stop the trainer (it checkpoints within the grace), keep what exists, delete."""
         record = record.model_copy(update={"final_state": state.value, "final_reason": reason})
         await asyncio.to_thread(save_record, job.job_dir, record)
+        agent_gone = False
         try:
             await agent.cancel()
             deadline = time.monotonic() + self._context.settings.cancel_grace_s
@@ -559,10 +581,21 @@ class RunpodProvider:
             await pull_artifacts(agent, job.job_dir, self._sleep)
         except ProviderError as exc:
             log.info("job %s: stopping pod %s: %s", job.id, record.pod_id, exc)
-        await self._delete(api, job, record)
+            agent_gone = True
+        await self._delete(api, job, record, agent_gone=agent_gone)
 
-    async def _delete(self, api: RunpodApi, job: Job, record: PodRecord) -> None:
+    async def _delete(
+        self, api: RunpodApi, job: Job, record: PodRecord, *, agent_gone: bool = False
+    ) -> None:
+        """Delete the pod; when its agent no longer answered, first keep its log from
+        RunPod's log stream (`pod_logs`), so the logs outlive the pod all the same."""
+        if agent_gone:
+            record = await keep_runpod_log(api, job.job_dir, record)
         await api.delete_pod(record.pod_id)
+        when = api.server_time or datetime.now(UTC)
+        await asyncio.to_thread(
+            Ledger(self._context.home).deleted, record.pod_id, when
+        )  # the monthly spend
         await asyncio.to_thread(
             save_record, job.job_dir, record.model_copy(update={"deleted": True})
         )
