@@ -20,6 +20,11 @@ RunPod restarted (its uptime falls back; counted in `pod.json`) twice, or a pod 
 (no container, still billing), is given up: its log kept, the pod deleted, the job failed with
 the reason. Every way out (done, failed, cancelled, budget, stuck, a restart loop, a failed
 launch) ends with the pod deleted.
+
+Over 600 lines on purpose: launch, poll and every teardown path share one invariant (the pod is
+deleted, its log and artifacts kept first), and keeping them in one class keeps that invariant
+readable in one place; the pieces that stand alone already live beside it (`pod_sync`,
+`pod_logs`, `pod_data`, `spend`, `sweep`).
 """
 
 from __future__ import annotations
