@@ -201,7 +201,9 @@ def test_the_hf_token_goes_only_to_the_hub_over_https() -> None:
 def test_a_hub_dataset_is_left_to_the_trainer_with_the_pods_hf_token(demo_dir: Path) -> None:
     job = demo_job(demo_dir, "20261202-120000-hubd", path="org/dataset")
     cfg, uploads = pod_config(job)
-    assert cfg.dataset.path == "org/dataset" and uploads == {} and dataset_fetches(cfg) == []
+    # Nothing of the dataset travels (the demo's local model folder does, as model/...).
+    assert cfg.dataset.path == "org/dataset" and dataset_fetches(cfg) == []
+    assert uploads and all(name.startswith("model/") for name in uploads)
     extra = {"HF_TOKEN": "hf_x"}
     env = pod_env(job.id, "tok", budget_usd=Decimal(1), max_runtime_s=60, extra=extra)
     assert env["HF_TOKEN"] == "hf_x" and "HF_TOKEN" not in HIDDEN_FROM_TRAINER
