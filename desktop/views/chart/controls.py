@@ -1,0 +1,71 @@
+"""The row of controls above the chart: smoothing, x axis, which panels, log learning rate,
+and the PNG and CSV buttons. `LossChart` (widget.py) connects them."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QToolButton,
+    QWidget,
+)
+
+from desktop.views.chart.curves import X_TITLES, XAxisMode
+
+__all__ = ["ChartControls"]
+
+
+class ChartControls(QWidget):
+    """The chart's controls, laid out in one row; they hold no state of their own."""
+
+    def __init__(self, smoothing: float, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.smoothing_slider.setRange(0, 99)
+        self.smoothing_slider.setValue(round(smoothing * 100))
+        self.smoothing_slider.setMinimumWidth(60)
+        self.smoothing_slider.setToolTip(
+            "Debiased exponential moving average, as in TensorBoard (0: raw). The raw curve "
+            "stays faintly behind the smoothed one."
+        )
+        self.smoothing_label = QLabel(f"{smoothing:.2f}", self)
+        self.smoothing_label.setMinimumWidth(32)
+        self.x_combo = QComboBox(self)
+        for mode in XAxisMode:
+            self.x_combo.addItem(X_TITLES[mode], mode.value)
+        self.grad_norm_check = QCheckBox("grad norm", self)
+        self.grad_norm_check.setToolTip("Grad norm in a panel of its own")
+        self.throughput_check = QCheckBox("throughput", self)
+        self.throughput_check.setChecked(True)
+        self.throughput_check.setToolTip("Trained tokens/s and samples/s, when logged")
+        self.lr_log_check = QCheckBox("log lr", self)
+        self.lr_log_check.setToolTip("Learning rate on a logarithmic axis")
+        self.png_button = QToolButton(self)
+        self.png_button.setText("PNG…")
+        self.png_button.setToolTip("Save the chart as a PNG image")
+        self.csv_button = QToolButton(self)
+        self.csv_button.setText("CSV…")
+        self.csv_button.setToolTip("Save the plotted series as a CSV, one row per step")
+        self.loading_label = QLabel("Loading history …", self)
+        self.loading_label.hide()
+        (policy := self.loading_label.sizePolicy()).setRetainSizeWhenHidden(True)
+        self.loading_label.setSizePolicy(policy)  # showing it must not re-lay out the plot
+
+        row = QHBoxLayout(self)
+        row.setContentsMargins(4, 0, 4, 0)
+        row.addWidget(QLabel("Smoothing", self))
+        row.addWidget(self.smoothing_slider, 1)
+        row.addWidget(self.smoothing_label)
+        row.addSpacing(8)
+        row.addWidget(QLabel("x:", self))
+        row.addWidget(self.x_combo)
+        row.addWidget(self.grad_norm_check)
+        row.addWidget(self.throughput_check)
+        row.addWidget(self.lr_log_check)
+        row.addWidget(self.loading_label)
+        row.addWidget(self.png_button)
+        row.addWidget(self.csv_button)
