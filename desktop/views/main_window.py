@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         Operations,
     )
     from desktop.views.preflight import PreflightDialog
+    from desktop.views.runs_view import RunsView
     from desktop.views.settings_dialog import SettingsDialog
     from desktop.views.state import AppState
     from trainer.reports import DoctorReport
@@ -134,6 +135,7 @@ class MainWindow(QMainWindow):
     editor: ConfigEditor
     jobs_view: JobTableView
     chart: LossChart
+    runs_view: RunsView
     log_view: LogView
 
     def __init__(
@@ -313,9 +315,12 @@ class MainWindow(QMainWindow):
         yield "jobs"
 
         from desktop.views.chart.widget import LossChart
+        from desktop.views.runs_view import RunsView, chart_tabs
 
         self.chart = LossChart(self.state, self)
-        self._replace(self.bottom_split, 0, self.chart)
+        self.runs_view = RunsView(self.state, self)
+        self.chart_tabs = chart_tabs(self.state, self.chart, self.runs_view)
+        self._replace(self.bottom_split, 0, self.chart_tabs)
         yield "chart"
 
         from desktop.views.log_view import LogView
