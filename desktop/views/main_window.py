@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.views import operations, window_guides
+from desktop.views import operations, window_guides, window_menus
 from desktop.views.close_guard import CloseGuard
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.error_list import ErrorList
@@ -335,6 +335,7 @@ class MainWindow(QMainWindow):
         self.editor.launch_target_changed.connect(self._on_editor_launch_target_changed)
         self.job_actions.connect_table()
         self.chart_hint, self.log_hint = window_guides.install_window_guides(self)
+        window_menus.install_window_menus(self)  # menus, shortcuts, drops, recent configs
         self._is_ready = True
         self._building = False
         self.timings["ready"] = time.perf_counter()
