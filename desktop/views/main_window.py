@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from desktop.views.runs_view import RunsView
     from desktop.views.settings_dialog import SettingsDialog
     from desktop.views.state import AppState
+    from desktop.views.theme import ThemeFollower
     from trainer.reports import DoctorReport
 
 __all__ = [
@@ -136,6 +137,7 @@ class MainWindow(QMainWindow):
     jobs_view: JobTableView
     chart: LossChart
     runs_view: RunsView
+    theme: ThemeFollower
     log_view: LogView
 
     def __init__(
@@ -527,6 +529,7 @@ class MainWindow(QMainWindow):
         """
         old = self.settings
         self.settings = settings
+        self.theme.apply(settings.theme)
         offline = settings.offline if settings.offline != old.offline else self.service.offline
         self.service.apply_settings(settings, offline=offline)
         self.ops.run_in_thread("save the settings", operations.save_settings, settings)

@@ -1,4 +1,4 @@
-"""The window's menus, shortcuts, drag and drop and recent configs.
+"""The window's menus, shortcuts, drag and drop, recent configs and theme.
 
 File: Open, Save, Recent configs, Settings. Jobs: Start, Cancel, next and previous job. Help:
 Shortcuts (a dialog listing every shortcut below). A dataset dropped on the window (.jsonl,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.views import operations
+from desktop.views.theme import ThemeFollower
 
 if TYPE_CHECKING:
     from desktop.views.main_window import MainWindow
@@ -177,6 +178,9 @@ def install_window_menus(window: MainWindow) -> None:
     add(jobs_menu, "Find in log", "Ctrl+F", lambda: find_in_log(window), "find_shortcut")
     help_menu = bar.addMenu("&Help")
     add(help_menu, "Shortcuts…", "F1", lambda: show_shortcuts(window), "shortcuts_action")
+
+    window.theme = ThemeFollower(window.chart, window)
+    window.theme.apply(getattr(window.settings, "theme", "system"))
 
     window.setAcceptDrops(True)
     window.installEventFilter(_DropFilter(window, lambda p: drop_path(window, p)))

@@ -236,6 +236,19 @@ class ChartPanels(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             self.ci.layout.setRowFixedHeight(0, height)
             self.ci.layout.activate()  # now, not at the next event: the plots move down
 
+    def set_dark(self, dark: bool) -> None:
+        """Dark or light background, axes, grid and legend text."""
+        foreground = "#d0d0d0" if dark else "#202020"
+        self.setBackground("#1e1e1e" if dark else "w")
+        for panel in self.panels.values():
+            for name in ("left", "bottom", "right"):
+                axis = panel.plot.getAxis(name)
+                axis.setPen(foreground)
+                axis.setTextPen(foreground)
+        self.legend.setLabelTextColor(foreground)
+        for _sample, label in self.legend.items:
+            label.setText(label.text)  # re-rendered in the new colour
+
     def set_x_title(self, title: str, units: str | None = None) -> None:
         """Title the x axes (shown under the lowest panel only)."""
         for key, panel in self.panels.items():

@@ -133,9 +133,8 @@ class LossChart(QWidget):
         # No pyqtgraph downsampling or clip-to-view: both scan the whole series every frame.
         # The curves are handed only what is in view, min/max per pixel column (_draw_curve).
         self.plot = ChartPanels(self)
-        self.plot.setBackground("w")
+        self.plot.set_dark(False)
         self.legend = self.plot.legend
-        self.legend.setLabelTextColor("#202020")
         self.legend.sigSampleClicked.connect(self._on_legend_sample_clicked)
         self._x_axis: TimeAxisItem = self.plot.panels["loss"].x_axis
         self.lr_view: pg.ViewBox = self.plot.panels["lr"].plot.vb
@@ -361,6 +360,12 @@ class LossChart(QWidget):
         entries = read_out(visible, x, self._label, lambda j: self._colors.get(j, JOB_COLORS[0]))
         self.readout_label.setText(format_readout(entries))
         return entries
+
+    def set_dark(self, dark: bool) -> None:
+        """Draw on a dark background (the dark theme) or a white one."""
+        self.plot.set_dark(dark)
+        for line in self._cursor_lines.values():
+            line.setPen(pg.mkPen("#9a9a9a" if dark else "#888888", width=1))
 
     @property
     def redraw_pending(self) -> bool:
