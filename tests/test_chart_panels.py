@@ -255,3 +255,18 @@ def test_a_file_that_cannot_be_written_is_named_in_a_message(
     )
     chart.csv_button.click()
     assert len(messages) == 1 and str(missing) in messages[0] and "another folder" in messages[0]
+
+
+def test_an_axis_with_no_series_shows_no_made_up_ticks(shown: tuple[LossChart, AppState]) -> None:
+    chart, state = shown
+    steps = np.arange(10.0)
+    state.add_metric_arrays("a", "loss", steps, 2.0 - steps / 10, steps)
+    state.add_metric_arrays("a", "samples_per_second", steps, 8.0 + 0 * steps, steps)
+    chart.redraw()
+    throughput = chart.plot.panels["throughput"].plot
+    assert "throughput" in chart.shown_panels
+    assert not throughput.getAxis("left").style["showValues"]  # no tokens/s logged
+    assert throughput.getAxis("right").style["showValues"]
+    state.add_metric_arrays("a", "train_tokens_per_second", steps, 4000.0 + 0 * steps, steps)
+    chart.redraw()
+    assert throughput.getAxis("left").style["showValues"]

@@ -59,7 +59,8 @@ class ChartControls(QWidget):
         self.csv_button = QToolButton(self)
         self.csv_button.setText("CSV…")
         self.csv_button.setToolTip("Save the plotted series as a CSV, one row per step")
-        self.loading_label = QLabel("Loading history …", self)
+        # Shown under the plot (LossChart lays it out): in this row it took 110 px of width.
+        self.loading_label = QLabel("Loading history …")
         self.loading_label.hide()
         (policy := self.loading_label.sizePolicy()).setRetainSizeWhenHidden(True)
         self.loading_label.setSizePolicy(policy)  # showing it must not re-lay out the plot
@@ -73,7 +74,6 @@ class ChartControls(QWidget):
         row.addWidget(QLabel("x:", self))
         row.addWidget(self.x_combo)
         row.addWidget(self.panels_button)
-        row.addWidget(self.loading_label)
         row.addWidget(self.png_button)
         row.addWidget(self.csv_button)
 

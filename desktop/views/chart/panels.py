@@ -41,7 +41,7 @@ class PanelSpec:
 
 PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("loss", "loss", ("loss", "eval_loss"), stretch=3),
-    PanelSpec("lr", "learning rate", ("learning_rate",)),
+    PanelSpec("lr", "lr", ("learning_rate",)),
     PanelSpec("grad_norm", "grad norm", ("grad_norm",)),
     PanelSpec(
         "throughput",
@@ -76,6 +76,7 @@ learning_rate is a schedule: both are drawn as they are, as are GPU samples."""
 _RAW_ALPHA = 60
 """Opacity of the raw curve drawn faintly behind a smoothed one."""
 _AXIS_WIDTH_PX = 58
+_OPEN_ROW_PX = 100_000.0
 _LEGEND_COLUMN_PX = 190
 """About the width one legend entry takes: the legend gets as many columns as fit."""
 
@@ -159,12 +160,31 @@ class ChartPanels(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         if shown == self._shown:
             return
         self._shown = shown
-        for key, panel in self.panels.items():
+        for row, (key, panel) in enumerate(self.panels.items(), start=1):
             panel.set_shown(key in shown)
+            # A hidden plot still takes its row's share of the height unless the row is shut.
+            self.ci.layout.setRowStretchFactor(row, panel.spec.stretch if key in shown else 0)
+            self.ci.layout.setRowMaximumHeight(row, _OPEN_ROW_PX if key in shown else 0)
             last = key == shown[-1]
             panel.plot.getAxis("bottom").setStyle(showValues=last)
             panel.plot.getAxis("bottom").showLabel(last)
         self.ci.layout.invalidate()
+
+    def show_sides(self, names: Iterable[str]) -> None:
+        """Show a panel's left or right axis values only while it has series on that side: an
+        axis with nothing on it would show made-up ticks from 0 to 1."""
+        used: dict[tuple[str, bool], bool] = {}
+        for name in names:
+            used[SERIES_PANEL[name]] = True
+        for key, panel in self.panels.items():
+            if key == "loss" or not panel.spec.right:
+                continue
+            for side, right in (("left", False), ("right", True)):
+                axis = panel.plot.getAxis(side)
+                on = used.get((key, right), False)
+                if axis.style["showValues"] != on:
+                    axis.setStyle(showValues=on)
+                    axis.showLabel(on)
 
     def add_curve(
         self, job_id: str, name: str, color: str, label: str, *, smoothing: float, lr_log: bool

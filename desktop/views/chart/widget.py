@@ -31,6 +31,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QLabel,
     QVBoxLayout,
     QWidget,
@@ -176,7 +177,11 @@ class LossChart(QWidget):
         layout.setSpacing(2)
         layout.addWidget(controls)
         layout.addWidget(self.plot, 1)
-        layout.addWidget(self.readout_label)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(4, 0, 4, 0)
+        bottom.addWidget(self.readout_label, 1)
+        bottom.addWidget(self.loading_label)
+        layout.addLayout(bottom)
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -317,7 +322,7 @@ class LossChart(QWidget):
             self.lr_log_check.setChecked(log)
         panel = self.plot.panels["lr"]
         panel.plot.setLogMode(y=log)
-        panel.plot.setLabel("left", "learning rate (log)" if log else "learning rate")
+        panel.plot.setLabel("left", "lr (log)" if log else "lr")
         for curve in self._curves.values():
             if curve.name == "learning_rate":
                 curve.item.from_zero = not log
@@ -380,6 +385,7 @@ class LossChart(QWidget):
             if job_id in dirty:
                 self._update_job(job_id)
         self.plot.set_shown_panels(SERIES_PANEL[c.name][0] for c in self._curves.values())
+        self.plot.show_sides(c.name for c in self._curves.values())
         self._refresh_view()
         self.redrawn.emit()
 
