@@ -18,6 +18,10 @@ painted the same way. Smoothing is computed ahead for it (not timed), and it is 
 the ratio is bare p95 / ours p95.
 
     .venv/bin/python bench/chart.py [--points 1000000] [--batch 1000] [--baseline-every 10]
+                                    [--no-panels]
+
+By default every panel is fed too (grad norm, samples/s and trained tokens/s with each loss
+point, grad norm shown): four panels; `--no-panels` feeds the four curves alone.
 
 Runs offscreen (QT_QPA_PLATFORM=offscreen unless set).
 """
@@ -69,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-every", type=int, default=10)
     parser.add_argument("--width", type=int, default=1000)
     parser.add_argument("--height", type=int, default=500)
+    parser.add_argument(
+        "--panels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also log grad norm, samples/s and tokens/s every step, grad norm panel on",
+    )
     args = parser.parse_args(argv)
 
     import pyqtgraph as pg
@@ -95,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     state = AppState()
     state.job_added(Job(id="bench", name="bench", config=config, job_dir=Path("/tmp/bench")))
     chart = LossChart(state)
+    chart.set_grad_norm_visible(args.panels)
     chart.resize(args.width, args.height)
     chart.show()
     app.processEvents()
@@ -125,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         sl = slice(start, end)
         ev = every[(every >= start) & (every < end)]
         batch = {"loss": columns(sl, loss[sl])}
+        if args.panels:  # every panel: grad norm and throughput logged with each loss
+            batch["grad_norm"] = columns(sl, 1.0 + loss[sl] * 0.5)
+            batch["samples_per_second"] = columns(sl, 8.0 + loss[sl])
+            batch["train_tokens_per_second"] = columns(sl, 4000.0 + 100.0 * loss[sl])
         if len(ev):
             batch["learning_rate"] = columns(ev, lr[ev])
             batch["tokens_seen"] = columns(ev, ev * 4096.0)

@@ -5,6 +5,9 @@ on the CPU (under a minute): two short runs at different learning rates (both co
 long one cancelled after a few steps, then one whose trainer is killed. It saves:
 
     docs/screenshots/main.png       editor, the three jobs, the two completed runs overlaid
+    docs/screenshots/runs-compare.png   the three runs side by side: differing fields, metrics
+    docs/screenshots/dark.png       the dark theme, chart included
+    docs/screenshots/1280x720.png   the window at 1280x720: columns hidden by priority
     docs/screenshots/failed-job.png a run whose trainer was killed (SIGKILL): red, with its
                                     reason in the row and as the log's last line
     docs/screenshots/preflight.png  the dataset preflight of the demo data
@@ -195,6 +198,30 @@ def main() -> int:
             await asyncio.sleep(1.0)
             window.grab().save(str(out / "runpod.png"))
 
+    async def shoot_layouts(first: str, second: str, long_run: str) -> None:
+        """The runs view, the dark theme and the window at 1280x720."""
+        window.jobs_view.select_job_ids([first, second, long_run])
+        window.chart_tabs.setCurrentWidget(window.runs_view)
+        window.runs_view.refresh()
+        window.statusBar().showMessage("three runs compared: only the config fields that differ")
+        await asyncio.sleep(1.0)
+        window.grab().save(str(out / "runs-compare.png"))
+        window.chart_tabs.setCurrentWidget(window.chart)
+        window.jobs_view.select_job_ids([first, second])
+        window.theme.apply("dark")
+        window.statusBar().showMessage("dark theme (Settings → Theme; follows the system)")
+        window.chart.redraw()
+        await asyncio.sleep(1.0)
+        window.grab().save(str(out / "dark.png"))
+        window.theme.apply("light")
+        window.resize(1280, 720)
+        window.statusBar().showMessage("1280x720: the least needed columns hide")
+        await asyncio.sleep(1.0)
+        window.chart.redraw()
+        window.grab().save(str(out / "1280x720.png"))
+        window.resize(1760, 990)
+        await asyncio.sleep(0.5)
+
     async def shoot() -> None:
         window.resize(1760, 990)
         window.show()
@@ -209,7 +236,7 @@ def main() -> int:
         window.chart.set_smoothing(0.3)
         first = await run_job("demo-lr-2e-3", args.steps, 2e-3)
         second = await run_job("demo-lr-5e-4", args.steps, 5e-4)
-        await run_job("demo-long", 5_000, 1e-3, cancel_at=6)
+        long_run = await run_job("demo-long", 5_000, 1e-3, cancel_at=6)
         await _until(lambda: window.runtime_label.text() != "runtime: checking …", 300)
         set_training("demo-lr-2e-3", args.steps, 2e-3)
         window.jobs_view.select_job_ids([first, second])
@@ -221,6 +248,7 @@ def main() -> int:
         )
         await asyncio.sleep(1.0)
         window.grab().save(str(out / "main.png"))
+        await shoot_layouts(first, second, long_run)
 
         killed = await run_job("demo-killed", 5_000, 1e-3, kill_at=8)
         # Shown (chart, log) without the table's highlight over its row, so its red reads.
@@ -261,8 +289,17 @@ def main() -> int:
         loop.close()
         stack.close()
         shutil.rmtree(home, ignore_errors=True)
-    shots = ["main.png", "failed-job.png", "preflight.png", "settings.png", "invalid-field.png"]
-    shots.append("runpod.png")
+    shots = [
+        "main.png",
+        "runs-compare.png",
+        "dark.png",
+        "1280x720.png",
+        "failed-job.png",
+        "preflight.png",
+        "settings.png",
+        "invalid-field.png",
+        "runpod.png",
+    ]
     for name in shots if args.scene == "all" else [f"{args.scene}.png"]:
         print(out / name)
     return 0

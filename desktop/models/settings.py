@@ -60,6 +60,11 @@ class Settings(BaseModel):
         le=3600.0,
     )
     last_config_path: str | None = Field(default=None, title="Last config")
+    theme: Literal["system", "light", "dark"] = Field(
+        default="system",
+        title="Theme",
+        description="The window's colours, the chart's included: the system's, light or dark.",
+    )
     runpod: RunpodOptions = Field(
         default_factory=RunpodOptions,
         title="RunPod",

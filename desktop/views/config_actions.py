@@ -43,10 +43,12 @@ class ConfigActions(QObject):
     Signals:
         demo_ready(str): the demo folder exists (its path).
         demo_pending_changed(bool): the demo is being written (Start waits for it) or is done.
+        config_file_used(str): a config file was opened or saved (its path; recent configs).
     """
 
     demo_ready = Signal(str)
     demo_pending_changed = Signal(bool)
+    config_file_used = Signal(str)
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
@@ -229,6 +231,7 @@ class ConfigActions(QObject):
 
         def done(config: TrainingConfig) -> None:
             w.editor.set_config(config)
+            self.config_file_used.emit(path)  # the recent configs
             w.bus.info(f"opened {path}")
 
         w.ops.run_in_thread("open the config", operations.import_config, path, on_done=done)
@@ -248,8 +251,12 @@ class ConfigActions(QObject):
             operations.export_config,
             w.editor.config(),
             path,
-            on_done=lambda p: w.bus.info(f"saved {p}"),
+            on_done=self._on_config_saved,
         )
+
+    def _on_config_saved(self, path: Path) -> None:
+        self.config_file_used.emit(str(path))  # the recent configs
+        self.window.bus.info(f"saved {path}")
 
     def export_trl(self) -> None:
         """Write the config as a `trl sft --config` YAML."""

@@ -30,6 +30,7 @@ HEAVY_MODULES = (
     "desktop.views.job_table",
     "desktop.views.log_view",
     "desktop.views.chart.widget",
+    "desktop.views.runs_view",
 )
 
 

@@ -20,7 +20,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QAction, QPainter
+from PySide6.QtGui import QAction, QPainter, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.models.job import ACTIVE_STATES, Job, JobState
+from desktop.views.job_columns import ColumnFitter
 from desktop.views.job_model import (
     COLUMNS,
     ENDED_ROLE,
@@ -100,12 +101,15 @@ class ProgressDelegate(QStyledItemDelegate):
         value = int(index.data(PROGRESS_ROLE) or 0)
         ended = bool(index.data(ENDED_ROLE))
         bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(3, 3, -3, -3)
+        # The text goes beside the bar, not over its fill (where some styles paint it in
+        # the fill's own colour): the bar leaves room for "100%" on its right.
+        text_width = option.fontMetrics.horizontalAdvance("100%") + 8
+        bar.rect = option.rect.adjusted(3, 3, -3 - text_width, -3)
         bar.minimum = 0
         bar.maximum = 100
         bar.progress = value
         bar.text = f"{value}%"
-        bar.textVisible = True
+        bar.textVisible = False
         bar.textAlignment = Qt.AlignmentFlag.AlignCenter
         bar.state = option.state | QStyle.StateFlag.State_Horizontal
         if ended:
@@ -126,6 +130,13 @@ class ProgressDelegate(QStyledItemDelegate):
         style.drawControl(QStyle.ControlElement.CE_ItemViewItem, item, painter, widget)
         bar = self.bar_option(option, index)
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
+        text_rect = option.rect.adjusted(bar.rect.right() - option.rect.left() + 4, 0, -3, 0)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
+        painter.save()
+        painter.setPen(option.palette.color(role))
+        painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignVCenter), bar.text)
+        painter.restore()
 
 
 class StateDelegate(QStyledItemDelegate):
@@ -213,6 +224,11 @@ class JobTableView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(24)
         self._size_columns()
+        header = self.table.horizontalHeader()
+        # Columns that do not fit hide, least needed first; the header's menu chooses.
+        self.column_fitter = ColumnFitter(
+            self.table, {c: header.sectionSize(c) for c in range(len(COLUMNS))}
+        )
         self.progress_delegate = ProgressDelegate(self.table)
         self.table.setItemDelegateForColumn(Column.PROGRESS, self.progress_delegate)
         self._state_delegate = StateDelegate(self.table)

@@ -6,7 +6,15 @@ from collections import deque
 from collections.abc import Iterable
 
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QTextCharFormat, QTextCursor, QTextDocument
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontDatabase,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+    QTextOption,
+)
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -76,7 +84,9 @@ class LogView(QWidget):
         self.text = QPlainTextEdit(self)
         self.text.setReadOnly(True)
         self.text.setUndoRedoEnabled(False)
-        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        # A traceback's long path or a URL wraps anywhere rather than run off the view.
+        self.text.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.text.setMaximumBlockCount(max_lines)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.text.verticalScrollBar().valueChanged.connect(self._on_scrollbar_value_changed)
@@ -89,6 +99,8 @@ class LogView(QWidget):
         self.search_edit = QLineEdit(self)
         self.search_edit.setPlaceholderText("Find in log…")
         self.search_edit.setClearButtonEnabled(True)
+        hint = self.search_edit.fontMetrics().horizontalAdvance("Find in log…")
+        self.search_edit.setMinimumWidth(hint + 40)  # never shrunk to "Find i…"
         self.search_edit.returnPressed.connect(self.find_next)
         self.search_edit.textChanged.connect(self._on_search_edit_text_changed)
         self.prev_button = QPushButton("↑", self)
@@ -97,7 +109,18 @@ class LogView(QWidget):
         self.next_button = QPushButton("↓", self)
         self.next_button.setToolTip("Find next")
         self.next_button.clicked.connect(self.find_next)
+        for arrow in (self.prev_button, self.next_button):
+            arrow.setMaximumWidth(32)  # a push button is some 80 px wide by default
         self.status_label = QLabel("", self)
+        self.wrap_button = QToolButton(self)
+        self.wrap_button.setText("Wrap")
+        self.wrap_button.setCheckable(True)
+        self.wrap_button.setChecked(True)
+        self.wrap_button.setToolTip("Wrap long lines (off: scroll sideways)")
+        self.wrap_button.toggled.connect(self._on_wrap_button_toggled)
+        self.title_label = QLabel("No job selected", self)
+        self.title_label.setObjectName("log_title")
+        self.title_label.setToolTip("Whose log this is")
 
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
@@ -105,15 +128,19 @@ class LogView(QWidget):
         bar.addWidget(self.prev_button)
         bar.addWidget(self.next_button)
         bar.addWidget(self.status_label)
+        bar.addWidget(self.wrap_button)
         bar.addWidget(self.pause_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.title_label)
         layout.addLayout(bar)
         layout.addWidget(self.text, 1)
 
         if state is not None:
             state.log_appended.connect(self._on_state_log_appended)
             state.row_changed.connect(self._on_state_row_changed)
+            state.selection_changed.connect(lambda _ids: self._update_title())
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -133,6 +160,23 @@ class LogView(QWidget):
             self._append(self._state.log_tail(job_id)[-self._max_lines :])
             job = self._state.job(job_id)
             self._set_end_line(None if job is None else ended_line(job))
+        self._update_title()
+
+    def _update_title(self) -> None:
+        """Say whose log this is; with several runs selected, which of them."""
+        job = None if self._job_id is None or self._state is None else self._state.job(self._job_id)
+        if job is None:
+            self.title_label.setText("No job selected")
+            return
+        selected = self._state.selected_job_ids if self._state is not None else ()
+        text = f"Log of {job.name}"
+        if len(selected) > 1 and job.id in selected:
+            text += f" (the last of {len(selected)} selected runs)"
+        self.title_label.setText(text)
+
+    def _on_wrap_button_toggled(self, wrap: bool) -> None:
+        mode = QPlainTextEdit.LineWrapMode
+        self.text.setLineWrapMode(mode.WidgetWidth if wrap else mode.NoWrap)
 
     @property
     def paused(self) -> bool:

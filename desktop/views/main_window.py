@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.views import operations, window_guides
+from desktop.views import operations, window_guides, window_menus
 from desktop.views.close_guard import CloseGuard
 from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.error_list import ErrorList
@@ -66,8 +66,10 @@ if TYPE_CHECKING:
         Operations,
     )
     from desktop.views.preflight import PreflightDialog
+    from desktop.views.runs_view import RunsView
     from desktop.views.settings_dialog import SettingsDialog
     from desktop.views.state import AppState
+    from desktop.views.theme import ThemeFollower
     from trainer.reports import DoctorReport
 
 __all__ = [
@@ -134,6 +136,8 @@ class MainWindow(QMainWindow):
     editor: ConfigEditor
     jobs_view: JobTableView
     chart: LossChart
+    runs_view: RunsView
+    theme: ThemeFollower
     log_view: LogView
 
     def __init__(
@@ -316,9 +320,12 @@ class MainWindow(QMainWindow):
         yield "jobs"
 
         from desktop.views.chart.widget import LossChart
+        from desktop.views.runs_view import RunsView, chart_tabs
 
         self.chart = LossChart(self.state, self)
-        self._replace(self.bottom_split, 0, self.chart)
+        self.runs_view = RunsView(self.state, self)
+        self.chart_tabs = chart_tabs(self.state, self.chart, self.runs_view)
+        self._replace(self.bottom_split, 0, self.chart_tabs)
         yield "chart"
 
         from desktop.views.log_view import LogView
@@ -333,6 +340,7 @@ class MainWindow(QMainWindow):
         self.editor.launch_target_changed.connect(self._on_editor_launch_target_changed)
         self.job_actions.connect_table()
         self.chart_hint, self.log_hint = window_guides.install_window_guides(self)
+        window_menus.install_window_menus(self)  # menus, shortcuts, drops, recent configs
         self._is_ready = True
         self._building = False
         self.timings["ready"] = time.perf_counter()
@@ -529,6 +537,7 @@ class MainWindow(QMainWindow):
         """
         old = self.settings
         self.settings = settings
+        self.theme.apply(settings.theme)
         offline = settings.offline if settings.offline != old.offline else self.service.offline
         self.service.apply_settings(settings, offline=offline)
         self.ops.run_in_thread("save the settings", operations.save_settings, settings)

@@ -35,6 +35,7 @@ from desktop.models import Settings, data_home
 from desktop.views import operations
 from desktop.views.operations import Operations, SecretName, SecretStatus, SecretStore
 from desktop.views.runpod_panel import add_key_test
+from desktop.views.theme import theme_combo
 
 if TYPE_CHECKING:
     from trainer.reports import DoctorReport
@@ -212,6 +213,8 @@ class SettingsDialog(QDialog):
         self.offline_check.setChecked(settings.offline)
         self.offline_check.setToolTip(Settings.model_fields["offline"].description or "")
         data_form.addRow("", self.offline_check)
+        self.theme_combo = theme_combo(settings.theme, self)
+        data_form.addRow("Theme", self.theme_combo)
 
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
@@ -233,7 +236,11 @@ class SettingsDialog(QDialog):
         """The settings as edited (validated)."""
         python = self.python_edit.text().strip() or None
         return self._settings.model_copy(
-            update={"trainer_python": python, "offline": self.offline_check.isChecked()}
+            update={
+                "trainer_python": python,
+                "offline": self.offline_check.isChecked(),
+                "theme": self.theme_combo.currentData(),
+            }
         )
 
     def _while_open(self, callback: Callable[[_T], None]) -> Callable[[_T], None]:

@@ -57,7 +57,9 @@ class Splitters:
         self.bottom_split.setStretchFactor(1, 2)
         self.right_split.addWidget(_placeholder("jobs"))
         self.right_split.addWidget(self.bottom_split)
-        self.right_split.setStretchFactor(0, 1)
+        # The table takes two fifths of a taller window: at 2560x1440 it shows some twenty
+        # rows, not the six a 900-pixel window gives it.
+        self.right_split.setStretchFactor(0, 2)
         self.right_split.setStretchFactor(1, 3)
         self.main_split.addWidget(_placeholder("editor"))
         self.main_split.addWidget(self.right_split)
@@ -86,6 +88,12 @@ class Splitters:
         sizes = splitter.sizes() if visible else DEFAULT_SIZES[splitter.objectName()]
         old = splitter.replaceWidget(index, widget)
         if old is not None:
+            # The stretch factors were set on the placeholder: the widget keeps them, or it
+            # would not grow with the window (a six-row job table at 2560x1440).
+            policy = widget.sizePolicy()
+            policy.setHorizontalStretch(old.sizePolicy().horizontalStretch())
+            policy.setVerticalStretch(old.sizePolicy().verticalStretch())
+            widget.setSizePolicy(policy)
             old.hide()
             old.deleteLater()
         splitter.setSizes(sizes)

@@ -10,6 +10,7 @@ every frame. `LossChart` (widget.py) owns the curves and draws them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -190,6 +191,67 @@ class Curve:
     """For patterned curves: the pen, and the one-pixel pen used while points are dense."""
     view_key: tuple[Any, ...] | None = None
     """What the drawn points were computed from; equal key, nothing to recompute."""
+
+    def take_in(
+        self,
+        series: MetricSeries,
+        tokens: MetricSeries | None,
+        mode: XAxisMode,
+        smoothing: float,
+        t0: Callable[[], float],
+    ) -> None:
+        """Take in the series' new points: x, smoothing, pyramids, x index (O(new points)).
+
+        `tokens` is the job's tokens_seen series (the x of tokens mode); `t0` gives the job's
+        start time (the zero of wall-time mode).
+        """
+        n = len(series)
+        rewrites = (series.rewrites, 0 if tokens is None else tokens.rewrites)
+        # Cleared and reloaded, or steps logged again by a resume: the caches hold old points.
+        if self.series is not series or self.ready > n or self.rewrites != rewrites:
+            self.reset()
+            self.series = series
+            self.rewrites = rewrites
+        values = series.value
+        # The pyramids index the whole series; only x waits for tokens (see _extend_x).
+        self.raw_pyramid.update(values)
+        smoothed: FloatArray | None = None
+        if self.smoother is not None and smoothing > 0:
+            smoothed = self.smoother.update(values)
+            self.smooth_pyramid.update(smoothed)
+        if mode is XAxisMode.STEP:
+            x = series.step
+            self.ready = n
+        else:
+            self._extend_x(series, tokens, mode, t0)
+            x = self.x_cache.view()
+        ready = self.ready
+        self.x = x[:ready]
+        self.raw = values[:ready]
+        self.smoothed = None if smoothed is None else smoothed[:ready]
+        self.x_index.update(self.x)
+
+    def _extend_x(
+        self,
+        series: MetricSeries,
+        tokens: MetricSeries | None,
+        mode: XAxisMode,
+        t0: Callable[[], float],
+    ) -> None:
+        done = self.ready
+        steps = series.step
+        if mode is XAxisMode.TIME:
+            self.x_cache.extend(series.time[done:] - t0())
+            self.ready = len(series)
+            return
+        if tokens is None or len(tokens) == 0:
+            return
+        # Map steps to tokens; points past the last known token count wait for it.
+        last_known = tokens.step[-1]
+        upto = done + int(np.searchsorted(steps[done:], last_known, side="right"))
+        if upto > done:
+            self.x_cache.extend(np.interp(steps[done:upto], tokens.step, tokens.value))
+            self.ready = upto
 
     def reset(self) -> None:
         self.x_cache.clear()

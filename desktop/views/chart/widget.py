@@ -1,5 +1,15 @@
-"""The live loss chart: loss, eval loss, learning rate (right axis) and grad norm of the
-selected jobs, overlaid, with TensorBoard-style smoothing.
+"""The live chart of the selected jobs, overlaid, with TensorBoard-style smoothing: loss and
+eval loss, learning rate (linear or log), grad norm, throughput and GPU use, each kind in its
+own panel (desktop/views/chart/panels.py) with the legend in a row of its own above them.
+
+Hover a panel for every visible series' stored point at the cursor's step (readout.py); click
+a legend entry to hide that series (it stays hidden while the chart refreshes, and across
+selections); once every shown run has ended, the x axis fits the data. PNG and CSV buttons save
+what is shown.
+
+This module is over 600 lines because it is the one owner of a curve's life (made, fed, drawn,
+hidden, dropped) and of the redraw schedule; what stands alone lives beside it: panels.py (the
+plots and legend), controls.py, curves.py (per-curve caches), readout.py and export.py.
 
 It stays smooth with a million points. Per frame, nothing costs O(points): smoothing, x-axis
 mapping and a min/max pyramid per curve (desktop/views/chart/downsample.py) take in only the new
@@ -19,29 +29,32 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QPen
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QHBoxLayout,
     QLabel,
-    QSlider,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop.views.chart.controls import ChartControls
 from desktop.views.chart.curves import (
     X_TITLES,
     Curve,
-    DecimatedItem,
     TimeAxisItem,
     XAxisMode,
     follow_extent,
 )
-from desktop.views.chart.export import CsvColumn, write_png, write_wide_csv
-from desktop.views.chart.smoothing import EmaSmoother, FloatArray
-from desktop.views.state import AppState, MetricSeries
+from desktop.views.chart.export import (
+    curve_columns,
+    save_with_dialog,
+    write_png,
+    write_wide_csv,
+)
+from desktop.views.chart.panels import SERIES_PANEL, SMOOTHED_SERIES, ChartPanels
+from desktop.views.chart.readout import ReadoutEntry, format_readout, read_out
+from desktop.views.chart.smoothing import FloatArray
+from desktop.views.state import AppState
 
 __all__ = ["JOB_COLORS", "SMOOTHED_SERIES", "LossChart", "XAxisMode"]
 
@@ -59,17 +72,18 @@ JOB_COLORS: tuple[str, ...] = (
 )
 """One colour per job, in the order the jobs first appear in the chart (cycled)."""
 
-SMOOTHED_SERIES: tuple[str, ...] = ("loss", "grad_norm")
-"""Series drawn smoothed with the raw curve faintly behind. eval_loss is sparse and
-learning_rate is a schedule: both are drawn as they are."""
-
 _LABELS = {
     "loss": "loss",
     "eval_loss": "eval loss",
     "learning_rate": "lr",
     "grad_norm": "grad norm",
+    "train_tokens_per_second": "tokens/s",
+    "samples_per_second": "samples/s",
+    "gpu_memory_gb": "GPU GB",
+    "gpu_utilization": "GPU %",
 }
-_RAW_ALPHA = 60
+_THROUGHPUT_SERIES = ("train_tokens_per_second", "samples_per_second")
+_GPU_SERIES = ("gpu_memory_gb", "gpu_utilization")
 _SYMBOL_SPACING_PX = 6
 """eval loss gets markers only while its drawn points are at least this far apart on average."""
 _DENSE_SPACING_PX = 4
@@ -81,11 +95,12 @@ _FALLBACK_WIDTH_PX = 1000
 
 
 class LossChart(QWidget):
-    """Loss, eval loss, learning rate and (on demand) grad norm of one or more jobs.
+    """Loss, eval loss, learning rate, (on demand) grad norm, throughput and GPU use of one or
+    more jobs, in stacked panels.
 
     By default it shows the jobs selected in AppState (`follow_selection`); `set_job_ids`
-    shows others. Each job has one colour; line styles tell the series apart (loss solid,
-    eval loss dashed with dots, learning rate dotted on the right axis, grad norm dash-dot).
+    shows others. Each job has one colour; line styles tell a panel's series apart (loss
+    solid, eval loss dashed with dots, right-axis series dashed).
 
     Signals:
         redrawn(): after each redraw (tests and benchmarks wait on it).
@@ -110,63 +125,63 @@ class LossChart(QWidget):
         self._x_mode = XAxisMode.STEP
         self._smoothing = 0.6
         self._show_grad_norm = False
+        self._show_throughput = True
+        self._lr_log = False
+        self._hidden: set[tuple[str, str]] = set()
         self._t0: dict[str, float] = {}
         self._x_extent: tuple[float, float] | None = None
 
-        self._x_axis = TimeAxisItem()
-        self.plot = pg.PlotWidget(self, axisItems={"bottom": self._x_axis})
-        self.plot.setBackground("w")
-        plot_item = self.plot.getPlotItem()
-        plot_item.showGrid(x=True, y=True, alpha=0.15)
         # No pyqtgraph downsampling or clip-to-view: both scan the whole series every frame.
         # The curves are handed only what is in view, min/max per pixel column (_draw_curve).
-        plot_item.setLabel("left", "loss")
-        plot_item.setLabel("bottom", X_TITLES[self._x_mode])
-        plot_item.showAxis("right")
-        plot_item.setLabel("right", "learning rate")
-        self.legend = plot_item.addLegend(offset=(-10, 10), labelTextSize="8pt")
-        self.lr_view = pg.ViewBox()
-        plot_item.scene().addItem(self.lr_view)
-        plot_item.getAxis("right").linkToView(self.lr_view)
-        self.lr_view.setXLink(plot_item)
+        self.plot = ChartPanels(self)
+        self.plot.set_dark(False)
+        self.legend = self.plot.legend
+        self.legend.sigSampleClicked.connect(self._on_legend_sample_clicked)
+        self._x_axis: TimeAxisItem = self.plot.panels["loss"].x_axis
+        self.lr_view: pg.ViewBox = self.plot.panels["lr"].plot.vb
+        self.plot.set_x_title(X_TITLES[self._x_mode])
+        self._cursor_lines: dict[str, pg.InfiniteLine] = {}
+        for key, panel in self.plot.panels.items():
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", width=1))
+            line.hide()
+            panel.plot.addItem(line, ignoreBounds=True)
+            self._cursor_lines[key] = line
+        plot_item = self.plot.getPlotItem()
         plot_item.vb.sigResized.connect(self._on_main_view_resized)
         plot_item.vb.sigXRangeChanged.connect(self._on_main_view_x_range_changed)
+        self.plot.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
 
-        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, self)
-        self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setValue(round(self._smoothing * 100))
-        self.smoothing_slider.setToolTip(
-            "Debiased exponential moving average, as in TensorBoard (0: raw). The raw curve "
-            "stays faintly behind the smoothed one."
-        )
+        controls = ChartControls(self._smoothing, self)
+        self.smoothing_slider = controls.smoothing_slider
+        self.smoothing_label = controls.smoothing_label
+        self.x_combo = controls.x_combo
+        self.grad_norm_check = controls.grad_norm_check
+        self.throughput_check = controls.throughput_check
+        self.lr_log_check = controls.lr_log_check
+        self.png_button = controls.png_button
+        self.csv_button = controls.csv_button
+        self.loading_label = controls.loading_label
         self.smoothing_slider.valueChanged.connect(self._on_smoothing_slider_value_changed)
-        self.smoothing_label = QLabel(f"{self._smoothing:.2f}", self)
-        self.smoothing_label.setMinimumWidth(32)
-        self.x_combo = QComboBox(self)
-        for mode in XAxisMode:
-            self.x_combo.addItem(X_TITLES[mode], mode.value)
         self.x_combo.currentIndexChanged.connect(self._on_x_combo_current_index_changed)
-        self.grad_norm_check = QCheckBox("grad norm", self)
         self.grad_norm_check.toggled.connect(self.set_grad_norm_visible)
-        self.loading_label = QLabel("Loading history …", self)
-        self.loading_label.hide()
-        (policy := self.loading_label.sizePolicy()).setRetainSizeWhenHidden(True)
-        self.loading_label.setSizePolicy(policy)  # showing it must not re-lay out the plot
-
-        controls = QHBoxLayout()
-        controls.setContentsMargins(4, 0, 4, 0)
-        controls.addWidget(QLabel("Smoothing", self))
-        controls.addWidget(self.smoothing_slider, 1)
-        controls.addWidget(self.smoothing_label)
-        controls.addSpacing(12)
-        controls.addWidget(QLabel("x:", self))
-        controls.addWidget(self.x_combo)
-        controls.addWidget(self.grad_norm_check)
-        controls.addWidget(self.loading_label)
+        self.throughput_check.toggled.connect(self.set_throughput_visible)
+        self.lr_log_check.toggled.connect(self.set_lr_log)
+        self.png_button.clicked.connect(self._on_png_button_clicked)
+        self.csv_button.clicked.connect(self._on_csv_button_clicked)
+        self.readout_label = QLabel(self)
+        self.readout_label.setTextFormat(Qt.TextFormat.RichText)
+        self.readout_label.setWordWrap(True)
+        self.readout_label.setToolTip("Every visible series' stored point at the cursor's step")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
+        layout.setSpacing(2)
+        layout.addWidget(controls)
         layout.addWidget(self.plot, 1)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(4, 0, 4, 0)
+        bottom.addWidget(self.readout_label, 1)
+        bottom.addWidget(self.loading_label)
+        layout.addLayout(bottom)
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -176,6 +191,7 @@ class LossChart(QWidget):
         state.metrics_appended.connect(self._on_state_metrics_appended)
         state.row_removed.connect(self._on_state_row_removed)
         state.history_changed.connect(self._on_state_history_changed)
+        state.row_changed.connect(self._on_state_row_changed)
         if follow_selection:
             state.selection_changed.connect(self.set_job_ids)
             self.set_job_ids(list(state.selected_job_ids))
@@ -237,12 +253,11 @@ class LossChart(QWidget):
         if mode is self._x_mode:
             return
         self._x_mode = mode
-        self._x_axis.mode = mode
+        for panel in self.plot.panels.values():
+            panel.x_axis.mode = mode
         self._x_extent = None
         self._t0.clear()
-        self.plot.getPlotItem().setLabel(
-            "bottom", X_TITLES[mode], units="tok" if mode is XAxisMode.TOKENS else None
-        )
+        self.plot.set_x_title(X_TITLES[mode], units="tok" if mode is XAxisMode.TOKENS else None)
         index = self.x_combo.findData(mode.value)
         if self.x_combo.currentIndex() != index:
             self.x_combo.blockSignals(True)
@@ -275,6 +290,89 @@ class LossChart(QWidget):
         self._schedule()
 
     @property
+    def throughput_visible(self) -> bool:
+        """Whether the throughput panel (tokens/s, samples/s) is drawn when there is data."""
+        return self._show_throughput
+
+    def set_throughput_visible(self, visible: bool) -> None:
+        """Draw the throughput panel (when the runs logged throughput) or not."""
+        if visible == self._show_throughput:
+            return
+        self._show_throughput = visible
+        if self.throughput_check.isChecked() != visible:
+            self.throughput_check.setChecked(visible)
+        if not visible:
+            for key in [k for k in self._curves if k[1] in _THROUGHPUT_SERIES]:
+                self._drop_curve(key)
+        self._dirty_jobs.update(self._job_ids)
+        self._schedule()
+
+    @property
+    def lr_log(self) -> bool:
+        """Whether the learning rate axis is logarithmic."""
+        return self._lr_log
+
+    def set_lr_log(self, log: bool) -> None:
+        """Show the learning rate on a log axis (a 5e-4 schedule next to a 5e-6 one is no
+        longer flat) or on a linear one from zero."""
+        if log == self._lr_log:
+            return
+        self._lr_log = log
+        if self.lr_log_check.isChecked() != log:
+            self.lr_log_check.setChecked(log)
+        panel = self.plot.panels["lr"]
+        panel.plot.setLogMode(y=log)
+        panel.plot.setLabel("left", "lr (log)" if log else "lr")
+        for curve in self._curves.values():
+            if curve.name == "learning_rate":
+                curve.item.from_zero = not log
+                curve.view_key = None
+        panel.plot.vb.enableAutoRange(y=True)
+        self._schedule()
+
+    @property
+    def shown_panels(self) -> tuple[str, ...]:
+        """The panels shown, top to bottom (see desktop/views/chart/panels.py)."""
+        return self.plot.shown_panels
+
+    def series_hidden(self, job_id: str, name: str) -> bool:
+        """Whether this series was hidden (by a click on its legend entry)."""
+        return (job_id, name) in self._hidden
+
+    def set_series_hidden(self, job_id: str, name: str, hidden: bool) -> None:
+        """Hide or show one series of one job; it stays so until changed back, also while
+        the job is not shown."""
+        key = (job_id, name)
+        if hidden:
+            self._hidden.add(key)
+        else:
+            self._hidden.discard(key)
+        curve = self._curves.get(key)
+        if curve is not None:
+            curve.item.setVisible(not hidden)
+            if curve.raw_item is not None:
+                curve.raw_item.setVisible(not hidden and curve.smoothed is not None)
+            curve.view_key = None
+            self._refresh_view()
+
+    def show_readout_at(self, x: float) -> list[ReadoutEntry]:
+        """Put the cursor line at `x` (in x-axis units) and read out, for every visible
+        series, its stored point nearest `x`; returns what the read-out shows."""
+        for key, line in self._cursor_lines.items():
+            line.setPos(x)
+            line.setVisible(key in self.plot.shown_panels)
+        visible = [c for c in self._ordered_curves() if (c.job_id, c.name) not in self._hidden]
+        entries = read_out(visible, x, self._label, lambda j: self._colors.get(j, JOB_COLORS[0]))
+        self.readout_label.setText(format_readout(entries))
+        return entries
+
+    def set_dark(self, dark: bool) -> None:
+        """Draw on a dark background (the dark theme) or a white one."""
+        self.plot.set_dark(dark)
+        for line in self._cursor_lines.values():
+            line.setPen(pg.mkPen("#9a9a9a" if dark else "#888888", width=1))
+
+    @property
     def redraw_pending(self) -> bool:
         """True while a redraw is scheduled (new data, or a setting changed)."""
         return self._timer.isActive()
@@ -286,6 +384,8 @@ class LossChart(QWidget):
         for job_id in self._job_ids:
             if job_id in dirty:
                 self._update_job(job_id)
+        self.plot.set_shown_panels(SERIES_PANEL[c.name][0] for c in self._curves.values())
+        self.plot.show_sides(c.name for c in self._curves.values())
         self._refresh_view()
         self.redrawn.emit()
 
@@ -325,9 +425,9 @@ class LossChart(QWidget):
         return x, y
 
     def export_png(self, path: str | Path, width: int = 1600) -> Path:
-        """Save the plot as a PNG `width` pixels wide; returns the path written."""
+        """Save the panels and legend as a PNG `width` pixels wide; returns the path written."""
         self.redraw()
-        return write_png(self.plot.getPlotItem(), path, width)
+        return write_png(self.plot.ci, path, width)
 
     def export_csv(self, path: str | Path) -> Path:
         """Save what is plotted as a wide CSV: one row per step, columns per job and series.
@@ -337,36 +437,32 @@ class LossChart(QWidget):
         smoothed ones. A cell is empty where a series has no point at that step.
         """
         self.redraw()
-        columns: list[CsvColumn] = []
-        for job_id in self._job_ids:
-            job = self._state.job(job_id)
-            label = job.name if job is not None else job_id
-            x_done = False
-            for name in self._series_names():
-                curve = self._curves.get((job_id, name))
-                series = self._state.series(job_id, name)
-                if curve is None or series is None or curve.ready == 0:
-                    continue
-                steps = series.step[: curve.ready]
-                if not x_done and self._x_mode is not XAxisMode.STEP:
-                    columns.append(
-                        (
-                            f"{label}/{self._x_mode.value}",
-                            steps,
-                            curve.x_cache.view()[: curve.ready],
-                        )
-                    )
-                    x_done = True
-                columns.append((f"{label}/{name}", steps, series.value[: curve.ready]))
-                if curve.smoothed is not None:
-                    columns.append((f"{label}/{name}_smoothed", steps, curve.smoothed))
-        return write_wide_csv(path, columns)
+        x_title = None if self._x_mode is XAxisMode.STEP else self._x_mode.value
+        return write_wide_csv(path, curve_columns(self._ordered_curves(), self._job_name, x_title))
 
     # -- drawing ------------------------------------------------------------------------------
 
     def _series_names(self) -> tuple[str, ...]:
-        names = ("loss", "eval_loss", "learning_rate")
-        return (*names, "grad_norm") if self._show_grad_norm else names
+        names = ["loss", "eval_loss", "learning_rate"]
+        if self._show_grad_norm:
+            names.append("grad_norm")
+        if self._show_throughput:
+            names.extend(_THROUGHPUT_SERIES)
+        names.extend(_GPU_SERIES)
+        return tuple(names)
+
+    def _job_name(self, job_id: str) -> str:
+        job = self._state.job(job_id)
+        return job.name if job is not None else job_id
+
+    def _label(self, job_id: str, name: str) -> str:
+        return f"{self._job_name(job_id)} · {_LABELS.get(name, name)}"
+
+    def _ordered_curves(self) -> list[Curve]:
+        """The curves drawn, job by job in the chart's order, series in panel order."""
+        names = self._series_names()
+        keys = ((job_id, name) for job_id in self._job_ids for name in names)
+        return [curve for key in keys if (curve := self._curves.get(key)) is not None]
 
     def _schedule(self) -> None:
         if not self._timer.isActive():
@@ -378,36 +474,13 @@ class LossChart(QWidget):
             if series is None or len(series) == 0:
                 continue
             curve = self._curves.get((job_id, name)) or self._make_curve(job_id, name)
-            self._update_curve(curve, series)
-
-    def _update_curve(self, curve: Curve, series: MetricSeries) -> None:
-        """Take in the series' new points: x, smoothing, pyramids, x index (O(new points))."""
-        n = len(series)
-        tokens = self._state.series(curve.job_id, "tokens_seen")
-        rewrites = (series.rewrites, 0 if tokens is None else tokens.rewrites)
-        # Cleared and reloaded, or steps logged again by a resume: the caches hold old points.
-        if curve.series is not series or curve.ready > n or curve.rewrites != rewrites:
-            curve.reset()
-            curve.series = series
-            curve.rewrites = rewrites
-        values = series.value
-        # The pyramids index the whole series; only x waits for tokens (see _extend_x).
-        curve.raw_pyramid.update(values)
-        smoothed: FloatArray | None = None
-        if curve.smoother is not None and self._smoothing > 0:
-            smoothed = curve.smoother.update(values)
-            curve.smooth_pyramid.update(smoothed)
-        if self._x_mode is XAxisMode.STEP:
-            x = series.step
-            curve.ready = n
-        else:
-            self._extend_x(curve, series)
-            x = curve.x_cache.view()
-        ready = curve.ready
-        curve.x = x[:ready]
-        curve.raw = values[:ready]
-        curve.smoothed = None if smoothed is None else smoothed[:ready]
-        curve.x_index.update(curve.x)
+            curve.take_in(
+                series,
+                self._state.series(job_id, "tokens_seen"),
+                self._x_mode,
+                self._smoothing,
+                lambda: self._job_t0(job_id),
+            )
 
     def _refresh_view(self) -> None:
         """Hand every curve the points of the visible x range that its width can show."""
@@ -420,14 +493,19 @@ class LossChart(QWidget):
         if not known:
             return
         lo, hi = min(e[0] for e in known), max(e[1] for e in known)
-        # What auto-range (and "view all") will show: the data and room to grow.
-        self._x_extent = follow_extent(self._x_extent, lo, hi)
+        # What auto-range (and "view all") will show: the data and room to grow, or, once
+        # every shown run has ended, just the data.
+        ended = all((job := self._state.job(j)) is None or job.is_final for j in self._job_ids)
+        extent = (lo, hi) if ended and hi > lo else follow_extent(self._x_extent, lo, hi)
+        moved, self._x_extent = extent != self._x_extent, extent
         for curve in self._curves.values():
             for item in (curve.item, curve.raw_item):
                 if item is not None:
                     item.full_x_bounds = self._x_extent
         if vb.state["autoRange"][0] is False:  # zoomed or panned by hand
             lo, hi = (float(v) for v in vb.viewRange()[0])
+        elif moved:
+            vb.updateAutoRange()
         for curve in self._curves.values():
             self._draw_curve(curve, lo, hi, pixels)
 
@@ -438,11 +516,19 @@ class LossChart(QWidget):
         if key == curve.view_key:
             return
         curve.view_key = key
+        hidden = (curve.job_id, curve.name) in self._hidden
+        if curve.raw_item is not None:
+            curve.raw_item.setVisible(smooth and not hidden)
+        if hidden:
+            curve.view_key = None  # nothing drawn: compute when shown again
+            return
         y = curve.smoothed if curve.smoothed is not None else curve.raw
         pyramid = curve.smooth_pyramid if smooth else curve.raw_pyramid
         index = pyramid.indices(ranges, pixels)
         if curve.x_index.nonfinite:
             index = index[np.isfinite(curve.x[index])]
+        if self._lr_log and curve.name == "learning_rate":
+            index = index[y[index] > 0]  # a log axis has no place for a warmup's zero
         if curve.name == "eval_loss":
             # Markers only while they can be told apart.
             symbol = "o" if index.shape[0] * _SYMBOL_SPACING_PX <= pixels else None
@@ -453,31 +539,11 @@ class LossChart(QWidget):
             if curve.item.opts["pen"].widthF() != pen.widthF():  # setPen copies the pen
                 curve.item.setPen(pen)
         curve.item.setData(curve.x[index], y[index])
-        if curve.raw_item is not None:
-            if smooth:
-                raw_index = curve.raw_pyramid.indices(ranges, pixels)
-                if curve.x_index.nonfinite:
-                    raw_index = raw_index[np.isfinite(curve.x[raw_index])]
-                curve.raw_item.setData(curve.x[raw_index], curve.raw[raw_index])
-            curve.raw_item.setVisible(smooth)
-
-    def _extend_x(self, curve: Curve, series: MetricSeries) -> None:
-        done = curve.ready
-        steps = series.step
-        if self._x_mode is XAxisMode.TIME:
-            t0 = self._job_t0(curve.job_id)
-            curve.x_cache.extend(series.time[done:] - t0)
-            curve.ready = len(series)
-            return
-        tokens = self._state.series(curve.job_id, "tokens_seen")
-        if tokens is None or len(tokens) == 0:
-            return
-        # Map steps to tokens; points past the last known token count wait for it.
-        last_known = tokens.step[-1]
-        upto = done + int(np.searchsorted(steps[done:], last_known, side="right"))
-        if upto > done:
-            curve.x_cache.extend(np.interp(steps[done:upto], tokens.step, tokens.value))
-            curve.ready = upto
+        if curve.raw_item is not None and smooth:
+            raw_index = curve.raw_pyramid.indices(ranges, pixels)
+            if curve.x_index.nonfinite:
+                raw_index = raw_index[np.isfinite(curve.x[raw_index])]
+            curve.raw_item.setData(curve.x[raw_index], curve.raw[raw_index])
 
     def _job_t0(self, job_id: str) -> float:
         t0 = self._t0.get(job_id)
@@ -496,65 +562,56 @@ class LossChart(QWidget):
         return t0
 
     def _make_curve(self, job_id: str, name: str) -> Curve:
-        color = self._colors.get(job_id, JOB_COLORS[0])
-        job = self._state.job(job_id)
-        label = f"{job.name if job is not None else job_id} · {_LABELS.get(name, name)}"
-        plot_item = self.plot.getPlotItem()
-        raw_item: DecimatedItem | None = None
-        smoother: EmaSmoother | None = None
-        if name == "eval_loss":
-            pen = pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine)
-            item = DecimatedItem(
-                pen=pen, symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None, name=label
-            )
-        elif name == "learning_rate":
-            item = DecimatedItem(
-                pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DotLine), name=label
-            )
-            item.from_zero = True  # a schedule: its axis starts at zero
-        else:
-            style = Qt.PenStyle.SolidLine if name == "loss" else Qt.PenStyle.DashDotLine
-            faint = pg.mkColor(color)
-            faint.setAlpha(_RAW_ALPHA)
-            raw_item = DecimatedItem(pen=pg.mkPen(faint, width=1, style=style))
-            item = DecimatedItem(pen=pg.mkPen(color, width=2, style=style), name=label)
-            smoother = EmaSmoother(self._smoothing if self._smoothing < 1 else 0.99)
-        for plotted in (raw_item, item):
-            if plotted is None:
-                continue
-            if name == "learning_rate":
-                self.lr_view.addItem(plotted)
-            else:
-                plot_item.addItem(plotted)  # a named item joins the legend here
-        if name == "learning_rate":
-            self.legend.addItem(item, label)
-        curve = Curve(job_id, name, item, raw_item, smoother)
-        pen = item.opts["pen"]
-        if pen.style() != Qt.PenStyle.SolidLine:
-            curve.pen = pen
-            curve.dense_pen = QPen(pen)
-            curve.dense_pen.setWidthF(1.0)
+        curve = self.plot.add_curve(
+            job_id,
+            name,
+            self._colors.get(job_id, JOB_COLORS[0]),
+            self._label(job_id, name),
+            smoothing=self._smoothing,
+            lr_log=self._lr_log,
+        )
+        if (job_id, name) in self._hidden:
+            curve.item.setVisible(False)
+            if curve.raw_item is not None:
+                curve.raw_item.setVisible(False)
         self._curves[(job_id, name)] = curve
         return curve
 
     def _drop_curve(self, key: tuple[str, str]) -> None:
-        curve = self._curves.pop(key)
-        for item in (curve.item, curve.raw_item):
-            if item is None:
-                continue
-            self.legend.removeItem(item)
-            if curve.name == "learning_rate":
-                self.lr_view.removeItem(item)
-            else:
-                self.plot.getPlotItem().removeItem(item)
+        self.plot.remove_curve(self._curves.pop(key))
 
     # -- slots --------------------------------------------------------------------------------
 
     def _on_main_view_resized(self) -> None:
-        main = self.plot.getPlotItem().vb
-        self.lr_view.setGeometry(main.sceneBoundingRect())
-        self.lr_view.linkedViewChanged(main, self.lr_view.XAxis)
         self._refresh_view()  # more or fewer pixel columns
+
+    def _on_scene_mouse_moved(self, pos: QPointF) -> None:
+        for key in self.plot.shown_panels:
+            view = self.plot.panels[key].plot.vb
+            if view.sceneBoundingRect().contains(pos):
+                self.show_readout_at(float(view.mapSceneToView(pos).x()))
+                return
+
+    def _on_legend_sample_clicked(self, item: object) -> None:
+        # The legend's sample has already flipped the item's visibility: keep it so.
+        for key, curve in self._curves.items():
+            if curve.item is item:
+                self.set_series_hidden(*key, hidden=not curve.item.isVisible())
+                return
+
+    def _on_state_row_changed(self, row: int) -> None:
+        if self._state.job_at(row).id in self._job_ids:
+            self._schedule()  # it may have ended: the x axis then fits the data
+
+    def _on_png_button_clicked(self) -> None:
+        save_with_dialog(
+            self, "Save chart as PNG", "chart.png", "PNG images (*.png)", self.export_png
+        )
+
+    def _on_csv_button_clicked(self) -> None:
+        save_with_dialog(
+            self, "Save chart data as CSV", "chart.csv", "CSV (*.csv)", self.export_csv
+        )
 
     def _on_main_view_x_range_changed(self) -> None:
         self._refresh_view()  # zoomed or panned: other points are in view
