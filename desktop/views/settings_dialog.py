@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from desktop.models import Settings, data_home
 from desktop.views import operations
 from desktop.views.operations import Operations, SecretName, SecretStatus, SecretStore
+from desktop.views.runtime_panel import RuntimePanel
 
 if TYPE_CHECKING:
     from trainer.reports import DoctorReport
@@ -183,6 +184,12 @@ class SettingsDialog(QDialog):
         self.doctor_label.setWordWrap(True)
         self.doctor_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         runtime_form.addRow("Runtime", self.doctor_label)
+        self.runtime_panel = RuntimePanel(
+            ops, lambda: self.python_edit.text().strip(), lambda: self.offline_check.isChecked()
+        )
+        self.runtime_panel.runtime_chosen.connect(self.python_edit.setText)
+        self.runtime_panel.runtime_removed.connect(lambda _folder: self.python_edit.clear())
+        runtime_form.addRow("Manage", self.runtime_panel)
 
         # Data folder and offline
         data_box = QGroupBox("Data")
