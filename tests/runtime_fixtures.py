@@ -15,6 +15,8 @@ Use with `pytest_plugins = ["runtime_fixtures"]`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -40,6 +42,23 @@ def _say(config: pytest.Config, line: str) -> None:
             reporter.write_line(line)
 
 
+@contextlib.contextmanager
+def shared_folder(
+    factory: pytest.TempPathFactory, worker_id: str, name: str
+) -> Iterator[tuple[Path, bool]]:
+    """A folder every pytest-xdist worker of this run shares, held under a lock: (folder,
+    whether it was made before). Made once per run, not once per worker."""
+    base = factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / name
+    root.mkdir(exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / ".done"
+        made_before = done.exists()
+        yield root, made_before
+        done.touch()
+
+
 def torch_pin() -> str:
     """constraints.txt's torch version, as the CPU build."""
     text = (ROOT / "constraints.txt").read_text(encoding="utf-8")
@@ -49,31 +68,37 @@ def torch_pin() -> str:
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
+def wheelhouse(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, worker_id: str
+) -> Path:
     """A folder of wheels with everything the trainer runtime needs (see the module doc)."""
     given = os.environ.get(WHEELHOUSE_ENV)
     if given:
         return Path(given)
     from desktop.core.runtime_plan import runtime_requirements
 
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    pins = folder.parent / "torch-cpu.txt"
-    pins.write_text(torch_pin() + "\n", encoding="utf-8")
-    names = [re.split(r"[<>=!~ ]", r, maxsplit=1)[0] for r in runtime_requirements()]
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-         "--dest", str(folder), "-c", str(ROOT / "constraints.txt"), "-c", str(pins), *names],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
-    _say(
-        pytestconfig,
-        f"\nwheelhouse: {len(list(folder.glob('*.whl')))} wheels, {size:.0f} MB, filled in "
-        f"{time.monotonic() - started:.1f} s",
-    )
-    return folder
+    with shared_folder(tmp_path_factory, worker_id, "wheelhouse") as (root, made):
+        folder = root / "wheels"
+        if made:
+            return folder
+        pins = root / "torch-cpu.txt"
+        pins.write_text(torch_pin() + "\n", encoding="utf-8")
+        names = [re.split(r"[<>=!~ ]", r, maxsplit=1)[0] for r in runtime_requirements()]
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+             "--dest", str(folder), "-c", str(ROOT / "constraints.txt"), "-c", str(pins),
+             *names],
+            capture_output=True, text=True, timeout=1800, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+        _say(
+            pytestconfig,
+            f"\nwheelhouse: {len(list(folder.glob('*.whl')))} wheels, {size:.0f} MB, filled in "
+            f"{time.monotonic() - started:.1f} s",
+        )
+        return folder
 
 
 @dataclass
@@ -115,44 +140,72 @@ def _torch_inode(venv: Path) -> int:
     return found[0].stat().st_ino
 
 
+def _completed(data: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(
+        [], int(str(data["returncode"])), str(data["stdout"]), str(data["stderr"])
+    )
+
+
+def _facts(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
 @pytest.fixture(scope="session")
 def wheelhouse_runtime(
-    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, pytestconfig: pytest.Config
-) -> Iterator[SetUpRuntime]:
+    tmp_path_factory: pytest.TempPathFactory,
+    wheelhouse: Path,
+    pytestconfig: pytest.Config,
+    worker_id: str,
+) -> SetUpRuntime:
     """The runtime, set up as the module doc says (a failed attempt, then a resumed one)."""
-    base = tmp_path_factory.mktemp("runtime")
-    home, cache = base / "home", base / "uv-cache"
-    env = runtime_env(home, cache)
-    partial = base / "partial-wheelhouse"
-    partial.mkdir()
-    for wheel in wheelhouse.glob("*.whl"):
-        if not wheel.name.startswith("transformers-"):
-            (partial / wheel.name).symlink_to(wheel)
-
-    started = time.monotonic()
-    failed = run_cli(env, "runtime", "setup", "--wheelhouse", str(partial))
-    setup_s = time.monotonic() - started
-    venv = home / "runtime" / "venv"
-    state = json.loads((home / "runtime" / "setup.json").read_text(encoding="utf-8"))
-    inode_failed = _torch_inode(venv)
-
-    started = time.monotonic()
-    resumed = run_cli(env, "runtime", "setup", "--wheelhouse", str(wheelhouse))
-    resume_s = time.monotonic() - started
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    _say(
-        pytestconfig,
-        f"\nruntime setup from the wheelhouse: failed attempt {setup_s:.1f} s, resumed in "
-        f"{resume_s:.1f} s (doctor included); venv {venv}",
-    )
-    yield SetUpRuntime(
+    with shared_folder(tmp_path_factory, worker_id, "runtime") as (base, made):
+        facts_file = base / "facts.json"
+        home, cache = base / "home", base / "uv-cache"
+        venv = home / "runtime" / "venv"
+        if not made:
+            env = runtime_env(home, cache)
+            partial = base / "partial-wheelhouse"
+            partial.mkdir()
+            for wheel in wheelhouse.glob("*.whl"):
+                if not wheel.name.startswith("transformers-"):
+                    (partial / wheel.name).symlink_to(wheel)
+            started = time.monotonic()
+            failed = run_cli(env, "runtime", "setup", "--wheelhouse", str(partial))
+            setup_s = time.monotonic() - started
+            state = json.loads((home / "runtime" / "setup.json").read_text(encoding="utf-8"))
+            inode_failed = _torch_inode(venv)
+            started = time.monotonic()
+            resumed = run_cli(env, "runtime", "setup", "--wheelhouse", str(wheelhouse))
+            resume_s = time.monotonic() - started
+            assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+            _say(
+                pytestconfig,
+                f"\nruntime setup from the wheelhouse: failed attempt {setup_s:.1f} s, resumed "
+                f"in {resume_s:.1f} s (doctor included); venv {venv}",
+            )
+            facts_file.write_text(
+                json.dumps(
+                    {
+                        "failed": _facts(failed),
+                        "failed_state": state,
+                        "inode_failed": inode_failed,
+                        "resumed": _facts(resumed),
+                        "inode_resumed": _torch_inode(venv),
+                        "setup_s": setup_s,
+                        "resume_s": resume_s,
+                    }
+                ),
+                encoding="utf-8",
+            )
+        facts = json.loads(facts_file.read_text(encoding="utf-8"))
+    return SetUpRuntime(
         home=home,
         python=venv / "bin" / "python",
-        failed=failed,
-        failed_state=state,
-        torch_inode_after_failure=inode_failed,
-        resumed=resumed,
-        torch_inode_after_resume=_torch_inode(venv),
-        setup_s=setup_s,
-        resume_s=resume_s,
+        failed=_completed(facts["failed"]),
+        failed_state=facts["failed_state"],
+        torch_inode_after_failure=facts["inode_failed"],
+        resumed=_completed(facts["resumed"]),
+        torch_inode_after_resume=facts["inode_resumed"],
+        setup_s=facts["setup_s"],
+        resume_s=facts["resume_s"],
     )

@@ -170,6 +170,29 @@ def test_setup_refuses_a_disk_too_small_with_figures_and_starts_nothing(
     assert not marker.exists() and not (home / "runtime" / "venv").exists()
 
 
+def test_a_frozen_app_unpacks_its_compressed_uv_once(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lzma
+
+    from desktop.core.runtime_plan import find_uv
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "uv.xz").write_bytes(lzma.compress(b"#!/bin/sh\necho uv 1\n"))
+    monkeypatch.delenv("FTDESK_UV", raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(bundle), raising=False)
+    uv = Path(find_uv())
+    assert uv == home / "runtime" / "bin" / "uv"
+    assert subprocess.run([uv], capture_output=True, text=True).stdout == "uv 1\n"
+    inode = uv.stat().st_ino
+    assert Path(find_uv()).stat().st_ino == inode  # unpacked once, not at every call
+    # A new app version's uv replaces it.
+    (bundle / "uv.xz").write_bytes(lzma.compress(b"#!/bin/sh\necho uv 2\n"))
+    os.utime(bundle / "uv.xz", ns=(1, 1))
+    assert subprocess.run([find_uv()], capture_output=True, text=True).stdout == "uv 2\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Cancel
 

@@ -129,13 +129,22 @@ class TrainerRuntime:
     ) -> dict[str, str]:
         """The environment of a trainer child process.
 
-        `base` (default: this process's environment), then the source checkout first on
+        `base` (default: this process's environment; in a frozen app without the bundle's
+        LD_LIBRARY_PATH), then the source checkout first on
         PYTHONPATH (when running from one, so a runtime without the app installed finds
         `trainer`), then `OFFLINE_ENV` in offline mode, then `secrets` (environment variable
         name to value). Secrets come last so nothing in `base` can shadow them; they live only
         in the returned dict, never in a file.
         """
         env = dict(os.environ if base is None else base)
+        if getattr(sys, "frozen", False):
+            # A PyInstaller bundle points LD_LIBRARY_PATH at its own libraries (an older
+            # libstdc++, its OpenSSL); the runtime's Python must load the system's.
+            original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+            if original is None:
+                env.pop("LD_LIBRARY_PATH", None)
+            else:
+                env["LD_LIBRARY_PATH"] = original
         root = source_root()
         if root is not None:
             parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.core.errors import RuntimeNotReadyError
+from desktop.core.paths import data_home
 from desktop.core.runtime import MIN_PYTHON, SUPPORTED_PYTHONS, source_root, venv_python
 from trainer.protocol import write_json_atomic
 
@@ -41,6 +42,7 @@ __all__ = [
     "runtime_requirements",
     "state_path",
     "torch_build_for",
+    "unpack_uv",
     "write_state",
 ]
 
@@ -201,6 +203,8 @@ def find_uv() -> str:
         for name in ("uv", "uv.exe"):
             if (Path(bundle) / name).is_file():
                 return str(Path(bundle) / name)
+        if (Path(bundle) / "uv.xz").is_file():
+            return str(unpack_uv(Path(bundle) / "uv.xz", data_home() / "runtime" / "bin"))
     try:
         from uv import find_uv_bin
 
@@ -214,6 +218,41 @@ def find_uv() -> str:
         "uv (which sets the runtime up) is missing from this installation; reinstall the app, "
         "or pick a Python with the train extra in Settings → Trainer runtime → Use existing…"
     )
+
+
+def unpack_uv(packed: Path, folder: Path) -> Path:
+    """The bundle's xz-compressed uv, unpacked into `folder` once (again when the bundle's
+    copy changes: a stamp file holds its size and time).
+
+    Raises:
+        RuntimeNotReadyError: it cannot be unpacked (the folder is not writable, the file is
+            damaged).
+    """
+    target = folder / ("uv.exe" if os.name == "nt" else "uv")
+    stamp = folder / "uv.source"
+    info = packed.stat()
+    source = f"{packed} {info.st_size} {info.st_mtime_ns}"
+    try:
+        if target.is_file() and stamp.read_text(encoding="utf-8") == source:
+            return target
+    except OSError:
+        pass  # no stamp yet: unpack
+    import lzma
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(lzma.decompress(packed.read_bytes()))
+        partial.chmod(0o755)
+        os.replace(partial, target)
+        stamp.write_text(source, encoding="utf-8")
+    except (OSError, lzma.LZMAError) as exc:
+        raise RuntimeNotReadyError(
+            f"cannot unpack the app's uv into {folder}: {exc}; free some space or reinstall "
+            "the app, or pick a Python with the train extra in Settings → Trainer runtime → "
+            "Use existing…"
+        ) from exc
+    return target
 
 
 def managed_venv(home: Path) -> Path:

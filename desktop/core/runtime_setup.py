@@ -186,7 +186,7 @@ class SetupRun:
             raise SetupCancelledError(_CANCELLED)
 
     def _run_step(self, step: SetupStep) -> tuple[int, str]:
-        env = dict(os.environ)
+        env = TrainerRuntime().child_env()  # without a frozen app's LD_LIBRARY_PATH
         env.setdefault("UV_NO_PROGRESS", "1")  # one line per event, not a redrawn bar
         if self.plan.wheelhouse is not None:
             env["UV_OFFLINE"] = "1"
@@ -296,13 +296,9 @@ def remove_managed(home: Path, current: str | None) -> Path:
 
 def is_managed(home: Path, python: str) -> bool:
     """Whether `python` lies inside the venv the app set up."""
-    venv = managed_venv(home).resolve()
-    try:
-        return Path(python).absolute().is_relative_to(venv) or Path(
-            python
-        ).absolute().is_relative_to(managed_venv(home).absolute())
-    except OSError:
-        return False
+    venv = managed_venv(home).absolute()
+    # Not resolved: the venv's python is a link to the base interpreter, outside the venv.
+    return Path(python).absolute().is_relative_to(venv)
 
 
 def folder_bytes(folder: Path) -> int:
