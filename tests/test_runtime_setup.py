@@ -124,6 +124,9 @@ def test_a_cuda_plan_installs_torch_from_its_index_then_the_rest_from_pypi(home:
         f"disk space: needs about 9.0 GB in {home / 'runtime'}, 100.0 GB free"
     )
     assert plan.python == home / "runtime" / "venv" / "bin" / "python"
+    # Without a wheelhouse, any Python the trainer supports, 3.13's patch releases included.
+    assert plan.base_python == ">=3.11,<3.14"
+    assert steps["venv"][-3:] == ["--python", ">=3.11,<3.14", str(plan.venv)]
 
 
 def test_the_trainers_requirements_come_from_the_apps_metadata() -> None:

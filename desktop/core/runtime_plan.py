@@ -476,6 +476,6 @@ def plan_setup(
 
 
 def _default_python() -> str:
-    low = f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}"
-    high = SUPPORTED_PYTHONS[-1]
-    return f">={low},<={high}"
+    """ ">=3.11,<3.14": any Python the trainer supports (patch releases of the newest too)."""
+    major, minor = (int(part) for part in SUPPORTED_PYTHONS[-1].split("."))
+    return f">={MIN_PYTHON[0]}.{MIN_PYTHON[1]},<{major}.{minor + 1}"
