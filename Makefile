@@ -44,11 +44,14 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/chart.py
 	$(PY) bench/history_scale.py
 
-# The frozen app (PyInstaller onedir, no ML stack): dist/finetune-desk/finetune-desk.
+# The frozen app (PyInstaller onedir, no ML stack): dist/finetune-desk/finetune-desk, and on
+# Linux dist/finetune-desk-<version>-linux-<machine>.tar.gz (with a .desktop file and the icon).
+# Windows and macOS installers: packaging/windows/, packaging/macos/ (see the README).
 dist: $(VENV)/.installed-test
 	$(VENV)/bin/pyinstaller --noconfirm --clean packaging/finetune-desk.spec
 	QT_QPA_PLATFORM=offscreen dist/finetune-desk/finetune-desk --self-test
 	du -sh dist/finetune-desk
+	if [ "$$(uname -s)" = Linux ]; then $(PY) packaging/linux/tarball.py dist/finetune-desk --out dist; fi
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,8 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor, repair, pods, spend. `--json`: machine-readable output.
+metrics, validate, check-data, keys, doctor, runtime, repair, pods, spend. `--json` prints
+machine-readable output.
 Expected errors print one sentence naming the field, line or value and exit with the error's
 code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
 (`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
@@ -41,6 +42,7 @@ from desktop.cli.models import cmd_models
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
+from desktop.cli.runtime import add_runtime_parser, cmd_runtime
 from desktop.cli.spend import cmd_spend
 from desktop.core.errors import ConfigError, FtdeskError
 
@@ -185,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")
+
+    p = add("runtime", cmd_runtime, "the trainer runtime: setup, status, remove")
+    add_runtime_parser(p)
     return parser
 
 

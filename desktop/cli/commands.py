@@ -24,7 +24,7 @@ from desktop.cli.output import (
     table,
 )
 from desktop.cli.runpod_run import runpod_preflight
-from desktop.core.errors import ConfigError, FtdeskError
+from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.job_dirs import resume_point
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, MetricPoint, data_home, load_settings
@@ -573,7 +573,9 @@ def cmd_doctor(ctx: Context) -> int:
         print_json(report.to_json_dict())
     else:
         print(report.to_text())
-    return 0 if report.ok else 1
+    if not report.ok:  # exit 1, with the one sentence that names the fix
+        raise RuntimeNotReadyError(ctx.runtime.not_ready_sentence(report))
+    return 0
 
 
 def cmd_repair(ctx: Context) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,25 +37,39 @@ if TYPE_CHECKING:
 R = TypeVar("R", DataReport, DoctorReport, DemoReport)
 
 __all__ = [
+    "MIN_PYTHON",
     "NOT_SET_UP",
+    "SETUP_FIX",
+    "SUPPORTED_PYTHONS",
     "TrainerCommandCancelledError",
     "TrainerRuntime",
     "require_usable",
     "source_root",
+    "venv_python",
 ]
 
-# Where a person fixes a broken runtime; every RuntimeNotReadyError ends with it.
-_FIX = (
-    "choose a Python with the train extra (pip install 'finetune-desk[train]') as the trainer "
-    "runtime in Settings, then run: finetune-desk doctor"
+# The Python versions the trainer supports (torch publishes wheels for them).
+MIN_PYTHON = (3, 11)
+SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
+
+# Where a person fixes a broken runtime: the button and the command. Every
+# RuntimeNotReadyError about the runtime ends with it.
+SETUP_FIX = (
+    "set one up with Settings → Trainer runtime → Set up (or `finetune-desk runtime setup`), "
+    "or pick a Python with the train extra there with Use existing… (or `finetune-desk runtime "
+    "setup --python PATH`); `finetune-desk doctor` checks it"
 )
+_FIX = SETUP_FIX
 
 
 # A frozen app has no Python of its own to train with: the runtime must be chosen or set up.
-NOT_SET_UP = (
-    "the trainer runtime is not set up yet: choose a Python with the train extra in Settings → "
-    "Trainer runtime (`finetune-desk runtime setup` will set one up for you in a later version)"
-)
+NOT_SET_UP = f"the trainer runtime is not set up yet: {SETUP_FIX}"
+
+
+def venv_python(venv: Path) -> Path:
+    """The interpreter of the virtual environment `venv` (Windows or POSIX layout)."""
+    windows = venv / "Scripts" / "python.exe"
+    return windows if os.name == "nt" or windows.is_file() else venv / "bin" / "python"
 
 
 def source_root() -> Path | None:
@@ -119,13 +134,22 @@ class TrainerRuntime:
     ) -> dict[str, str]:
         """The environment of a trainer child process.
 
-        `base` (default: this process's environment), then the source checkout first on
+        `base` (default: this process's environment; in a frozen app without the bundle's
+        LD_LIBRARY_PATH), then the source checkout first on
         PYTHONPATH (when running from one, so a runtime without the app installed finds
         `trainer`), then `OFFLINE_ENV` in offline mode, then `secrets` (environment variable
         name to value). Secrets come last so nothing in `base` can shadow them; they live only
         in the returned dict, never in a file.
         """
         env = dict(os.environ if base is None else base)
+        if getattr(sys, "frozen", False):
+            # A PyInstaller bundle points LD_LIBRARY_PATH at its own libraries (an older
+            # libstdc++, its OpenSSL); the runtime's Python must load the system's.
+            original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+            if original is None:
+                env.pop("LD_LIBRARY_PATH", None)
+            else:
+                env["LD_LIBRARY_PATH"] = original
         root = source_root()
         if root is not None:
             parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -136,15 +160,80 @@ class TrainerRuntime:
         env.update(secrets or {})
         return env
 
+    def interpreter(self) -> str:
+        """The interpreter to start: `python`, or the one inside it when it names a venv folder.
+
+        Raises:
+            RuntimeNotReadyError: no runtime is set up, or it is a folder that is not a
+                virtual environment; the sentence names the fix.
+        """
+        if not self.python:
+            raise RuntimeNotReadyError(NOT_SET_UP)
+        path = Path(self.python)
+        if path.is_dir():
+            inside = venv_python(path)
+            if not inside.is_file():
+                raise RuntimeNotReadyError(
+                    f"the trainer runtime {self.python} is a folder but not a virtual "
+                    f"environment (it has no {inside.relative_to(path)}); {SETUP_FIX}"
+                )
+            return str(inside)
+        return self.python
+
     def argv(self, command: str, *args: str) -> list[str]:
         """`[python, "-m", "trainer", command, *args]`.
 
         Raises:
-            RuntimeNotReadyError: no runtime is set up (a frozen app without one).
+            RuntimeNotReadyError: no usable interpreter is set (see `interpreter`).
         """
-        if not self.python:
-            raise RuntimeNotReadyError(NOT_SET_UP)
-        return [self.python, "-m", "trainer", command, *args]
+        return [self.interpreter(), "-m", "trainer", command, *args]
+
+    def python_version(self) -> tuple[int, int] | None:
+        """The interpreter's (major, minor), asked with a one-line program; None when it does
+        not answer. Only called to explain a runtime that could not run the trainer."""
+        try:
+            proc = subprocess.run(  # works on any Python, 2.7 included
+                [
+                    self.interpreter(),
+                    "-I",
+                    "-c",
+                    "import sys; print('%d.%d' % sys.version_info[:2])",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired, RuntimeNotReadyError):
+            return None
+        match = re.fullmatch(r"(\d+)\.(\d+)", proc.stdout.strip())
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def version_problem(self, version: tuple[int, int] | None) -> str | None:
+        """The sentence for an interpreter whose version the trainer does not support."""
+        if version is None or f"{version[0]}.{version[1]}" in SUPPORTED_PYTHONS:
+            return None
+        return (
+            f"the trainer runtime {self.python} is Python {version[0]}.{version[1]}, but the "
+            f"trainer supports Python {SUPPORTED_PYTHONS[0]} to {SUPPORTED_PYTHONS[-1]}; "
+            f"{SETUP_FIX}"
+        )
+
+    def not_ready_sentence(self, report: DoctorReport) -> str:
+        """One sentence for a runtime whose doctor says it cannot train, naming the fix."""
+        match = re.match(r"(\d+)\.(\d+)", report.python)
+        if match:
+            problem = self.version_problem((int(match.group(1)), int(match.group(2))))
+            if problem:
+                return problem
+        if report.torch is None:
+            return (
+                f"the trainer runtime {self.python} has no torch (the trainer's packages are "
+                f"missing); {SETUP_FIX}"
+            )
+        problems = "; ".join(report.problems) or "doctor reports it not ready"
+        return f"the trainer runtime {self.python} cannot train ({problems}); {SETUP_FIX}"
 
     def run_json(
         self,
@@ -221,11 +310,20 @@ class TrainerRuntime:
         except ValueError:
             pass  # no JSON at all: reported below with the child's last words
         if data is None or proc.returncode not in accept_codes:
+            version_problem = self.version_problem(self.python_version())
+            if version_problem:
+                raise RuntimeNotReadyError(version_problem)
             what = "printed no JSON report" if data is None else "failed"
-            raise RuntimeNotReadyError(
-                f"{shown} {what} (exit code {proc.returncode}): "
-                f"{_tail(proc.stderr or proc.stdout) or 'no output'}; {_FIX}"
+            said = f"{shown} {what} (exit code {proc.returncode}): " + (
+                _tail(proc.stderr or proc.stdout) or "no output"
             )
+            missing = re.search(r"No module named '(\w+)", proc.stderr or "")
+            if missing:  # the packages are missing, not the trainer broken: say which
+                said = (
+                    f"the trainer runtime {self.python} has no {missing.group(1)} (the "
+                    f"trainer's packages are missing): {said}"
+                )
+            raise RuntimeNotReadyError(f"{said}; {_FIX}")
         return data
 
     def doctor(self, *, timeout_s: float = 300.0) -> DoctorReport:

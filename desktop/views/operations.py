@@ -433,6 +433,52 @@ def check_runtime(python: str, offline: bool) -> DoctorReport:
     return TrainerRuntime(python, offline=offline).doctor()
 
 
+def runtime_status(python: str, offline: bool) -> Any:
+    """The runtime `python` names, its kind and doctor's verdict (blocking; never raises for a
+    broken runtime: `RuntimeStatus.problem` holds the sentence)."""
+    from desktop.core.runtime import TrainerRuntime
+    from desktop.core.runtime_setup import runtime_status as status
+
+    return status(data_home(), TrainerRuntime(python, offline=offline))
+
+
+def use_existing_runtime(python: str, offline: bool) -> str:
+    """Check a picked Python (or venv folder) with doctor (blocking); returns the interpreter.
+    Raises `RuntimeNotReadyError` (why, and the fix) when it cannot train."""
+    from desktop.core.runtime_setup import use_existing
+
+    return use_existing(python, offline=offline)[0]
+
+
+def plan_runtime_setup(wheelhouse: str | None) -> Any:
+    """What `Set up` will do (blocking: asks nvidia-smi): a `SetupPlan` to show, then run.
+    Raises `RuntimeNotReadyError` when the wheelhouse is unusable or uv is missing."""
+    from desktop.core.runtime_setup import plan_setup
+
+    return plan_setup(data_home(), wheelhouse=Path(wheelhouse) if wheelhouse else None)
+
+
+def runtime_setup_run(
+    plan: Any,
+    on_line: Callable[[str], None],
+    on_progress: Callable[[int, int, str], None],
+    offline: bool,
+) -> Any:
+    """A `SetupRun` for `plan`: `run` and `cancel` (both blocking) go to worker threads; the
+    callbacks come from the worker thread."""
+    from desktop.core.runtime_setup import SetupRun
+
+    return SetupRun(plan, on_line=on_line, on_progress=on_progress, offline=offline)
+
+
+def remove_runtime(current: str | None) -> str:
+    """Delete the venv the app set up (blocking); returns the folder. Raises
+    `RuntimeNotReadyError` for the person's own Python, or when nothing was set up."""
+    from desktop.core.runtime_setup import remove_managed
+
+    return str(remove_managed(data_home(), current))
+
+
 def save_settings(settings: Settings) -> None:
     """Write the settings file (blocking).
 

@@ -35,6 +35,7 @@ from desktop.models import Settings, data_home
 from desktop.views import operations
 from desktop.views.operations import Operations, SecretName, SecretStatus, SecretStore
 from desktop.views.runpod_panel import add_key_test
+from desktop.views.runtime_panel import RuntimePanel
 from desktop.views.theme import theme_combo
 
 if TYPE_CHECKING:
@@ -188,6 +189,12 @@ class SettingsDialog(QDialog):
         self.doctor_label.setWordWrap(True)
         self.doctor_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         runtime_form.addRow("Runtime", self.doctor_label)
+        self.runtime_panel = RuntimePanel(
+            ops, lambda: self.python_edit.text().strip(), lambda: self.offline_check.isChecked()
+        )
+        self.runtime_panel.runtime_chosen.connect(self.python_edit.setText)
+        self.runtime_panel.runtime_removed.connect(lambda _folder: self.python_edit.clear())
+        runtime_form.addRow("Manage", self.runtime_panel)
 
         # Data folder and offline
         data_box = QGroupBox("Data")

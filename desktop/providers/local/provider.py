@@ -276,12 +276,7 @@ class LocalProvider:
             return cached
         report = await asyncio.to_thread(trainer.doctor, timeout_s=self.doctor_timeout_s)
         if not report.ok:
-            problems = "; ".join(report.problems) or "doctor reports it not ready"
-            raise RuntimeNotReadyError(
-                f"trainer runtime {trainer.python} is not ready: {problems}; install what it "
-                f"lacks ({trainer.python} -m pip install 'finetune-desk[train]') or choose "
-                "another trainer Python in the settings"
-            )
+            raise RuntimeNotReadyError(trainer.not_ready_sentence(report))
         with _RUNTIME_CACHE_LOCK:
             _RUNTIME_CACHE[trainer.python] = report
         return report
@@ -335,7 +330,7 @@ class LocalProvider:
             job_id=job.id,
             job_dir=str(job_dir),
             gpus_requested=job.gpus_requested,
-            python=trainer.python,
+            python=trainer.interpreter(),  # a venv folder means its Python
             resume=job.resume,
             # Recorded for the scheduler, which may start the job after this app has exited.
             env=dict(OFFLINE_ENV) if trainer.offline else {},
