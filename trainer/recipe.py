@@ -144,6 +144,11 @@ def build_sft_config(
     ds = config.dataset
     eval_strategy = "steps" if (has_eval and t.eval_steps is not None) else "no"
     early = t.early_stopping_patience is not None and eval_strategy == "steps"
+    if early and t.save_total_limit == 0:
+        raise TrainerInputError(
+            "training.early_stopping_patience keeps the best checkpoint, so "
+            "training.save_total_limit must be at least 1 (it is 0: no checkpoints)."
+        )
     report_to: list[str] = [] if t.report_to == "none" else [t.report_to]
     if t.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(job_dir / "tensorboard"))
@@ -169,9 +174,10 @@ def build_sft_config(
         "logging_first_step": True,
         "eval_strategy": eval_strategy,
         "eval_steps": t.eval_steps if eval_strategy == "steps" else None,
-        "save_strategy": "steps",
+        # save_total_limit 0: a throwaway run that writes no checkpoint (and cannot resume).
+        "save_strategy": "steps" if t.save_total_limit > 0 else "no",
         "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
+        "save_total_limit": t.save_total_limit or None,
         "load_best_model_at_end": early,
         "metric_for_best_model": "eval_loss" if early else None,
         "greater_is_better": False if early else None,
@@ -256,6 +262,10 @@ def job_trainer_class() -> Any:
       ~30 times: ~35% of a save on the demo). Checkpoints are for resuming; the output in
       `output/` still gets PEFT's card from the final save.
 
+    It adds one count: the tokens really trained (labels not ignored: answer tokens, never
+    padding), summed per micro-batch on the batch's device (no synchronisation per step) and
+    logged as `trained_tokens` since the previous log (all processes together).
+
     Training itself (loss, gradients, optimizer, logged metrics, checkpoint contents) is
     TRL's, unchanged.
     """
@@ -269,6 +279,29 @@ def job_trainer_class() -> Any:
         """TRL's SFTTrainer with the parameter count for FLOs taken once, no card at saves."""
 
         _params_for_flos: int | None = None
+        _trained_tokens: Any = 0  # since the last log; a tensor once a step has run
+
+        def training_step(
+            self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
+        ) -> Any:
+            """TRL's step, counting the trained tokens of the micro-batch first."""
+            labels = inputs.get("labels")
+            if labels is not None:
+                # The loss shifts labels by one: the first position is never a target.
+                self._trained_tokens = self._trained_tokens + (labels[..., 1:] != -100).sum()
+            return super().training_step(model, inputs, num_items_in_batch)  # type: ignore[no-untyped-call]
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            """TRL's log, plus `trained_tokens` on the training loss's log lines."""
+            if "loss" in logs:
+                import torch
+
+                tokens = self._trained_tokens
+                if isinstance(tokens, torch.Tensor):
+                    tokens = self.accelerator.reduce(tokens.detach(), reduction="sum")
+                logs["trained_tokens"] = int(tokens)
+                self._trained_tokens = 0
+            super().log(logs, start_time)
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             """`6 x tokens x parameters`, with the parameters counted on the first call."""
