@@ -60,6 +60,8 @@ BATCH = 8
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"}
 LEARNING_RATE = 1e-3
 SEED = 42
+# bench/gpu_throughput.py runs the baselines on CUDA: bf16 weights and mixed precision.
+GPU = False
 
 Sample = tuple[int, float, float]  # (step, wall seconds, process CPU seconds)
 
@@ -87,7 +89,8 @@ def _common_args(out: Path, steps: int) -> dict[str, Any]:
         "seed": SEED,
         "data_seed": SEED,
         "report_to": [],
-        "use_cpu": True,
+        "use_cpu": not GPU,
+        "bf16": GPU,
         "disable_tqdm": True,
     }
 
@@ -125,7 +128,7 @@ def baseline_plain(job: Path, out: Path, steps: int, grouped: bool) -> None:
     max_length = _max_length(job)
     tokenizer = AutoTokenizer.from_pretrained(job / "model")
     base = AutoModelForCausalLM.from_pretrained(
-        job / "model", dtype=torch.float32, attn_implementation="sdpa"
+        job / "model", dtype=torch.bfloat16 if GPU else torch.float32, attn_implementation="sdpa"
     )
     model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", **LORA))  # type: ignore[arg-type]
 
@@ -183,13 +186,12 @@ def baseline_trl(job: Path, out: Path, steps: int) -> None:
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(job / "model")
     model = AutoModelForCausalLM.from_pretrained(
-        job / "model", dtype=torch.float32, attn_implementation="sdpa"
+        job / "model", dtype=torch.bfloat16 if GPU else torch.float32, attn_implementation="sdpa"
     )
     args = SFTConfig(
         **_common_args(out, steps),
         max_length=_max_length(job),
         assistant_only_loss=True,
-        bf16=False,
         **{_checkpointing_field(SFTConfig): False},
     )
     trainer = _counting(SFTTrainer, out / "steps.jsonl")(
@@ -206,18 +208,23 @@ def baseline_trl(job: Path, out: Path, steps: int) -> None:
 # The driver
 
 
-def _prepare_ours(template: Path, job: Path, steps: int) -> None:
+def _prepare_ours(template: Path, job: Path, steps: int, edit: Any = None) -> None:
     shutil.copytree(template, job)
     cfg = json.loads((job / "config.json").read_text(encoding="utf-8"))
     cfg["training"]["max_steps"] = steps
     cfg["training"]["save_total_limit"] = 0  # like the baselines: no checkpoint
     cfg["lora"] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+    if edit is not None:
+        edit(cfg)
     (job / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
 
 
-def _run_ours(template: Path, work: Path, steps: int) -> tuple[list[Sample], dict[int, int]]:
+def _run_ours(
+    template: Path, work: Path, steps: int, edit: Any = None
+) -> tuple[list[Sample], dict[int, int]]:
+    """`trainer run` on a copy of `template` (its config changed by `edit`, if given)."""
     job = work / "job"
-    _prepare_ours(template, job, steps)
+    _prepare_ours(template, job, steps, edit)
     argv = [sys.executable, "-m", "trainer", "run", "--job-dir", str(job)]
     samples = _watch(
         argv,
@@ -235,10 +242,10 @@ def _run_ours(template: Path, work: Path, steps: int) -> tuple[list[Sample], dic
 
 
 def _run_baseline(
-    name: str, template: Path, work: Path, steps: int
+    name: str, template: Path, work: Path, steps: int, gpu: bool = False
 ) -> tuple[list[Sample], dict[int, int]]:
     argv = [sys.executable, __file__, "--baseline", name, "--job", str(template)]
-    argv += ["--out", str(work), "--steps", str(steps)]
+    argv += ["--out", str(work), "--steps", str(steps)] + (["--gpu"] if gpu else [])
     samples = _watch(argv, work / "console.log", work / "steps.jsonl", lambda r: "step" in r)
     lines = (work / "steps.jsonl").read_text(encoding="utf-8").splitlines()
     tokens = {int(r["step"]): int(r["tokens"]) for r in map(json.loads, lines)}
@@ -270,9 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", choices=PROGRAMS[1:], help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--gpu", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.baseline:
+        global GPU
+        GPU = args.gpu
         if args.baseline == "trl":
             baseline_trl(args.job, args.out, args.steps)
         else:

@@ -22,12 +22,15 @@ from trainer.strategy import strategy_training_args, uses_trainer_checkpointing
 __all__ = [
     "SAVE_CHECKPOINT_PARAMETERS",
     "Precision",
+    "apply_liger_kernels",
     "build_peft_config",
     "build_quantization_config",
     "build_sft_config",
+    "check_liger_kernels",
     "configure_threads",
     "cpu_threads_for",
     "job_trainer_class",
+    "optimizer_for",
     "resolve_device",
     "resolve_precision",
 ]
@@ -128,6 +131,52 @@ def build_peft_config(config: TrainingConfig) -> Any:
     )
 
 
+def optimizer_for(config: TrainingConfig, device: str) -> str:
+    """The Trainer's `optim`: AdamW becomes PyTorch's fused AdamW on CUDA (one kernel per
+    step for all parameters instead of several per tensor; the same update and the same
+    state, so checkpoints resume either way). DeepSpeed brings its own optimizer."""
+    optimizer = config.training.optimizer
+    deepspeed = config.world_size > 1 and config.hardware.strategy.startswith("deepspeed")
+    if optimizer == "adamw_torch" and device == "cuda" and not deepspeed:
+        return "adamw_torch_fused"
+    return optimizer
+
+
+def check_liger_kernels(config: TrainingConfig, device: str) -> None:
+    """Refuse `training.liger_kernels` where it cannot work, before the model loads.
+
+    Raises:
+        TrainerInputError: the package is missing, or there is no CUDA GPU.
+    """
+    if not config.training.liger_kernels:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise TrainerInputError(
+            "training.liger_kernels is on but the liger-kernel package is not installed in the "
+            "trainer's Python: install it (pip install 'finetune-desk[liger]') or turn "
+            "training.liger_kernels off."
+        )
+    if device != "cuda":
+        raise TrainerInputError(
+            "training.liger_kernels needs a CUDA GPU (Liger's kernels are Triton kernels) and "
+            "this run trains on the CPU: turn training.liger_kernels off."
+        )
+
+
+def apply_liger_kernels(config: TrainingConfig, model: Any) -> bool:
+    """Patch the loaded model with Liger's kernels (RMSNorm, RoPE, SwiGLU, ...) when
+    `training.liger_kernels` is on; True when applied. Liger's fused linear cross-entropy
+    stays off: TRL computes the loss with its own fused LM head, which Liger's would replace."""
+    if not config.training.liger_kernels:
+        return False
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=False)
+    return True
+
+
 def build_sft_config(
     config: TrainingConfig,
     job_dir: Path,
@@ -138,6 +187,7 @@ def build_sft_config(
     record_format: str,
 ) -> Any:
     """TRL's SFTConfig for this job (checkpoints go to `job_dir/checkpoints`)."""
+    check_liger_kernels(config, device)
     from trl import SFTConfig  # type: ignore[attr-defined]
 
     t = config.training
@@ -166,7 +216,7 @@ def build_sft_config(
         "warmup_steps": t.warmup_ratio if t.warmup_ratio > 0 else 0,
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
-        "optim": t.optimizer,
+        "optim": optimizer_for(config, device),
         "seed": t.seed,
         "data_seed": t.seed,
         "logging_strategy": "steps",

@@ -63,6 +63,7 @@ from trainer.provenance import record_start, record_trainable
 from trainer.ranks import is_main_process, launched_worker, process_rank
 from trainer.recipe import (
     Precision,
+    apply_liger_kernels,
     build_peft_config,
     build_quantization_config,
     build_sft_config,
@@ -414,6 +415,8 @@ class _Run:
                 model_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
         model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **model_kwargs)
         configure_threads(device, model.num_parameters())
+        if apply_liger_kernels(config, model):
+            self.note("liger kernels applied (training.liger_kernels)")
         batching = choose_batching(config, model, tokenizer)
         self.note(batching.message, level=batching.level)
         args.packing = batching.packing  # off where the attention cannot keep records apart
