@@ -42,6 +42,19 @@ def bench_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, lis
     return model, tokenizer, examples
 
 
+@pytest.fixture(params=["sdpa", "per_record_sdpa"])
+def attention(request: pytest.FixtureRequest, bench_model: Any) -> Any:
+    """The bench model with transformers' sdpa (one block-diagonal mask over the row) or the
+    trainer's sdpa per record; sdpa again afterwards."""
+    from trainer.batching import use_per_record_sdpa
+
+    model = bench_model[0]
+    if request.param == "per_record_sdpa":
+        assert use_per_record_sdpa(model)
+    yield request.param
+    model.set_attn_implementation("sdpa")
+
+
 def _loss_per_trained_token(model: Any, batch: dict[str, Any]) -> tuple[float, int]:
     """Mean cross-entropy over the trained (shifted, non-ignored) tokens, and their count."""
     labels = batch.pop("labels")
@@ -57,7 +70,9 @@ def _loss_per_trained_token(model: Any, batch: dict[str, Any]) -> tuple[float, i
     return float(losses) / count, count
 
 
-def test_padding_free_gives_the_padded_loss_per_trained_token(bench_model: Any) -> None:
+def test_padding_free_gives_the_padded_loss_per_trained_token(
+    bench_model: Any, attention: str
+) -> None:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from trainer.batching import PaddingFreeCollator
@@ -93,7 +108,7 @@ def test_padding_free_gives_the_padded_loss_per_trained_token(bench_model: Any) 
     ],
 )
 def test_changing_one_packed_record_leaves_the_others_logits_unchanged(
-    bench_model: Any, reset_positions: bool
+    bench_model: Any, attention: str, reset_positions: bool
 ) -> None:
     from trainer.batching import PaddingFreeCollator
 
@@ -119,7 +134,7 @@ def test_changing_one_packed_record_leaves_the_others_logits_unchanged(
     assert torch.allclose(before, after, rtol=0, atol=1e-6), float((before - after).abs().max())
 
 
-def test_the_probe_tells_isolating_attention_from_leaking(bench_model: Any) -> None:
+def test_the_probe_tells_isolating_attention_from_leaking(bench_model: Any, attention: str) -> None:
     from trainer.batching import PaddingFreeCollator, records_kept_apart
 
     model, tokenizer, _ = bench_model
@@ -145,18 +160,27 @@ def test_batching_falls_back_to_padded_where_records_would_leak(
     import trainer.batching as batching
 
     model, tokenizer, _ = bench_model
-    chosen = batching.choose_batching(_config(), model, tokenizer)
-    assert isinstance(chosen.collator, batching.PaddingFreeCollator) and not chosen.packing
-    assert chosen.level == "info" and "padding-free" in chosen.message
-    packed = batching.choose_batching(_config(packing=True), model, tokenizer)
-    assert packed.collator is None and packed.packing  # TRL's packing, itself padding-free
-    off = batching.choose_batching(_config(padding_free=False), model, tokenizer)
-    assert off.collator is None and not off.packing and "padded" in off.message
+    try:
+        chosen = batching.choose_batching(_config(), model, tokenizer)
+        assert isinstance(chosen.collator, batching.PaddingFreeCollator) and not chosen.packing
+        assert chosen.level == "info" and "padding-free" in chosen.message
+        assert "sdpa (per record) attention keeps records apart" in chosen.message
+        assert model.config._attn_implementation == batching.PER_RECORD_SDPA
+        model.set_attn_implementation("sdpa")
+        packed = batching.choose_batching(_config(packing=True), model, tokenizer)
+        assert packed.collator is None and packed.packing  # TRL's packing, itself padding-free
+        model.set_attn_implementation("sdpa")
+        off = batching.choose_batching(_config(padding_free=False), model, tokenizer)
+        assert off.collator is None and not off.packing and "padded" in off.message
+        assert model.config._attn_implementation == "sdpa"
 
-    monkeypatch.setattr(batching, "records_kept_apart", lambda model, collator: False)
-    for dataset in ({}, {"packing": True}):
-        fallback = batching.choose_batching(_config(**dataset), model, tokenizer)
-        assert fallback.collator is None and not fallback.packing
-        assert fallback.level == "warning"
-        assert "padded to the longest record" in fallback.message
-        assert "sdpa attention lets concatenated records attend to each other" in fallback.message
+        monkeypatch.setattr(batching, "records_kept_apart", lambda model, collator: False)
+        for dataset in ({}, {"packing": True}):
+            fallback = batching.choose_batching(_config(**dataset), model, tokenizer)
+            assert fallback.collator is None and not fallback.packing
+            assert fallback.level == "warning"
+            assert "padded to the longest record" in fallback.message
+            assert "attention lets concatenated records attend to each other" in fallback.message
+            assert model.config._attn_implementation == "sdpa"  # padded: sdpa as it was
+    finally:
+        model.set_attn_implementation("sdpa")

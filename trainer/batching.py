@@ -13,7 +13,9 @@ second record's logits do not change when the first one does. On transformers 5 
 built on `masking_utils` (Llama, Qwen, Mistral, Gemma, ...) do: with no attention mask and
 packed `position_ids`, `create_causal_mask` finds the records (`find_packed_sequence_indices`)
 and builds a block-diagonal causal mask for sdpa, eager and flex attention; FlashAttention 2/3
-use the sequence boundaries (`cu_seq_lens_*`) the collator computes. A model whose attention
+use the sequence boundaries (`cu_seq_lens_*`) the collator computes. With sdpa the trainer
+goes one better than the block-diagonal mask (which still computes every score of the row):
+`per_record_sdpa_attention` runs sdpa once per record. A model whose attention
 ignores them (remote code, older architectures) fails the check and trains with padded batches,
 said in the log; so does `dataset.packing` (TRL's best-fit packing, padding-free as well).
 
@@ -22,6 +24,7 @@ This module is imported only by the training process (`trainer.run`, inside `_tr
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +33,15 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from trainer.config import TrainingConfig
 
-__all__ = ["Batching", "PaddingFreeCollator", "choose_batching", "records_kept_apart"]
+__all__ = [
+    "PER_RECORD_SDPA",
+    "Batching",
+    "PaddingFreeCollator",
+    "choose_batching",
+    "per_record_sdpa_attention",
+    "records_kept_apart",
+    "use_per_record_sdpa",
+]
 
 
 @dataclass
@@ -93,6 +104,73 @@ def records_kept_apart(model: Any, collator: PaddingFreeCollator) -> bool:
     return float((logits[0] - logits[1]).abs().max()) <= 1e-4 * scale
 
 
+# sdpa, run once per record of a padding-free batch (see `use_per_record_sdpa`).
+PER_RECORD_SDPA = "ftdesk_per_record_sdpa"
+
+
+def per_record_sdpa_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """transformers' sdpa attention, computed record by record in a padding-free batch.
+
+    With sdpa and packed `position_ids`, transformers masks a padding-free batch with one
+    block-diagonal mask over the whole row: the kernel still computes all N x N scores of
+    the row and throws most away (8 records of ~170 tokens: 1,350^2 scores where the
+    records need 8 x 170^2, four times fewer). Here each record, found from the sequence
+    boundaries the collator passes (`cu_seq_lens_q`, as FlashAttention's varlen kernels
+    use them), gets its own causal sdpa call: the same numbers as the masked row, only the
+    scores that count. Anything else (no boundaries, several rows) is sdpa as usual.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None or query.shape[0] != 1:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    edges = [int(x) for x in bounds.tolist()]
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            dropout_p=dropout,
+            scale=scaling,
+            is_causal=end - start > 1,
+        )
+        for start, end in itertools.pairwise(edges)
+        if end > start
+    ]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+def use_per_record_sdpa(model: Any) -> bool:
+    """Switch a model that uses sdpa to `per_record_sdpa_attention`; True when switched.
+
+    Registered under its own name with transformers' sdpa mask, so batches without record
+    boundaries get exactly what sdpa gives them. The name is not saved with the model
+    (transformers keeps the attention implementation out of `config.json`).
+    """
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(PER_RECORD_SDPA, per_record_sdpa_attention)
+    AttentionMaskInterface.register(PER_RECORD_SDPA, sdpa_mask)
+    model.set_attn_implementation(PER_RECORD_SDPA)
+    return True
+
+
 @dataclass(frozen=True)
 class Batching:
     """What the run trains with: a collator (None: TRL's own), whether TRL packs, and the
@@ -124,6 +202,9 @@ def choose_batching(config: TrainingConfig, model: Any, tokenizer: Any) -> Batch
         why = "the tokenizer has neither a pad nor an end-of-sequence token"
     else:
         collator = PaddingFreeCollator(pad_token_id=pad)
+        per_record = use_per_record_sdpa(model)
+        if per_record:
+            attention = "sdpa (per record)"
         try:
             if records_kept_apart(model, collator):
                 if ds.packing:
@@ -144,6 +225,8 @@ def choose_batching(config: TrainingConfig, model: Any, tokenizer: Any) -> Batch
             )
         except Exception as exc:  # a model that cannot run the check trains padded
             why = f"the check that records stay apart could not run ({type(exc).__name__}: {exc})"
+        if per_record:
+            model.set_attn_implementation("sdpa")  # padded batches: sdpa as it was
     return Batching(
         None,
         False,
