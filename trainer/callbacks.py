@@ -2,7 +2,8 @@
 
 `EventsCallback` turns the Trainer's log, evaluation and save hooks into `metric`, `progress`,
 `status` and `artifact` events, prints one plain line per log step (the console goes to
-`train.log`), and stops the loop cleanly when a cancel was requested.
+`train.log`) and a summary line at the end (steps/s, trained tokens/s, wall time, peak
+memory), and stops the loop cleanly when a cancel was requested.
 
 This module is imported only by the training process (`trainer.run` imports it inside the
 function that trains), which is why it may import transformers at the top: a TrainerCallback
@@ -12,6 +13,7 @@ subclass needs the base class at definition time.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from trainer.cancel import CancelRequest
 from trainer.protocol import EventWriter
 
-__all__ = ["EventsCallback", "NothingLeftToTrain", "any_rank"]
+__all__ = ["EventsCallback", "NothingLeftToTrain", "any_rank", "peak_memory"]
 
 
 class NothingLeftToTrain(Exception):
@@ -59,6 +61,32 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _peak_gpu_memory_mb(args: TrainingArguments) -> float | None:
+    """The most memory torch has held on this process's GPU since it started (None off CUDA)."""
+    import torch
+
+    device = getattr(args, "device", None)
+    if getattr(device, "type", None) != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def peak_memory() -> tuple[float, str] | None:
+    """(MiB, what) of the most memory this process held: GPU memory torch allocated on CUDA,
+    else the process's peak resident set; None where neither can be read (Windows CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20, "GPU"
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return (peak / 2**20 if sys.platform == "darwin" else peak / 2**10), "RAM"
+
+
 class EventsCallback(TrainerCallback):
     """Reports the training loop as events; stops it on a cancel request.
 
@@ -73,6 +101,8 @@ class EventsCallback(TrainerCallback):
         sync_cancel: several processes train: at every step end they agree (one all-reduce of
             a flag) whether any of them was asked to cancel, so all save the same checkpoint
             and stop at the same step.
+        save_checkpoints: False for a run that keeps no checkpoints: a cancel then stops
+            without saving one.
     """
 
     def __init__(
@@ -83,6 +113,7 @@ class EventsCallback(TrainerCallback):
         resumed_from_step: int | None = None,
         main_process: bool = True,
         sync_cancel: bool = False,
+        save_checkpoints: bool = True,
     ) -> None:
         self.writer = writer
         self.main_process = main_process
@@ -95,8 +126,12 @@ class EventsCallback(TrainerCallback):
         self.last_loss: float | None = None
         self.last_checkpoint: str | None = None
         self.cancelled_at_step: int | None = None
+        self.save_checkpoints = save_checkpoints
         self._t_begin = 0.0
         self._step_begin = 0
+        self._t_last_log = 0.0
+        self.trained_tokens = 0  # this attempt's, from the trainer's `trained_tokens` logs
+        self.throughput: dict[str, float | int | str | None] = {}
 
     def _emit(self, kind: str, **fields: Any) -> None:
         if self.writer is not None:
@@ -118,7 +153,7 @@ class EventsCallback(TrainerCallback):
             NothingLeftToTrain: the resumed checkpoint is already at max_steps.
         """
         self.total_steps = state.max_steps or None
-        self._t_begin = time.monotonic()
+        self._t_begin = self._t_last_log = time.monotonic()
         self._step_begin = state.global_step
         self.last_step = state.global_step
         if self.resumed_from_step is not None:
@@ -149,7 +184,7 @@ class EventsCallback(TrainerCallback):
             requested = any_rank(requested, args.device)
         if requested and self.cancelled_at_step is None:
             self.cancelled_at_step = state.global_step
-            control.should_save = True
+            control.should_save = self.save_checkpoints
             control.should_training_stop = True
             if self.main_process:
                 print(
@@ -191,6 +226,13 @@ class EventsCallback(TrainerCallback):
         if elapsed > 0 and step > self._step_begin:
             samples_per_s = (step - self._step_begin) * self.samples_per_step / elapsed
         tokens = _finite(state.num_input_tokens_seen or logs.get("num_tokens"))
+        now = time.monotonic()
+        trained = logs.get("trained_tokens")
+        tokens_per_s = None
+        if isinstance(trained, int) and now > self._t_last_log:
+            self.trained_tokens += trained
+            tokens_per_s = trained / (now - self._t_last_log)
+            self._t_last_log = now
         fields: dict[str, Any] = {
             "step": step,
             "total_steps": self.total_steps,
@@ -206,6 +248,8 @@ class EventsCallback(TrainerCallback):
                 tokens_seen=int(tokens) if tokens is not None else None,
                 samples_per_second=_finite(samples_per_s),
                 eta_seconds=_finite(eta),
+                train_tokens_per_second=_finite(tokens_per_s),
+                peak_gpu_memory_mb=_finite(_peak_gpu_memory_mb(args)),
             )
         if "eval_loss" in logs:
             fields["eval_loss"] = _finite(logs.get("eval_loss"))
@@ -222,3 +266,33 @@ class EventsCallback(TrainerCallback):
             parts.append(f"eta {eta:.0f}s")
         if self.main_process:
             print("  ".join(parts), flush=True)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Print the run's summary line (and keep it in `throughput` for the summary file)."""
+        wall = time.monotonic() - self._t_begin
+        steps = state.global_step - self._step_begin
+        if steps <= 0 or wall <= 0:
+            return
+        # Tokens are counted at log steps: their rate runs to the last one.
+        logged = self._t_last_log - self._t_begin
+        tokens_per_s = self.trained_tokens / logged if logged > 0 else 0.0
+        peak = peak_memory()
+        self.throughput = {
+            "steps": steps,
+            "wall_seconds": round(wall, 3),
+            "steps_per_second": steps / wall,
+            "trained_tokens": self.trained_tokens,
+            "trained_tokens_per_second": tokens_per_s,
+            "peak_memory_mb": round(peak[0], 1) if peak else None,
+            "peak_memory_of": peak[1] if peak else None,
+        }
+        memory = f"peak memory {peak[0]:,.0f} MiB ({peak[1]})" if peak else "peak memory unknown"
+        if self.main_process:
+            print(
+                f"summary: {steps} steps in {wall:.1f}s: {steps / wall:.2f} steps/s, "
+                f"{tokens_per_s:,.0f} trained tokens/s "
+                f"({self.trained_tokens:,} tokens), {memory}",
+                flush=True,
+            )

@@ -7,10 +7,8 @@ models (titles, descriptions, bounds). Pydantic only: importing this module neve
 A config written by a person rejects unknown fields (`extra="forbid"`), so a typo is an error
 that names the field instead of a setting that is silently ignored.
 
-Why over 600 lines: most of it is the schema, one documented field (title, description,
-bounds) at a time, which the editor renders as is; and the app imports only the trainer's
-contract modules (this one, `trainer.protocol`, `trainer.reports`), so the models and the
-file reading stay together here rather than in a module the import contracts would refuse.
+Why over 600 lines: the schema, one documented field at a time (the editor renders it as is),
+and the file reading, kept here because the app may import only the contract modules.
 """
 
 from __future__ import annotations
@@ -160,9 +158,7 @@ class LoraSettings(_Strict):
         description="Rank-stabilised scaling (alpha / sqrt(r)); helps at high ranks.",
     )
     use_dora: bool = Field(
-        default=False,
-        title="DoRA",
-        description="Weight-decomposed LoRA: often better quality, slower steps.",
+        default=False, title="DoRA", description="Weight-decomposed LoRA: often better, slower."
     )
 
     @field_validator("target_modules")
@@ -269,8 +265,12 @@ class DatasetConfig(_Strict):
     packing: bool = Field(
         default=False,
         title="Packing",
-        description="Concatenate short records into full-length sequences (faster; "
-        "cross-record attention is masked where the attention kernel supports it).",
+        description="Pack records into max-length rows (records kept apart, else padded).",
+    )
+    padding_free: bool = Field(
+        default=True,
+        title="Padding-free batches",
+        description="Records concatenated with no padding: same loss (else padded).",
     )
     train_on_completions_only: bool = Field(
         default=True,
@@ -388,8 +388,8 @@ class TrainingParams(_Strict):
     save_total_limit: int = Field(
         default=2,
         title="Checkpoints kept",
-        description="Older checkpoints are deleted.",
-        ge=1,
+        description="Older checkpoints are deleted; 0 saves none (no resume).",
+        ge=0,
         le=1000,
     )
     early_stopping_patience: int | None = Field(
@@ -417,6 +417,11 @@ class TrainingParams(_Strict):
         default=True,
         title="Pre-tokenise",
         description="Tokenise the whole dataset once before training instead of on the fly.",
+    )
+    liger_kernels: bool = Field(
+        default=False,
+        title="Liger kernels",
+        description="Fused CUDA kernels, less memory; needs liger-kernel (extra 'liger').",
     )
     report_to: Literal["none", "tensorboard", "wandb"] = Field(
         default="none",

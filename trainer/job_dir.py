@@ -6,6 +6,7 @@ Shared by the run (`trainer.run`) and the multi-process supervisor (`trainer.lau
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def find_checkpoints(job_dir: Path) -> list[tuple[int, Path]]:
     return [(checkpoint_step(path) or 0, path) for path in _complete_checkpoints(job_dir)]
 
 
+def _keeps_no_checkpoints(job: Path) -> bool:
+    """Whether the job's config.json turns checkpointing off (read as plain JSON: the
+    config's own errors are reported where it is loaded)."""
+    try:
+        data = json.loads((job / "config.json").read_text(encoding="utf-8"))
+        return bool(data["training"]["save_total_limit"] == 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def refuse_job_dir(job: Path, resume: bool) -> int | None:
     """EXIT_BAD_INPUT (said on stderr) when this run must not touch the job folder; else None.
 
@@ -48,6 +59,13 @@ def refuse_job_dir(job: Path, resume: bool) -> int | None:
         )
         return EXIT_BAD_INPUT
     checkpoints = find_checkpoints(job)
+    if resume and not checkpoints and _keeps_no_checkpoints(job):
+        print(
+            f"{job}: this job keeps no checkpoints (training.save_total_limit is 0), so it "
+            "cannot be resumed; start it again in a new job folder.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     if resume and not checkpoints:
         print(
             f"--resume was given but {job / CHECKPOINTS_DIR} holds no complete checkpoint; "

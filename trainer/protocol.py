@@ -188,6 +188,10 @@ class MetricEvent(_EventBase):
     tokens_seen: int | None = None
     samples_per_second: float | None = None
     eta_seconds: float | None = None
+    # Trained tokens (answer tokens, no padding) per second over the last logging interval.
+    train_tokens_per_second: float | None = None
+    # The most GPU memory torch held at once since training began (CUDA only), in MiB.
+    peak_gpu_memory_mb: float | None = None
 
     def values(self) -> dict[str, float]:
         """The numeric series present in this event (None values left out)."""
@@ -200,6 +204,8 @@ class MetricEvent(_EventBase):
             "tokens_seen",
             "samples_per_second",
             "eta_seconds",
+            "train_tokens_per_second",
+            "peak_gpu_memory_mb",
         )
         out: dict[str, float] = {}
         for name in names:

@@ -22,12 +22,15 @@ from trainer.strategy import strategy_training_args, uses_trainer_checkpointing
 __all__ = [
     "SAVE_CHECKPOINT_PARAMETERS",
     "Precision",
+    "apply_liger_kernels",
     "build_peft_config",
     "build_quantization_config",
     "build_sft_config",
+    "check_liger_kernels",
     "configure_threads",
     "cpu_threads_for",
     "job_trainer_class",
+    "optimizer_for",
     "resolve_device",
     "resolve_precision",
 ]
@@ -128,6 +131,52 @@ def build_peft_config(config: TrainingConfig) -> Any:
     )
 
 
+def optimizer_for(config: TrainingConfig, device: str) -> str:
+    """The Trainer's `optim`: AdamW becomes PyTorch's fused AdamW on CUDA (one kernel per
+    step for all parameters instead of several per tensor; the same update and the same
+    state, so checkpoints resume either way). DeepSpeed brings its own optimizer."""
+    optimizer = config.training.optimizer
+    deepspeed = config.world_size > 1 and config.hardware.strategy.startswith("deepspeed")
+    if optimizer == "adamw_torch" and device == "cuda" and not deepspeed:
+        return "adamw_torch_fused"
+    return optimizer
+
+
+def check_liger_kernels(config: TrainingConfig, device: str) -> None:
+    """Refuse `training.liger_kernels` where it cannot work, before the model loads.
+
+    Raises:
+        TrainerInputError: the package is missing, or there is no CUDA GPU.
+    """
+    if not config.training.liger_kernels:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise TrainerInputError(
+            "training.liger_kernels is on but the liger-kernel package is not installed in the "
+            "trainer's Python: install it (pip install 'finetune-desk[liger]') or turn "
+            "training.liger_kernels off."
+        )
+    if device != "cuda":
+        raise TrainerInputError(
+            "training.liger_kernels needs a CUDA GPU (Liger's kernels are Triton kernels) and "
+            "this run trains on the CPU: turn training.liger_kernels off."
+        )
+
+
+def apply_liger_kernels(config: TrainingConfig, model: Any) -> bool:
+    """Patch the loaded model with Liger's kernels (RMSNorm, RoPE, SwiGLU, ...) when
+    `training.liger_kernels` is on; True when applied. Liger's fused linear cross-entropy
+    stays off: TRL computes the loss with its own fused LM head, which Liger's would replace."""
+    if not config.training.liger_kernels:
+        return False
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=False)
+    return True
+
+
 def build_sft_config(
     config: TrainingConfig,
     job_dir: Path,
@@ -138,12 +187,18 @@ def build_sft_config(
     record_format: str,
 ) -> Any:
     """TRL's SFTConfig for this job (checkpoints go to `job_dir/checkpoints`)."""
+    check_liger_kernels(config, device)
     from trl import SFTConfig  # type: ignore[attr-defined]
 
     t = config.training
     ds = config.dataset
     eval_strategy = "steps" if (has_eval and t.eval_steps is not None) else "no"
     early = t.early_stopping_patience is not None and eval_strategy == "steps"
+    if early and t.save_total_limit == 0:
+        raise TrainerInputError(
+            "training.early_stopping_patience keeps the best checkpoint, so "
+            "training.save_total_limit must be at least 1 (it is 0: no checkpoints)."
+        )
     report_to: list[str] = [] if t.report_to == "none" else [t.report_to]
     if t.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(job_dir / "tensorboard"))
@@ -161,7 +216,7 @@ def build_sft_config(
         "warmup_steps": t.warmup_ratio if t.warmup_ratio > 0 else 0,
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
-        "optim": t.optimizer,
+        "optim": optimizer_for(config, device),
         "seed": t.seed,
         "data_seed": t.seed,
         "logging_strategy": "steps",
@@ -169,9 +224,10 @@ def build_sft_config(
         "logging_first_step": True,
         "eval_strategy": eval_strategy,
         "eval_steps": t.eval_steps if eval_strategy == "steps" else None,
-        "save_strategy": "steps",
+        # save_total_limit 0: a throwaway run that writes no checkpoint (and cannot resume).
+        "save_strategy": "steps" if t.save_total_limit > 0 else "no",
         "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
+        "save_total_limit": t.save_total_limit or None,
         "load_best_model_at_end": early,
         "metric_for_best_model": "eval_loss" if early else None,
         "greater_is_better": False if early else None,
@@ -256,6 +312,10 @@ def job_trainer_class() -> Any:
       ~30 times: ~35% of a save on the demo). Checkpoints are for resuming; the output in
       `output/` still gets PEFT's card from the final save.
 
+    It adds one count: the tokens really trained (labels not ignored: answer tokens, never
+    padding), summed per micro-batch on the batch's device (no synchronisation per step) and
+    logged as `trained_tokens` since the previous log (all processes together).
+
     Training itself (loss, gradients, optimizer, logged metrics, checkpoint contents) is
     TRL's, unchanged.
     """
@@ -269,6 +329,29 @@ def job_trainer_class() -> Any:
         """TRL's SFTTrainer with the parameter count for FLOs taken once, no card at saves."""
 
         _params_for_flos: int | None = None
+        _trained_tokens: Any = 0  # since the last log; a tensor once a step has run
+
+        def training_step(
+            self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
+        ) -> Any:
+            """TRL's step, counting the trained tokens of the micro-batch first."""
+            labels = inputs.get("labels")
+            if labels is not None:
+                # The loss shifts labels by one: the first position is never a target.
+                self._trained_tokens = self._trained_tokens + (labels[..., 1:] != -100).sum()
+            return super().training_step(model, inputs, num_items_in_batch)  # type: ignore[no-untyped-call]
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            """TRL's log, plus `trained_tokens` on the training loss's log lines."""
+            if "loss" in logs:
+                import torch
+
+                tokens = self._trained_tokens
+                if isinstance(tokens, torch.Tensor):
+                    tokens = self.accelerator.reduce(tokens.detach(), reduction="sum")
+                logs["trained_tokens"] = int(tokens)
+                self._trained_tokens = 0
+            super().log(logs, start_time)
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             """`6 x tokens x parameters`, with the parameters counted on the first call."""

@@ -63,6 +63,7 @@ from trainer.provenance import record_start, record_trainable
 from trainer.ranks import is_main_process, launched_worker, process_rank
 from trainer.recipe import (
     Precision,
+    apply_liger_kernels,
     build_peft_config,
     build_quantization_config,
     build_sft_config,
@@ -372,6 +373,7 @@ class _Run:
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
         from transformers.utils import logging as hf_logging
 
+        from trainer.batching import choose_batching
         from trainer.callbacks import EventsCallback, NothingLeftToTrain
         from trainer.ranks import world_size
 
@@ -413,6 +415,11 @@ class _Run:
                 model_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
         model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **model_kwargs)
         configure_threads(device, model.num_parameters())
+        if apply_liger_kernels(config, model):
+            self.note("liger kernels applied (training.liger_kernels)")
+        batching = choose_batching(config, model, tokenizer)
+        self.note(batching.message, level=batching.level)
+        args.packing = batching.packing  # off where the attention cannot keep records apart
         if self._cancelled_before_training():
             return self.finish("cancelled", EXIT_OK, "cancelled before training started")
 
@@ -429,6 +436,7 @@ class _Run:
             resumed_from_step=self.resumed_from,
             main_process=self.main_process,
             sync_cancel=world_size() > 1,
+            save_checkpoints=config.training.save_total_limit > 0,
         )
         callbacks: list[Any] = [callback]
         if args.load_best_model_at_end and config.training.early_stopping_patience:
@@ -445,11 +453,12 @@ class _Run:
             train_dataset=Dataset.from_list(data.train),
             eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
             processing_class=tokenizer,
+            data_collator=batching.collator,
             peft_config=build_peft_config(config),
             callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # EventsCallback prints a plainer line
-        self._check_trainable(config, len(data.train), trainer.train_dataset)
+        self._check_trainable(config, len(data.train), trainer.train_dataset, args.packing)
 
         resume_path = str(checkpoint[1]) if checkpoint else None
         if checkpoint is not None and self.main_process:
@@ -462,11 +471,11 @@ class _Run:
             self.note(str(done))
 
         if callback.cancelled_at_step is not None:
+            saved = "checkpoint saved, run with --resume to continue"
+            if not callback.save_checkpoints:
+                saved = "no checkpoint (training.save_total_limit is 0): it cannot be resumed"
             return self.finish(
-                "cancelled",
-                EXIT_OK,
-                f"cancelled at step {callback.cancelled_at_step}; checkpoint saved, "
-                "run with --resume to continue",
+                "cancelled", EXIT_OK, f"cancelled at step {callback.cancelled_at_step}; {saved}"
             )
         if data.eval and args.eval_strategy == "no":
             metrics = trainer.evaluate()
@@ -479,7 +488,9 @@ class _Run:
                 )
         return self._save_output(config, trainer, tokenizer, precision)
 
-    def _check_trainable(self, config: TrainingConfig, records: int, prepared: Any) -> None:
+    def _check_trainable(
+        self, config: TrainingConfig, records: int, prepared: Any, packing: bool
+    ) -> None:
         """TRL drops the records cut at max_length with no trained token left; say so, and
         refuse when none is left (the sampler would fail with `num_samples=0`)."""
         from trainer.data.tokens import no_trainable_records
@@ -487,10 +498,10 @@ class _Run:
         kept = len(prepared) if hasattr(prepared, "__len__") else records  # streamed: unknown
         record_trainable(self.job_dir, kept)
         ds = config.dataset
-        if kept == 0 and not ds.packing:
+        if kept == 0 and not packing:
             why = no_trainable_records(records, ds.max_length)
             raise TrainerInputError(f"{ds.path}: the dataset is not usable: {why}")
-        if kept < records and not ds.packing:
+        if kept < records and not packing:
             self.note(
                 f"data: {records - kept} of {records} training records have no trained token "
                 f"within dataset.max_length {ds.max_length} and were dropped",
@@ -525,6 +536,7 @@ class _Run:
             "steps": trainer.state.global_step,
             "final_loss": cb.last_loss if cb else None,
             "resumed_from_step": self.resumed_from,
+            "throughput": cb.throughput if cb else None,
             "log_history": trainer.state.log_history,
         }
         (partial / "training_summary.json").write_text(
