@@ -637,10 +637,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def _key_lines(path: Path) -> dict[tuple[str, ...], int]:
-    """Line number (1-based) of every mapping key, by its path; empty when unparseable.
-
-    JSON is (nearly) a subset of YAML, so one YAML composer serves both file types.
-    """
+    """Line number (1-based) of every mapping key, by its path; empty when unparseable. JSON is
+    (nearly) a subset of YAML, so one YAML composer serves both file types."""
     import yaml
 
     try:
@@ -678,11 +676,8 @@ def validate_config_data(
         path = Path(source)
         lines = _key_lines(path)
         out = []
-        for item, text in zip(
-            exc.errors(include_url=False),
-            format_validation_error(exc, str(path)).splitlines(),
-            strict=False,
-        ):
+        texts = format_validation_error(exc, str(path)).splitlines()
+        for item, text in zip(exc.errors(include_url=False), texts, strict=False):
             loc = tuple(str(part) for part in item["loc"])
             line = None
             while loc and line is None:
@@ -698,8 +693,7 @@ def load_config(path: str | Path) -> TrainingConfig:
     """Read a JSON or YAML config file; relative paths inside it resolve against its folder.
 
     Raises:
-        ConfigFileError: unreadable file, bad JSON/YAML, or validation errors (one per line,
-            each naming the field and, where it can be found, its line).
+        ConfigFileError: unreadable file, bad JSON/YAML, or validation errors (one per line).
     """
     p = Path(path)
     return validate_config_data(read_config_file(p), p, base_dir=p.parent)
