@@ -243,33 +243,72 @@ def test_cancel_checkpoints_and_a_resume_continues_from_it(
     assert log_has(demo_dir, f"checkpoint-{saved}")
 
 
-def test_two_processes_write_one_set_of_events_and_one_output(
+def test_two_processes_cancel_with_one_checkpoint_resume_and_write_one_set_of_events(
     cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
 ) -> None:
+    import signal
+
     _, ssh = cluster
     home, work = tmp_path / "home", tmp_path / "work"
     store = JobStore(home / "ftdesk.sqlite3")
-    job = launched(store, demo_job(demo_dir, "20261202-120000-twop", max_steps=4))
+    job = launched(
+        store, demo_job(demo_dir, "20261202-120000-twop", max_steps=300, save_steps=1000)
+    )
+    remote = work / f"ftdesk-{job.id}"
 
-    async def scenario() -> Job:
+    async def scenario() -> tuple[Job, Job]:
         provider = provider_for(ssh, home, work, tasks_per_node=2)
         try:
             handle = await provider.launch(job)
             current = store.get_job(job.id).model_copy(update={"handle": handle})
-            return await watch(provider, store, current)
+            current = await watch(provider, store, current, until=lambda j: (j.step or 0) >= 2)
+            # Both workers held between two steps, so the cancel lands mid-run.
+            workers = [p for p in trainer_pids(remote) if p not in launcher_pids(remote)]
+            assert len(workers) == 2, workers
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            cancelling = asyncio.create_task(provider.cancel(current))
+            deadline = time.monotonic() + 60
+            while not log_has(remote, "SIGTERM from Slurm"):
+                assert time.monotonic() < deadline, "the batch shell never got the cancel"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)  # Slurm's step signal reaches the held workers meanwhile
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+            await cancelling
+            cancelled = await watch(provider, store, current)
+            again = store.transition(cancelled, JobState.QUEUED, "resume", resume=True, handle=None)
+            handle = await provider.launch(again)
+            again = again.model_copy(update={"handle": handle})
+            return cancelled, await watch(provider, store, again)
         finally:
             await provider.aclose()
 
-    done = asyncio.run(scenario())
+    cancelled, done = asyncio.run(scenario())
+    # One SIGTERM per worker: they finished the step and saved (a second one stops a worker
+    # without its checkpoint).
+    assert cancelled.state is JobState.CANCELLED, cancelled.state_reason
+    assert "checkpoint saved" in cancelled.state_reason, cancelled.state_reason
     assert done.state is JobState.COMPLETED, done.state_reason
     log = (demo_dir / "train.log").read_text(encoding="utf-8")
     # Two trainer processes ran (their own words), and rank 0 alone reported.
-    assert "launching 2 cpu processes" in log
     assert "rank 1: events and output are written by rank 0" in log
     events = read_all_events(demo_dir / "events.jsonl")
     steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
-    assert steps == [1, 2, 3, 4]
+    assert steps == list(range(1, 301)), "one set of events, each step once"
     assert any(p.name.startswith("adapter_model") for p in (demo_dir / "output").rglob("*"))
+
+
+def launcher_pids(remote_dir: Path) -> list[int]:
+    """The `trainer.launch` processes (torchrun) of a job."""
+    import psutil
+
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if "trainer.launch" in " ".join(proc.info["cmdline"] or [])
+        and str(remote_dir) in " ".join(proc.info["cmdline"] or [])
+    ]
 
 
 def test_an_unknown_host_key_is_refused_with_the_sentence(

@@ -18,6 +18,8 @@ __all__ = ["ClusterProfile", "SlurmOptions", "parse_time_limit"]
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Slurm names (partition, account, QoS): one word, so nothing else reaches the batch script.
+_WORD = r"^[A-Za-z0-9_.,+-]+$"
 
 
 def parse_time_limit(text: str) -> int:
@@ -76,9 +78,16 @@ class ClusterProfile(BaseModel):
         title="known_hosts file",
         description="Empty: ~/.ssh/known_hosts. Host keys are always checked.",
     )
-    partition: str | None = Field(default=None, title="Partition")
-    account: str | None = Field(default=None, title="Account")
-    qos: str | None = Field(default=None, title="QoS")
+    partition: str | None = Field(default=None, title="Partition", pattern=_WORD)
+    account: str | None = Field(default=None, title="Account", pattern=_WORD)
+    qos: str | None = Field(default=None, title="QoS", pattern=_WORD)
+    cpus_per_task: int | None = Field(
+        default=None,
+        title="CPUs per node",
+        description="Cores for the training processes of one node; empty: one per process.",
+        ge=1,
+        le=1024,
+    )
     time_limit: str = Field(default="4:00:00", title="Time limit")
     gpus_per_node: int = Field(default=0, title="GPUs per node", ge=0, le=64)
     extra_sbatch: tuple[str, ...] = Field(
@@ -111,6 +120,8 @@ class ClusterProfile(BaseModel):
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"{value!r} is not an absolute path on the cluster (start with /)")
+        if any(c.isspace() for c in value):
+            raise ValueError(f"{value!r}: #SBATCH lines cannot hold spaces; pick a folder without")
         return value.rstrip("/") or "/"
 
     @field_validator("time_limit")
@@ -135,7 +146,7 @@ class SlurmOptions(BaseModel):
 
     clusters: dict[str, ClusterProfile] = Field(default_factory=dict, title="Clusters")
     cluster: str | None = Field(default=None, title="Cluster", description="The one to use.")
-    partition: str | None = Field(default=None, title="Partition (this run)")
+    partition: str | None = Field(default=None, title="Partition (this run)", pattern=_WORD)
     nodes: int = Field(default=1, title="Nodes", ge=1, le=1024)
     tasks_per_node: int = Field(
         default=1,

@@ -9,8 +9,9 @@ trainer checkpoints and ends, and the script then requeues its own job with
 profile's limit, unless the app asked for the cancel (`cancel-requested` in the folder). A
 requeued attempt (`SLURM_RESTART_COUNT` > 0) resumes from the newest checkpoint. Several nodes
 run `python -m trainer.launch` once per node with a c10d rendezvous on the first node of
-`$SLURM_JOB_NODELIST`; one node with several processes lets `python -m trainer run` start them
-itself, as a local multi-process run does. Rank 0 alone writes events.
+`$SLURM_JOB_NODELIST`; one node with several processes runs it `--standalone`. That launcher
+ignores SIGTERM, so Slurm's step signal reaches each worker exactly once. Rank 0 alone writes
+events.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class BatchPlan:
 
 def _sbatch_lines(profile: ClusterProfile, plan: BatchPlan) -> list[str]:
     lead = min(profile.signal_lead_s, max(parse_time_limit(plan.time_limit) // 2, 10))
+    # One Slurm task per node runs every training process of that node: give it a core each.
+    cpus = profile.cpus_per_task or plan.tasks_per_node
     lines = [
         f"--job-name=ftdesk-{plan.job_id}",
         f"--chdir={plan.remote_dir}",
@@ -80,6 +83,7 @@ def _sbatch_lines(profile: ClusterProfile, plan: BatchPlan) -> list[str]:
         "--open-mode=append",
         f"--nodes={plan.nodes}",
         "--ntasks-per-node=1",
+        f"--cpus-per-task={cpus}",
         f"--time={plan.time_limit}",
         f"--signal=B:TERM@{lead}",
         "--requeue",
@@ -101,12 +105,20 @@ def render_batch_script(profile: ClusterProfile, plan: BatchPlan) -> str:
     q = shlex.quote
     job_dir = plan.remote_dir
     run_args = f"-m trainer run --job-dir {q(job_dir)}"
+    # Several processes run under `trainer.launch` (torchrun that ignores SIGTERM), so Slurm's
+    # step signal reaches each worker exactly once; a second SIGTERM would make a worker stop
+    # without its checkpoint.
     if plan.nodes > 1:
         trainer = (
             f"{q(plan.python)} -m trainer.launch --nnodes=$SLURM_JOB_NUM_NODES "
             f"--nproc_per_node={plan.tasks_per_node} --rdzv_backend=c10d "
             f'--rdzv_endpoint="$first:{RENDEZVOUS_PORT}" --rdzv_id="$SLURM_JOB_ID" '
             f"--signals_to_handle SIGHUP,SIGQUIT {run_args}"
+        )
+    elif plan.tasks_per_node > 1:
+        trainer = (
+            f"{q(plan.python)} -m trainer.launch --standalone "
+            f"--nproc_per_node={plan.tasks_per_node} --signals_to_handle SIGHUP,SIGQUIT {run_args}"
         )
     else:
         trainer = f"{q(plan.python)} {run_args}"
@@ -154,8 +166,12 @@ say "trainer exited with code $code"
 if [ -n "$stopped" ] && [ ! -e "$JOB_DIR/{CANCEL_MARKER}" ]; then
   if [ "$restarts" -lt {profile.max_requeues} ]; then
     say "requeueing (restart $((restarts + 1)) of at most {profile.max_requeues})"
-    scontrol requeue "$SLURM_JOB_ID"
-    exit 0
+    if scontrol requeue "$SLURM_JOB_ID"; then
+      exit 0
+    fi
+    say "scontrol requeue failed: the job ends here; resume it from the app"
+    touch "$JOB_DIR/{REQUEUE_LIMIT_MARKER}"
+    exit 1
   fi
   say "stopped by Slurm with no requeue left ({profile.max_requeues})"
   touch "$JOB_DIR/{REQUEUE_LIMIT_MARKER}"

@@ -30,7 +30,7 @@ import shlex
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from desktop.core.errors import ConfigError, ProviderError
+from desktop.core.errors import ConfigError, ProviderError, UnreachableError
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, Settings
 from desktop.providers.base import Capability, ProviderContext
 from desktop.providers.local.logs import read_log
@@ -189,15 +189,14 @@ class SlurmProvider:
             await session.put(script, f"{remote}/job.sbatch")
         await session.run(
             f"rm -rf {q(remote)}/src/trainer && "
-            f"tar -xzf {q(remote)}/trainer.tar.gz -C {q(remote)}/src"
+            f"tar -xzf {q(remote)}/trainer.tar.gz -C {q(remote)}/src",
+            timeout=600,
         )
-        submitted = await session.run(f"cd {q(remote)} && sbatch --parsable job.sbatch")
-        slurm_id = submitted.stdout.strip().split(";")[0]
-        if not slurm_id.isdigit():
-            raise ProviderError(f"sbatch answered {submitted.stdout.strip()!r}, not a job id")
+        slurm_id = await self._submit(session, job, remote)
         record = record.model_copy(
             update={
                 "slurm_job_id": slurm_id,
+                "time_limit": plan.time_limit,
                 "submissions": [*record.submissions, slurm_id],
                 "slurm_state": "PENDING",
             }
@@ -206,11 +205,41 @@ class SlurmProvider:
         log.info("job %s: Slurm job %s on %s", job.id, slurm_id, record.cluster)
         return self._handle(record)
 
+    async def _submit(self, session: SshSession, job: Job, remote: str) -> str:
+        """`sbatch` once; when its answer is lost with the connection, the job is looked up
+        by its unique name and adopted, so a job is never submitted twice."""
+        q = shlex.quote
+        try:
+            submitted = await session.run(
+                f"cd {q(remote)} && sbatch --parsable job.sbatch", retry=False
+            )
+        except UnreachableError:
+            for _ in range(3):  # the connection comes back; the queue may lag a moment
+                found = await session.run(f"squeue -h -n ftdesk-{job.id} -o %i", check=False)
+                ids = found.stdout.split()
+                if len(ids) == 1 and ids[0].isdigit():
+                    log.info("job %s: the lost sbatch answer was Slurm job %s", job.id, ids[0])
+                    return ids[0]
+                await asyncio.sleep(2.0)
+            raise ProviderError(
+                f"job {job.id}: the connection dropped while submitting and Slurm lists no job "
+                f"named ftdesk-{job.id}: nothing was submitted; start it again"
+            ) from None
+        slurm_id = submitted.stdout.strip().split(";")[0]
+        if not slurm_id.isdigit():
+            raise ProviderError(f"sbatch answered {submitted.stdout.strip()!r}, not a job id")
+        return slurm_id
+
     async def _remote_config(
         self, job: Job, session: SshSession, remote: str, plan: BatchPlan
     ) -> str:
         """The config the cluster trains with; uploads the dataset when it is a local file."""
         cfg = job.config
+        if "://" in cfg.dataset.path or "://" in (cfg.dataset.eval_path or ""):
+            raise ConfigError(
+                "dataset.path: a dataset URL is fetched only by RunPod pods; download it and "
+                "give its file (here or on the cluster)"
+            )
         data = Path(cfg.dataset.path)
         local = data if data.is_absolute() else job.job_dir / data
         if local.is_file():
@@ -275,6 +304,28 @@ class SlurmProvider:
             return final
         return live if live is not None else final
 
+    async def _ended_by_its_files(self, session: SshSession, record: SlurmRecord) -> SlurmStatus:
+        """What the job's own folder says when Slurm no longer knows the job (no accounting
+        and past MinJobAge): the batch script's last words in `train.log`.
+
+        Raises:
+            ProviderError: nothing there says the job ended (the job reads `unknown`).
+        """
+        tail = await session.run(
+            "grep -E '^\\[slurm [^]]*\\] (trainer exited with code|requeueing|Slurm job)' "
+            f"{shlex.quote(record.remote_dir)}/train.log | tail -n 1",
+            check=False,
+        )
+        words = tail.stdout.strip()
+        if "trainer exited with code" in words:
+            last = words.rsplit(" ", 1)[-1]
+            code = int(last) if last.isdigit() else 1
+            return SlurmStatus("COMPLETED" if code == 0 else "FAILED", exit_code=code)
+        raise ProviderError(
+            f"Slurm knows no job {record.slurm_job_id} any more and its folder does not say it "
+            f"ended; see {record.remote_dir}/train.log on {record.cluster}"
+        )
+
     async def _mirror(self, session: SshSession, job: Job, record: SlurmRecord) -> SlurmRecord:
         """Append the remote events and log to the job folder from where the mirror stands."""
         for remote_name, local_name, field in (
@@ -309,6 +360,8 @@ class SlurmProvider:
             )
         session = self._session(record)
         status = await self._status(session, str(record.slurm_job_id))
+        if status is None:
+            status = await self._ended_by_its_files(session, record)
         record = await self._mirror(session, job, record)
         if status is not None:
             record = record.model_copy(
@@ -375,7 +428,8 @@ class SlurmProvider:
         folders = ["output"] + ([newest.stdout.strip()] if newest.stdout.strip() else [])
         listed = await session.run(
             f"cd {q} && for d in {' '.join(shlex.quote(f) for f in folders)}; do "
-            '[ -d "$d" ] && find "$d" -type f -exec sha256sum {} +; done; true'
+            '[ -d "$d" ] && find "$d" -type f -exec sha256sum {} +; done; true',
+            timeout=3600,  # a full fine-tune's weights take minutes to hash
         )
         count = 0
         for line in listed.stdout.splitlines():
@@ -404,7 +458,10 @@ class SlurmProvider:
         sid = str(record.slurm_job_id)
         await session.run(f"touch {shlex.quote(record.remote_dir)}/{CANCEL_MARKER}")
         status = await self._status(session, sid)
-        if status is None or status.ended:
+        if status is None:
+            await session.run(f"scancel {sid}", check=False)  # whatever Slurm still has
+            return
+        if status.ended:
             return
         if status.waiting:
             await session.run(f"scancel {sid}", check=False)
@@ -437,6 +494,10 @@ def _verdict(
     final_said = trainer_state in ("completed", "failed", "cancelled")
     where = f"Slurm job {record.slurm_job_id}"
     if record.cancel_requested:
+        if trainer_state == "completed":
+            # It finished (output whole) before the cancel reached it; the signal may still
+            # have cut the launcher's teardown short, so the exit code does not decide.
+            return "completed", message
         return "cancelled", message if trainer_state == "cancelled" else f"cancelled ({where})"
     if limit_hit:
         return "failed", (
@@ -452,7 +513,8 @@ def _verdict(
     if slurm == "TIMEOUT":
         return (
             "failed",
-            f"{where} reached its time limit ({record.profile.time_limit}) and was not requeued",
+            f"{where} reached its time limit ({record.time_limit or record.profile.time_limit}) "
+            "and was not requeued",
         )
     if slurm == "OUT_OF_MEMORY":
         return (

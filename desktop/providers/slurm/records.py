@@ -29,6 +29,7 @@ class SlurmRecord(BaseModel):
     profile: ClusterProfile
     remote_dir: str
     slurm_job_id: str | None = None
+    time_limit: str = ""
     submissions: list[str] = []
     events_offset: int = 0
     log_offset: int = 0

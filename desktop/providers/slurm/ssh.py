@@ -2,8 +2,10 @@
 
 Built on `asyncssh`. Host keys are always checked against `known_hosts` (the profile's file or
 `~/.ssh/known_hosts`); an unknown or changed key is `HostKeyError`, one sentence saying how to
-accept it, and is never retried. Keys come from the user's ssh-agent and `~/.ssh`, or the
-profile's key file (its passphrase, where it has one, from the keychain).
+accept it, and is never retried. `~/.ssh/config` is read (ProxyJump and the like). Keys come
+from the user's ssh-agent and `~/.ssh`, or the profile's key file (its passphrase, where it has
+one, from the keychain). A command that must never run twice (`sbatch`) is not retried after a
+drop; a command that runs past its own time limit is `CommandTimeoutError`, never retried.
 
 A dropped connection is re-opened with backoff (0.5 s doubling to 8 s, for about half a minute)
 inside each call, so a poll that meets a restarting sshd reads on from where it stood; past
@@ -28,7 +30,7 @@ import asyncssh
 from desktop.core.errors import AuthError, ProviderError, UnreachableError
 from desktop.models import ClusterProfile
 
-__all__ = ["CHUNK", "HostKeyError", "RemoteResult", "SshSession"]
+__all__ = ["CHUNK", "CommandTimeoutError", "HostKeyError", "RemoteResult", "SshSession"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ class HostKeyError(ProviderError):
     """The cluster's host key is unknown or changed: never accepted silently."""
 
     exit_code = 2
+
+
+class CommandTimeoutError(ProviderError):
+    """A remote command ran past its time limit (not a dropped connection: never retried)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,6 @@ class SshSession:
                 passphrase=self._passphrase,
                 connect_timeout=20,
                 keepalive_interval=15,
-                config=None,
             )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyError(self._host_key_sentence(str(exc))) from None
@@ -120,20 +125,30 @@ class SshSession:
         )
 
     async def _call(
-        self, what: str, op: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]
+        self,
+        what: str,
+        op: Callable[[asyncssh.SSHClientConnection], Awaitable[T]],
+        *,
+        retry: bool = True,
     ) -> T:
-        """Run `op` on a live connection, re-opening a dropped one with backoff."""
+        """Run `op` on a live connection, re-opening a dropped one with backoff.
+
+        With `retry=False` (a command that must never run twice, such as `sbatch`) a drop
+        after the connection was open is not retried: the caller finds out what happened.
+        """
         delay = 0.5
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_s
         while True:
+            sent = False
             try:
                 async with self._lock:
                     if self._conn is None:
                         self._conn = await self._open()
                     conn = self._conn
+                sent = True
                 return await op(conn)
-            except (HostKeyError, AuthError):
+            except (HostKeyError, AuthError, CommandTimeoutError):
                 raise
             except (TimeoutError, asyncssh.Error, OSError) as exc:
                 if isinstance(exc, asyncssh.SFTPError) and not isinstance(
@@ -141,6 +156,11 @@ class SshSession:
                 ):
                     raise
                 await self._drop()
+                if sent and not retry:
+                    raise UnreachableError(
+                        f"the connection to {self.where} dropped during {what}: "
+                        f"{exc or type(exc).__name__}"
+                    ) from None
                 if loop.time() + delay > deadline:
                     raise UnreachableError(
                         f"cannot reach {self.where} ({what}): {exc or type(exc).__name__}"
@@ -162,23 +182,35 @@ class SshSession:
             return self._sftp
 
     async def run(
-        self, command: str, *, check: bool = True, timeout: float = 120.0
+        self, command: str, *, check: bool = True, timeout: float = 120.0, retry: bool = True
     ) -> RemoteResult:
         """Run a shell command on the login node.
 
+        Args:
+            timeout: how long the command may run (hashing a large checkpoint takes minutes);
+                past it the call fails and is not retried.
+            retry: False for a command that must never run twice (`sbatch`).
+
         Raises:
             ProviderError: a non-zero exit with `check`, naming the command and its stderr.
+            CommandTimeoutError: the command did not finish within `timeout`.
         """
 
         async def op(conn: asyncssh.SSHClientConnection) -> RemoteResult:
-            done = await asyncio.wait_for(conn.run(command, check=False), timeout)
+            try:
+                done = await asyncio.wait_for(conn.run(command, check=False), timeout)
+            except TimeoutError:
+                raise CommandTimeoutError(
+                    f"{command.split()[0]} on {self.profile.host} did not finish within "
+                    f"{timeout:g} s"
+                ) from None
             return RemoteResult(
                 int(done.exit_status if done.exit_status is not None else 255),
                 str(done.stdout or ""),
                 str(done.stderr or ""),
             )
 
-        result = await self._call(command.split()[0], op)
+        result = await self._call(command.split()[0], op, retry=retry)
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise ProviderError(
@@ -216,7 +248,7 @@ class SshSession:
     async def sha256(self, path: str) -> str | None:
         """The remote file's sha256 (computed there), None when it does not exist."""
         q = shlex.quote(path)
-        result = await self.run(f"test -f {q} && sha256sum {q} || true")
+        result = await self.run(f"test -f {q} && sha256sum {q} || true", timeout=3600)
         words = result.stdout.split()
         return words[0] if words else None
 
