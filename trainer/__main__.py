@@ -1,4 +1,4 @@
-"""`python -m trainer <command>`: run, check-data, doctor, make-demo.
+"""`python -m trainer <command>`: run, check-data, doctor, make-demo, serve.
 
 Each command lives in its own module and is imported only when asked for, so `check-data`
 and `doctor` start without loading the training stack they do not need.
@@ -13,6 +13,10 @@ _COMMANDS = {
     "check-data": ("trainer.data", "Check a dataset: python -m trainer check-data FILE [--json]"),
     "doctor": ("trainer.doctor", "Describe this runtime: python -m trainer doctor [--json]"),
     "make-demo": ("trainer.demo", "Write the demo: python -m trainer make-demo DIR [--json]"),
+    "serve": (
+        "trainer.serve",
+        "Chat with a job's model: python -m trainer serve --job-dir DIR | --model PATH",
+    ),
 }
 
 
