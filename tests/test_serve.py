@@ -189,3 +189,22 @@ def test_a_tokenizer_without_a_template_gets_the_plain_prompt(
     turns = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]
     text = host.tokenizer.decode(host.prompt_ids(turns), skip_special_tokens=True)
     assert text == fallback_prompt(turns) == "System: be brief\nUser: hi\nAssistant:"
+
+
+def test_a_server_that_crashes_at_start_is_one_sentence(tmp_path: Path) -> None:
+    # A runtime whose "python" dies at once with a traceback's last line, as a broken
+    # install would: the client reads the exit code and that line, and does not wait.
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n"
+        "echo '  File \"x.py\", line 1' >&2\necho 'ImportError: no torch here' >&2\nexit 3\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    crashing = ModelServer(TrainerRuntime(str(fake)), model="anything")
+    with pytest.raises(ModelServerError) as caught:
+        crashing.start(timeout_s=300)
+    assert str(caught.value) == (
+        "the model server stopped unexpectedly with exit code 3 (ImportError: no torch here); "
+        "start the chat again to restart it"
+    )

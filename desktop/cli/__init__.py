@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from desktop.cli.chat import add_chat_parsers
 from desktop.cli.commands import (
     Context,
     cmd_cancel,
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")
+
+    add_chat_parsers(add)
     return parser
 
 

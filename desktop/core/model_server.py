@@ -160,8 +160,9 @@ class ModelServer:
                 "trainer runtime with: finetune-desk doctor"
             )
         if self.ready is None:
+            sentence = self.death_sentence()
             self.close()
-            raise ModelServerError(self.death_sentence())
+            raise ModelServerError(sentence)
         return self.ready
 
     @property
@@ -215,11 +216,16 @@ class ModelServer:
                 how = f"was killed ({signal.Signals(-code).name})"
             except ValueError:
                 how = f"was killed (signal {-code})"
-        else:
-            how = f"stopped unexpectedly (exit code {code})"
-        last = next((line for line in reversed(self._stderr) if line.strip()), "")
-        tail = f", its last words: {last.strip()[:300]}" if last else ""
-        return f"the model server {how}{tail}; start the chat again to restart it"
+            return f"the model server {how}; start the chat again to restart it"
+        for thread in self._threads[1:]:  # the stderr reader: let it take the last lines
+            thread.join(timeout=2.0)
+        # A crash's own last line (a traceback's "Error: ..."), not an indented source line.
+        last = next((ln for ln in reversed(self._stderr) if ln.strip() and ln[0] != " "), "")
+        tail = f" ({last.strip()[:300]})" if last else ""
+        return (
+            f"the model server stopped unexpectedly with exit code {code}{tail}; start the "
+            "chat again to restart it"
+        )
 
     # -- requests ---------------------------------------------------------------------------
 
