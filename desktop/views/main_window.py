@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QWidget,
 )
 
@@ -321,7 +322,13 @@ class MainWindow(QMainWindow):
         from desktop.views.log_view import LogView
 
         self.log_view = LogView(self.state, self)
-        self._replace(self.bottom_split, 1, self.log_view)
+        from desktop.views.chat_panel import ChatPanel  # the Chat tab beside the log
+
+        self.chat_panel = ChatPanel(self.state, self.ops, lambda: self.service.runtime, self)
+        self.log_tabs = QTabWidget(self)
+        self.log_tabs.addTab(self.log_view, "Log")
+        self.log_tabs.addTab(self.chat_panel, "Chat")
+        self._replace(self.bottom_split, 1, self.log_tabs)
         yield "log"
 
         self._fill_toolbar()
@@ -571,6 +578,7 @@ class MainWindow(QMainWindow):
             self.save_last_config()
             if self._is_ready:
                 self.inhibitor.close()
+                self.chat_panel.shutdown()  # no model server outlives the window
             if self._is_ready and self.config_actions.preflight is not None:
                 self.config_actions.preflight.close()
             if self.tray is not None:

@@ -38,6 +38,13 @@ from desktop.core.paths import data_home, resource_path
 if TYPE_CHECKING:
     import asyncio
 
+    from desktop.core.chat_session import (
+        ChatSession,
+        Conversation,
+        GenerationSettings,
+        load_conversation,
+        save_conversation,
+    )
     from desktop.core.config_io import PresetInfo
     from desktop.core.dataset_path import DatasetPathCheck
     from desktop.core.notify import JobEndNotifier
@@ -53,10 +60,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GPUS",
+    "ChatSession",
     "ConfigError",
+    "Conversation",
     "DatasetPathCheck",
     "FitLevel",
     "FtdeskError",
+    "GenerationSettings",
     "JobEndNotifier",
     "LocalJobsInhibitor",
     "MemoryEstimate",
@@ -80,6 +90,7 @@ __all__ = [
     "job_end_notifier",
     "last_config_path",
     "list_presets",
+    "load_conversation",
     "load_preset",
     "local_jobs_inhibitor",
     "read_job_log",
@@ -87,6 +98,7 @@ __all__ = [
     "read_record",
     "resource_path",
     "runtime_blockers",
+    "save_conversation",
     "save_settings",
     "serve_history",
     "show_traceback_dialog",
@@ -97,6 +109,11 @@ __all__ = [
 #: Names served on first use (`__getattr__`): their modules import pydantic, which the
 #: window's first frame must not pay for.
 _LAZY = {
+    "ChatSession": "desktop.core.chat_session",  # the Chat tab's model server and conversation
+    "Conversation": "desktop.core.chat_session",
+    "GenerationSettings": "desktop.core.chat_session",
+    "load_conversation": "desktop.core.chat_session",
+    "save_conversation": "desktop.core.chat_session",
     "DatasetPathCheck": "desktop.core.dataset_path",
     "JobEndNotifier": "desktop.core.notify",
     "LocalJobsInhibitor": "desktop.core.sleep_inhibit",
