@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -134,19 +135,27 @@ class ChatPanel(QWidget):
         self.status_label = QLabel("", self)
         self.status_label.setWordWrap(True)
 
-        settings = QHBoxLayout()
+        # Two short rows rather than one long one: the tab shares the log's narrow column, and
+        # its minimum width must not push the window's other panes.
         form = QFormLayout()
         form.addRow("System", self.system_edit)
-        settings.addLayout(form, 3)
-        for label, widget in (
-            ("Temperature", self.temperature),
-            ("Top-p", self.top_p),
-            ("Max new tokens", self.max_new_tokens),
-            ("Seed", self.seed),
+        form.addRow("Eval prompts", self.eval_picker)
+        self.eval_picker.setMinimumContentsLength(12)
+        self.eval_picker.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        settings = QGridLayout()
+        for index, (label, widget) in enumerate(
+            (
+                ("Temperature", self.temperature),
+                ("Top-p", self.top_p),
+                ("Max new tokens", self.max_new_tokens),
+                ("Seed", self.seed),
+            )
         ):
-            settings.addWidget(QLabel(label, self))
-            settings.addWidget(widget)
-        settings.addWidget(self.eval_picker, 2)
+            settings.addWidget(QLabel(label, self), index // 2, (index % 2) * 2)
+            settings.addWidget(widget, index // 2, (index % 2) * 2 + 1)
+        settings.setColumnStretch(4, 1)
         buttons = QVBoxLayout()
         for button in (self.send_button, self.stop_button, self.regenerate_button):
             buttons.addWidget(button)
@@ -155,6 +164,7 @@ class ChatPanel(QWidget):
         ask.addWidget(self.prompt_edit, 1)
         ask.addLayout(buttons)
         layout = QVBoxLayout(self)
+        layout.addLayout(form)
         layout.addLayout(settings)
         layout.addWidget(split, 1)
         layout.addLayout(ask)
@@ -162,6 +172,7 @@ class ChatPanel(QWidget):
 
         self.token_arrived.connect(self._on_token_arrived)
         state.selection_changed.connect(self._on_state_selection_changed)
+        state.row_changed.connect(self._on_state_row_changed)
         self._show_settings(self.conversation)
         self._update_buttons()
 
@@ -173,10 +184,12 @@ class ChatPanel(QWidget):
 
     def set_job(self, job_id: str) -> None:
         """Show `job_id`'s chat (its saved conversation); its model loads on the first Send."""
-        if job_id == self.job_id:
-            return
         job = self._state.job(job_id)
         if job is None:
+            return
+        if job_id == self.job_id:
+            if not self.loaded and job.state is JobState.COMPLETED:
+                self._load(job)  # it completed while shown
             return
         session, self.session = self.session, None
         self.answering = False
@@ -191,14 +204,21 @@ class ChatPanel(QWidget):
         if job.state is not JobState.COMPLETED:
             self._say("this job has no finished model yet; its chat opens once it completes")
         else:
-            self._say("")
-            self._ops.run_in_thread(
-                "chat: open the saved conversation",
-                operations.load_conversation,
-                job.job_dir,
-                on_done=functools.partial(self._on_loaded, job_id),
-            )
+            self._load(job)
         self._update_buttons()
+
+    def _load(self, job: Any) -> None:
+        self._say("")
+        self._ops.run_in_thread(
+            f"chat: open the saved conversation of {job.id}",
+            operations.load_conversation,
+            job.job_dir,
+            on_done=functools.partial(self._on_loaded, job.id),
+        )
+
+    def _on_state_row_changed(self, row: int) -> None:
+        if self.job_id is not None and self._state.job_at(row).id == self.job_id:
+            self.set_job(self.job_id)
 
     def _on_loaded(self, job_id: str, loaded: tuple[Any, str | None]) -> None:
         if job_id != self.job_id:
