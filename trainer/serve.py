@@ -110,9 +110,11 @@ class _Streamer:
                 return
             self.ids.extend(int(t) for t in value.reshape(-1).tolist())
             text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
-                return
-            delta, self.text = text[len(self.text) :], text
+            delta = ""
+            # Half a multi-byte character waits for the rest, but the event goes out anyway:
+            # one event per token, as soon as it is generated (the client times on it).
+            if not text.endswith("\ufffd"):
+                delta, self.text = text[len(self.text) :], text
             self.channel.send_locked(TokenEvent(id=self.request_id, text=delta))
 
     def end(self) -> None:

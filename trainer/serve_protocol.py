@@ -150,7 +150,8 @@ class ReadyEvent(_Event):
 
 
 class TokenEvent(_Event):
-    """New text of a generation (one or more tokens, decoded; may be empty for a special one)."""
+    """One generated token, sent as soon as it exists: its text, decoded (empty for a special
+    token, or for half a multi-byte character, whose text comes with the next event)."""
 
     event: Literal["token"] = "token"
     id: str
