@@ -57,42 +57,33 @@ def test_compare_prints_every_models_answer_per_prompt(
         ],
     )
     jobs = [str(j) for j in two_jobs]
-    code = cli_main(["compare", *jobs, "--prompts", str(prompts), "--max-new-tokens", "8"])
-    out = capsys.readouterr().out
-    assert code == 0
-    rows = [json.loads(line) for line in out.splitlines()]
-    assert [r["prompt"] for r in rows] == ["count on from 17", "reverse: red cat blue"]
-    names = ["base", two_jobs[0].name, two_jobs[1].name]
-    assert all(list(r["answers"]) == names for r in rows)
-    # The adapters were attached: on the training task they answer unlike the random base.
-    assert any(r["answers"]["base"] != r["answers"][two_jobs[0].name] for r in rows)
-    assert rows[1]["messages"][0] == {"role": "system", "content": "be brief"}
-
     table = tmp_path / "answers.csv"
-    one = [str(two_jobs[0])]
-    code = cli_main(["compare", *one, "--prompts", str(prompts), "--out", str(table)])
-    assert code == 0
+    argv = ["compare", *jobs, "--prompts", str(prompts), "--max-new-tokens", "8"]
+    assert cli_main([*argv, "--out", str(table)]) == 0
     with open(table, encoding="utf-8", newline="") as fh:
-        read = list(csv.reader(fh))
-    assert read[0] == ["prompt", "reference", "base", two_jobs[0].name]
-    assert [r[0] for r in read[1:]] == ["count on from 17", "reverse: red cat blue"]
+        rows = list(csv.DictReader(fh))
+    names = ["base", two_jobs[0].name, two_jobs[1].name]
+    assert list(rows[0]) == ["prompt", "reference", *names]
+    assert [r["prompt"] for r in rows] == ["count on from 17", "reverse: red cat blue"]
+    # The adapters were attached: on the training task they answer unlike the random base.
+    assert any(r["base"] != r[two_jobs[0].name] for r in rows)
+    assert "wrote 2 prompt(s) and 0 eval loss line(s)" in capsys.readouterr().err
 
 
 def test_compare_on_eval_records_with_eval_loss(
-    trained_chat_job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_chat_job: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "eval.jsonl"
-    argv = ["compare", str(trained_chat_job), "--eval", "3", "--eval-loss", "--out", str(out)]
+    argv = ["compare", str(trained_chat_job), "--eval", "3", "--eval-loss"]
     assert cli_main([*argv, "--max-new-tokens", "6"]) == 0
-    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     rows, losses = lines[:3], lines[3:]
     assert all(r["reference"] and set(r["answers"]) == {"base", "job"} for r in rows)
+    assert rows[0]["messages"][-1]["role"] == "user"
     assert len(losses) == 1
     loss = losses[0]
     assert loss["job"] == "job" and loss["records"] == 32 and loss["tokens"] > 0
     assert loss["adapter_loss"] < loss["base_loss"]
     assert loss["adapter_perplexity"] < loss["base_perplexity"]
-    assert "wrote 3 prompt(s) and 1 eval loss line(s)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -19,15 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desktop.cli.output import EXIT_INTERRUPTED
-from desktop.core.compare import (
-    compare_jobs,
-    eval_loss,
-    read_prompts,
-    write_csv,
-    write_jsonl,
-)
+from desktop.core.compare import compare_jobs, read_prompts, write_csv, write_jsonl
 from desktop.core.errors import ConfigError
-from desktop.core.model_server import ModelServer
+from desktop.core.model_server import ModelServer, ModelServerError
 from trainer.serve_protocol import ChatMessage, DoneEvent, GenerationSettings, TokenEvent
 
 if TYPE_CHECKING:
@@ -175,34 +169,28 @@ def cmd_compare(ctx: Context) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    rows = []
-    if prompts is not None or ns.eval is not None:
-        rows = compare_jobs(
-            ctx.runtime,
-            jobs,
-            prompts,
-            eval_records=ns.eval or 0,
-            settings=settings,
-            progress=progress,
-        )
-    # The answers are written before the eval losses are measured: a loss that cannot be
-    # measured (no eval split) loses none of them.
+    rows, losses = compare_jobs(
+        ctx.runtime,
+        jobs,
+        prompts,
+        eval_records=ns.eval or 0,
+        with_eval_loss=ns.eval_loss,
+        settings=settings,
+        progress=progress,
+    )
+    measured = [loss for loss in losses if not isinstance(loss, str)]
     out = sys.stdout if ns.out is None else open(ns.out, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:
         if ns.out is not None and ns.out.suffix.lower() == ".csv":
             write_csv(rows, out)
         else:
-            write_jsonl(rows, out)
-        out.flush()
-        losses = 0
-        for job_id, folder in jobs if ns.eval_loss else []:
-            progress(f"{job_id}: eval loss of base and adapter")
-            write_jsonl([eval_loss(ctx.runtime, job_id, folder)], out)
-            out.flush()
-            losses += 1
+            write_jsonl([*rows, *measured], out)
     finally:
         if out is not sys.stdout:
             out.close()
     if ns.out is not None:
-        progress(f"wrote {len(rows)} prompt(s) and {losses} eval loss line(s) to {ns.out}")
+        progress(f"wrote {len(rows)} prompt(s) and {len(measured)} eval loss line(s) to {ns.out}")
+    problems = [loss for loss in losses if isinstance(loss, str)]
+    if problems:  # the answers and the other losses are written: say what is missing
+        raise ModelServerError("; ".join(problems))
     return 0

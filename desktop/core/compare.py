@@ -4,9 +4,9 @@ Qt-free and blocking. `read_prompts` reads a prompts file (JSONL, one `{"prompt"
 `{"messages": [...]}` per line) and names the line of every problem; `compare_jobs` runs the
 prompts through one model server per job, one job after the other (one copy of the weights in
 memory at a time): the first job's server answers for the base (its adapter switched off) and
-every server for its job's adapter. `eval_loss` measures the mean token loss and perplexity of
-base and adapter on a job's eval split. Results are plain pydantic rows: the CLI writes them as
-JSON lines or CSV, the window shows them as a table.
+every server for its job's adapter; the same server measures the mean token loss and
+perplexity of base and adapter on its job's eval split, when asked. Results are plain pydantic
+rows, which `finetune-desk compare` writes as JSON lines or as a CSV table.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from desktop.core.errors import ConfigError
-from desktop.core.model_server import ModelServer
+from desktop.core.model_server import ModelServer, ModelServerError
 from desktop.core.runtime import TrainerRuntime
 from trainer.serve_protocol import ChatMessage, DoneEvent, GenerationSettings
 
@@ -31,7 +31,6 @@ __all__ = [
     "EvalLoss",
     "PromptRecord",
     "compare_jobs",
-    "eval_loss",
     "read_prompts",
     "write_csv",
     "write_jsonl",
@@ -147,18 +146,23 @@ def compare_jobs(
     prompts: list[PromptRecord] | None,
     *,
     eval_records: int = 0,
+    with_eval_loss: bool = False,
     settings: GenerationSettings | None = None,
     progress: Callable[[str], None] = lambda _: None,
     start_timeout_s: float = 600.0,
-) -> list[CompareRow]:
-    """Every prompt's answer from the base (first job's) and from each job's adapter.
+) -> tuple[list[CompareRow], list[EvalLoss | str]]:
+    """Every prompt's answer from the base (first job's) and from each job's adapter, and each
+    job's eval loss with `with_eval_loss`; one server per job, one job after the other.
 
     Args:
         runtime: starts the model servers.
         jobs: (job id, job folder) pairs, in the order their answers are shown.
         prompts: the prompts; None to take the first `eval_records` records of the first
-            job's eval split instead (their reference answers come along).
+            job's eval split instead (their reference answers come along); with neither
+            (`eval_records` 0), only eval losses are measured.
         eval_records: how many eval records when `prompts` is None.
+        with_eval_loss: also measure each job's eval loss (`EvalLoss`), or say in a sentence
+            (a `str` in its place) why it cannot be measured; the answers are kept either way.
         settings: generation settings (default: greedy, 256 new tokens).
         progress: called with a line per step, for a person watching.
 
@@ -168,12 +172,13 @@ def compare_jobs(
     settings = settings or GenerationSettings(temperature=0.0, max_new_tokens=256)
     answers: list[dict[str, str]] = []
     records: list[PromptRecord] = list(prompts or [])
+    losses: list[EvalLoss | str] = []
     for index, (job_id, job_dir) in enumerate(jobs):
         progress(f"{job_id}: loading the model")
         with ModelServer(runtime, job_dir=job_dir) as server:
             server.start(timeout_s=start_timeout_s)
             if index == 0:
-                if prompts is None:
+                if prompts is None and eval_records > 0:
                     held = server.eval_records(eval_records).records
                     records = [PromptRecord(messages=r.messages, reference=r.answer) for r in held]
                 answers = [{} for _ in records]
@@ -182,30 +187,31 @@ def compare_jobs(
                 if index == 0:
                     answers[number - 1][BASE] = _answer(server, record, False, settings)
                 answers[number - 1][job_id] = _answer(server, record, True, settings)
-    return [
+            if with_eval_loss:
+                progress(f"{job_id}: eval loss of base and adapter")
+                try:
+                    losses.append(_eval_loss(server, job_id))
+                except ModelServerError as exc:
+                    if not server.alive:
+                        raise
+                    losses.append(f"{job_id}: {exc}")
+    rows = [
         CompareRow(prompt=r.prompt, messages=r.messages, reference=r.reference, answers=answers[i])
         for i, r in enumerate(records)
     ]
+    return rows, losses
 
 
-def eval_loss(
-    runtime: TrainerRuntime, job_id: str, job_dir: Path, *, start_timeout_s: float = 600.0
-) -> EvalLoss:
-    """Mean token loss and perplexity of base and adapter on the job's eval split.
-
-    Raises:
-        ModelServerError: the server could not start, died, or the job has no eval split.
-    """
-    with ModelServer(runtime, job_dir=job_dir) as server:
-        server.start(timeout_s=start_timeout_s)
-        held = server.eval_records(100000).records
-        sums = {True: 0.0, False: 0.0}
-        tokens = 0
-        for record in held:
-            for adapter in (False, True):
-                scored = server.logprob(record.answer, record.messages, adapter=adapter)
-                sums[adapter] -= scored.logprob
-            tokens += scored.tokens
+def _eval_loss(server: ModelServer, job_id: str) -> EvalLoss:
+    """Mean token loss and perplexity of base and adapter on the served job's eval split."""
+    held = server.eval_records(100000).records
+    sums = {True: 0.0, False: 0.0}
+    tokens = 0
+    for record in held:
+        for adapter in (False, True):
+            scored = server.logprob(record.answer, record.messages, adapter=adapter)
+            sums[adapter] -= scored.logprob
+        tokens += scored.tokens
     count = max(tokens, 1)
     base, tuned = sums[False] / count, sums[True] / count
     return EvalLoss(
