@@ -136,3 +136,46 @@ def test_the_chat_panel_answers_side_by_side_and_leaves_no_server(
         await until(lambda: _gone(second_pid), 30)
 
     run(qloop, body())
+
+
+def test_a_job_that_completes_while_shown_opens_its_chat(
+    qtbot: Any, qloop: Any, tmp_path: Path
+) -> None:
+    from view_helpers import make_job
+
+    from desktop.views.chat_panel import ChatPanel
+    from desktop.views.operations import MessageBus, Operations
+    from desktop.views.state import AppState
+
+    state = AppState()
+    ops = Operations(MessageBus())
+    panel = ChatPanel(state, ops, lambda: None)
+    qtbot.addWidget(panel)
+    (tmp_path / "chat.json").write_text(
+        '{"system": "saved", "turns": [{"prompt": "hi", "base": "b", "tuned": "t"}]}',
+        encoding="utf-8",
+    )
+
+    async def body() -> None:
+        state.job_added(make_job(JOB_ID, state="training", job_dir=tmp_path))
+        state.set_selected_job_ids([JOB_ID])
+        assert not panel.send_button.isEnabled()
+        assert "no finished model yet" in panel.status_label.text()
+        state.job_changed(make_job(JOB_ID, state="completed", job_dir=tmp_path))
+        await until(lambda: panel.send_button.isEnabled(), 30)
+        assert panel.system_edit.text() == "saved"
+        assert panel.panes["tuned"].toPlainText() == "You: hi\nt"
+        await ops.close()
+
+    run(qloop, body())
+
+
+def test_an_unreadable_saved_chat_is_kept_aside(tmp_path: Path) -> None:
+    from desktop.core.chat_session import load_conversation
+
+    (tmp_path / "chat.json").write_text("{not json", encoding="utf-8")
+    conversation, problem = load_conversation(tmp_path)
+    assert conversation.turns == [] and problem is not None
+    kept = list(tmp_path.glob("chat.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == "{not json"
+    assert problem.endswith(f"kept as {kept[0]}")
