@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +29,6 @@ from trainer.serve_protocol import (
 )
 
 GREEDY_LONG = GenerationSettings(temperature=0, max_new_tokens=400)
-
-
-def _gone_within(pid: int, deadline_s: float = 60.0) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +107,19 @@ def test_the_server_stays_warm_and_a_seed_repeats_an_answer(server: ModelServer)
     assert server.alive and server.ready is not None and server.ready.pid == server.pid
 
 
-def test_a_killed_server_is_one_sentence_never_a_hang(trained_chat_job: Path) -> None:
-    with ModelServer(TrainerRuntime(), job_dir=trained_chat_job) as doomed:
+def test_a_killed_server_is_one_sentence_never_a_hang(
+    trained_chat_job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    # Started in offline mode: it gets the offline variables like every trainer child.
+    with ModelServer(TrainerRuntime(offline=True), job_dir=trained_chat_job) as doomed:
         doomed.start(timeout_s=300)
+        assert doomed.pid is not None
+        environ = psutil.Process(doomed.pid).environ()
+        assert environ.get("HF_HUB_OFFLINE") == "1" and environ.get("TRANSFORMERS_OFFLINE") == "1"
         reply = doomed.generate(prompt="count on from 3", adapter=False, settings=GREEDY_LONG)
         assert isinstance(reply.next_event(), TokenEvent)
-        assert doomed.pid is not None
         os.kill(doomed.pid, signal.SIGKILL)
         with pytest.raises(ModelServerError) as caught:
             list(reply)
