@@ -45,6 +45,7 @@ def chat_home(home: Path, trained_chat_job: Path) -> Path:
     return home
 
 
+@pytest.mark.slow  # ~30 s: two model server starts and five turns
 def test_the_chat_panel_answers_side_by_side_and_leaves_no_server(
     qtbot: Any, qloop: Any, chat_home: Path
 ) -> None:
