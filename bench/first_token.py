@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -152,6 +153,7 @@ def main() -> int:
             f"{name:>6}: median {statistics.median(ms):.1f} ms "
             f"(min {ms[0]:.1f}, max {ms[-1]:.1f}; {len(ms)} runs)"
         )
+    shutil.rmtree(work, ignore_errors=True)
     ratio = statistics.median(times["server"]) / statistics.median(times["bare"])
     print(f"ratio vs bare generate: {ratio:.2f}")
     return 0
