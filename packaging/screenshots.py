@@ -15,6 +15,8 @@ long one cancelled after a few steps, then one whose trainer is killed. It saves
     docs/screenshots/invalid-field.png  Learning rate 0: its error, Start disabled, the error list
     docs/screenshots/runpod.png     the RunPod target: GPU candidates with both clouds' prices,
                                     the limits, the estimate per chosen GPU, an orphan banner
+    docs/screenshots/chat.png       the Chat tab on a run trained to learn the demo: base and
+                                    fine-tuned answers side by side
 
 The settings shot uses a private gnome-keyring on a private D-Bus (as the keychain tests do:
 `tests/keychain.py`) holding placeholder keys, so it shows where keys are stored; without
@@ -22,7 +24,7 @@ gnome-keyring / dbus it says why and the dialog shows the keychain problem inste
 
 Without a display it re-runs itself under Xvfb (`xvfb-run`) when installed, else uses Qt's
 offscreen platform. Options: --out DIR (default docs/screenshots), --steps N (default 40),
---scene invalid-field or --scene runpod (that shot alone: no training). The RunPod shot talks
+--scene invalid-field, --scene runpod or --scene chat (that shot alone). The RunPod shot talks
 to the tests' loopback emulator of RunPod (tests/runpod_emulator/: its catalog's three GPU
 types and prices, and a pod no job owns), never to RunPod.
 """
@@ -95,7 +97,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--scene", choices=["all", "invalid-field", "runpod"], default="all")
+    parser.add_argument(
+        "--scene", choices=["all", "invalid-field", "runpod", "chat"], default="all"
+    )
     args = parser.parse_args()
     _ensure_display([str(Path(__file__).resolve()), *sys.argv[1:]])
     out = Path(args.out)
@@ -222,13 +226,39 @@ def main() -> int:
         window.resize(1760, 990)
         await asyncio.sleep(0.5)
 
+    async def shoot_chat() -> None:
+        job_id = await run_job("demo-chat", 60, 1e-2)
+        window.jobs_view.select_job_ids([job_id])
+        panel = window.chat_panel
+        window.log_tabs.setCurrentWidget(panel)
+        window.bottom_split.setSizes([560, 1000])
+        await _until(lambda: panel.send_button.isEnabled(), 60)
+        # Sampled: the tiny demo model's adapter learned the answers' shape (a few numbers
+        # or words, then the end) more than the tasks; greedy, it often ends at once.
+        panel.temperature.setValue(1.0)
+        panel.top_p.setValue(1.0)
+        panel.seed.setValue(5)
+        panel.max_new_tokens.setValue(16)
+        for number, prompt in enumerate(("count on from 41", "reverse: red cat blue"), start=1):
+            panel.prompt_edit.setPlainText(prompt)
+            panel.send_button.click()
+            await _until(lambda n=number: len(panel.conversation.turns) == n, 600)
+        panel.prompt_edit.setPlainText("count on from 7")
+        await asyncio.sleep(1.0)
+        window.grab().save(str(out / "chat.png"))
+
     async def shoot() -> None:
         window.resize(1760, 990)
         window.show()
         await window.start()
         await _until(lambda: window.start_button.isEnabled(), 600)
-        if args.scene in ("invalid-field", "runpod"):
-            await (shoot_invalid_field() if args.scene == "invalid-field" else shoot_runpod())
+        if args.scene in ("invalid-field", "runpod", "chat"):
+            shots_alone = {
+                "invalid-field": shoot_invalid_field,
+                "runpod": shoot_runpod,
+                "chat": shoot_chat,
+            }
+            await shots_alone[args.scene]()
             window.close()
             await window.ops.close()
             await window.service.close()
@@ -278,6 +308,7 @@ def main() -> int:
         settings.close()
         await shoot_invalid_field()
         await shoot_runpod()
+        await shoot_chat()
 
         window.close()
         await window.ops.close()
@@ -299,6 +330,7 @@ def main() -> int:
         "settings.png",
         "invalid-field.png",
         "runpod.png",
+        "chat.png",
     ]
     for name in shots if args.scene == "all" else [f"{args.scene}.png"]:
         print(out / name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -77,6 +78,22 @@ def trained_lora_job(tmp_path_factory: pytest.TempPathFactory, demo_template: Pa
     """The demo trained to the end with LoRA, uninterrupted (shared by train and resume tests)."""
     job = tmp_path_factory.mktemp("lora-run") / "job"
     shutil.copytree(demo_template, job)
+    result = run_trainer_process(job)
+    assert result.returncode == 0, (job / "train.log").read_text(encoding="utf-8")[-3000:]
+    return job
+
+
+@pytest.fixture(scope="session")
+def trained_chat_job(tmp_path_factory: pytest.TempPathFactory, demo_template: Path) -> Path:
+    """The demo with a 10 % eval split, trained 60 steps: its adapter has learned the data
+    (the chat, compare and model server tests talk to it)."""
+    job = tmp_path_factory.mktemp("chat-run") / "job"
+    shutil.copytree(demo_template, job)
+    config_path = job / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["dataset"]["eval_split"] = 0.1
+    config["training"].update(max_steps=60, save_steps=30)
+    config_path.write_text(json.dumps(config), encoding="utf-8")
     result = run_trainer_process(job)
     assert result.returncode == 0, (job / "train.log").read_text(encoding="utf-8")[-3000:]
     return job

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The one builder and the one runner, as `module:qualified name`.
 THE_BUILDER = "desktop.core.runtime:TrainerRuntime.argv"
 THE_RUNNER = "desktop.core.runtime:TrainerRuntime.run_json"
+# The model server (`trainer serve`) is a long-lived child with pipes: its own starter, beside it.
+THE_SERVER_STARTER = "desktop.core.runtime:TrainerRuntime.start_server"
 
 # Calls that start a process, as (module, function).
 _SPAWNERS = {
@@ -269,14 +271,14 @@ def test_only_the_runtime_gateway_runs_trainer_checks() -> None:
     writers, starters = analyse(sources)
     # The analysis is not blind: it follows the local provider's training launch (which it
     # then leaves out) through the runtime's argv and the spawning helper.
-    launches = analyse(sources, exclude_training=False)[1] - {THE_RUNNER}
+    launches = analyse(sources, exclude_training=False)[1] - {THE_RUNNER, THE_SERVER_STARTER}
     assert any(key.startswith("desktop.providers.local.") for key in launches), launches
     assert all(key.startswith("desktop.providers.") for key in launches), launches
     assert writers == {THE_BUILDER}, (
         "write `python -m trainer <check>` only in TrainerRuntime.argv; other copies: "
         f"{sorted(writers - {THE_BUILDER})}"
     )
-    assert starters == {THE_RUNNER}, (
+    assert starters == {THE_RUNNER, THE_SERVER_STARTER}, (
         "run trainer checks only through TrainerRuntime.run_json (doctor, check_data, "
         f"make_demo); other copies: {sorted(starters - {THE_RUNNER})}"
     )

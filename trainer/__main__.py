@@ -1,4 +1,4 @@
-"""`python -m trainer <command>`: run, check-data, doctor, make-demo, export.
+"""`python -m trainer <command>`: run, check-data, doctor, make-demo, export, serve.
 
 Each command lives in its own module and is imported only when asked for, so `check-data`
 and `doctor` start without loading the training stack they do not need.
@@ -14,6 +14,10 @@ _COMMANDS = {
     "doctor": ("trainer.doctor", "Describe this runtime: python -m trainer doctor [--json]"),
     "make-demo": ("trainer.demo", "Write the demo: python -m trainer make-demo DIR [--json]"),
     "export": ("trainer.export", "Merge and/or push: python -m trainer export --job-dir DIR ..."),
+    "serve": (
+        "trainer.serve",
+        "Chat with a job's model: python -m trainer serve --job-dir DIR | --model PATH",
+    ),
 }
 
 

@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from desktop.cli.chat import add_chat_parsers
 from desktop.cli.commands import (
     Context,
     cmd_cancel,
@@ -190,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("runtime", cmd_runtime, "the trainer runtime: setup, status, remove")
     add_runtime_parser(p)
+
+    add_chat_parsers(add)
     return parser
 
 

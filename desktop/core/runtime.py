@@ -6,7 +6,8 @@ interpreter). Everything the app asks of it before a job exists goes through `Tr
 (write the built-in demo). `TrainerRuntime.run_json` is the one function in `desktop/` that
 starts such a check and parses its JSON; `tests/test_one_trainer_runner.py` proves it. A long
 command (`export`: merge, push) goes through it too, streaming its progress lines and stopped
-by a cancel event.
+by a cancel event. `TrainerRuntime.start_server` starts the one long-lived child that is not a
+training run, the model server (`python -m trainer serve`).
 `TrainerRuntime.child_env` is the one recipe for a trainer child's environment (the source
 checkout on PYTHONPATH, the offline variables, the secrets), used for every trainer process,
 the providers' training launches included.
@@ -325,6 +326,31 @@ class TrainerRuntime:
                 )
             raise RuntimeNotReadyError(f"{said}; {_FIX}")
         return data
+
+    def start_server(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start `python -m trainer serve ARGS`: the model server, a long-lived child.
+
+        The other gateway besides `run_json`: the server speaks JSON lines on its stdin and
+        stdout (`trainer.serve_protocol`; `desktop.core.model_server.ModelServer` is the
+        client, which also drains stderr) and exits when its stdin closes. It gets
+        `child_env()`: the source checkout and, in offline mode, the offline variables.
+
+        Raises:
+            RuntimeNotReadyError: no runtime is set up, or its Python cannot be started.
+        """
+        argv = self.argv("serve", *args)
+        try:
+            return subprocess.Popen(  # long-lived; the client owns and reaps it
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.child_env(),
+            )
+        except OSError as exc:
+            raise RuntimeNotReadyError(
+                f"cannot start the trainer runtime {self.python}: {exc.strerror or exc}; {_FIX}"
+            ) from exc
 
     def doctor(self, *, timeout_s: float = 300.0) -> DoctorReport:
         """`trainer doctor --json`: what this runtime has (torch, CUDA, GPUs, libraries).

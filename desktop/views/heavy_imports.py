@@ -29,6 +29,8 @@ HEAVY_MODULES = (
     "desktop.views.config_editor",
     "desktop.views.job_table",
     "desktop.views.log_view",
+    "desktop.views.chat_panel",
+    "desktop.core.chat_session",
     "desktop.views.chart.widget",
     "desktop.views.runs_view",
 )

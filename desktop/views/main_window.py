@@ -14,6 +14,9 @@ Layout:
     left:    ConfigEditor (+ [Preflight…] in its Dataset section)
     right:   job table over (chart | log), in splitters
     status:  offline ● · runtime (from `trainer doctor`) · messages
+
+A little over 600 lines: the wiring of every panel (RunPod, Slurm, chat, runs view, menus) meets
+here; each panel's own work lives in its module.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QWidget,
 )
 
@@ -331,7 +335,13 @@ class MainWindow(QMainWindow):
         from desktop.views.log_view import LogView
 
         self.log_view = LogView(self.state, self)
-        self._replace(self.bottom_split, 1, self.log_view)
+        from desktop.views.chat_panel import ChatPanel  # the Chat tab beside the log
+
+        self.chat_panel = ChatPanel(self.state, self.ops, lambda: self.service.runtime, self)
+        self.log_tabs = QTabWidget(self)
+        self.log_tabs.addTab(self.log_view, "Log")
+        self.log_tabs.addTab(self.chat_panel, "Chat")
+        self._replace(self.bottom_split, 1, self.log_tabs)
         yield "log"
 
         self._fill_toolbar()
@@ -588,6 +598,7 @@ class MainWindow(QMainWindow):
             self.save_last_config()
             if self._is_ready:
                 self.inhibitor.close()
+                self.chat_panel.shutdown()  # no model server outlives the window
             if self._is_ready and self.config_actions.preflight is not None:
                 self.config_actions.preflight.close()
             if self.tray is not None:

@@ -17,6 +17,10 @@ through `JobService.runtime` (`desktop.core.runtime.TrainerRuntime`).
 
 The window's first frame imports this module, so it stays light: asyncio, pydantic, the task
 runner and the keychain are imported when first used (`HEAVY_MODULES` in heavy_imports.py).
+
+Over 600 lines because it is that one door: every core use-case a widget needs (RunPod's
+catalog, runtime setup, model pulls, export, chat, Slurm partitions) has its thin, lazily
+imported wrapper here, and splitting the door would let widgets reach the core another way.
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ from desktop.core.paths import data_home, resource_path
 if TYPE_CHECKING:
     import asyncio
 
+    from desktop.core.chat_session import (
+        ChatSession,
+        Conversation,
+        GenerationSettings,
+        load_conversation,
+        save_conversation,
+    )
     from desktop.core.config_io import PresetInfo
     from desktop.core.dataset_path import DatasetPathCheck
     from desktop.core.models_cache import PullPlan
@@ -54,10 +65,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GPUS",
+    "ChatSession",
     "ConfigError",
+    "Conversation",
     "DatasetPathCheck",
     "FitLevel",
     "FtdeskError",
+    "GenerationSettings",
     "JobEndNotifier",
     "LocalJobsInhibitor",
     "MemoryEstimate",
@@ -81,6 +95,7 @@ __all__ = [
     "job_end_notifier",
     "last_config_path",
     "list_presets",
+    "load_conversation",
     "load_preset",
     "local_jobs_inhibitor",
     "plan_model_pull",
@@ -90,6 +105,7 @@ __all__ = [
     "read_record",
     "resource_path",
     "runtime_blockers",
+    "save_conversation",
     "save_settings",
     "serve_history",
     "show_traceback_dialog",
@@ -100,6 +116,11 @@ __all__ = [
 #: Names served on first use (`__getattr__`): their modules import pydantic, which the
 #: window's first frame must not pay for.
 _LAZY = {
+    "ChatSession": "desktop.core.chat_session",  # the Chat tab's model server and conversation
+    "Conversation": "desktop.core.chat_session",
+    "GenerationSettings": "desktop.core.chat_session",
+    "load_conversation": "desktop.core.chat_session",
+    "save_conversation": "desktop.core.chat_session",
     "DatasetPathCheck": "desktop.core.dataset_path",
     "JobEndNotifier": "desktop.core.notify",
     "LocalJobsInhibitor": "desktop.core.sleep_inhibit",

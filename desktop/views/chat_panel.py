@@ -1,0 +1,418 @@
+"""The Chat tab: talk to the selected job's model, base and fine-tuned answers side by side.
+
+The panel shows one job at a time (the last selected). Send asks both models the same prompt:
+the base (adapter switched off) answers in the left pane, the fine-tuned model in the right,
+each streaming as its tokens arrive. Stop ends both answers, Regenerate asks the last prompt
+again, Copy puts the last turn on the clipboard, and the eval picker fills the prompt with a
+record of the job's eval split. The conversation (system prompt, settings, turns) is saved
+with the job after every turn. The model server starts on the first Send and ends when
+another job is shown or the window closes (`shutdown`); a server that dies is one sentence
+under the panes, and the next Send starts a new one.
+
+All work (the server, the files) goes through `Operations` and the core's `ChatSession`; the
+tokens come from a worker thread through the `token_arrived` signal (a queued connection).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QGuiApplication, QTextCursor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.models import JobState
+from desktop.views import operations
+
+if TYPE_CHECKING:
+    from desktop.views.operations import Operations
+    from desktop.views.state import AppState
+
+__all__ = ["ChatPanel"]
+
+_SIDES = ("base", "tuned")
+
+
+class ChatPanel(QWidget):
+    """Chat with the selected job's model, base and fine-tuned side by side.
+
+    Args:
+        state: the app state (the selection says which job).
+        ops: runs the blocking work.
+        runtime: gives the trainer runtime that starts the model server.
+        parent: the Qt parent.
+
+    Signals:
+        token_arrived(str side, str text): new text of the base or the tuned answer (emitted
+            from a worker thread).
+        turn_finished(): both answers of a turn ended and the conversation was updated.
+        server_failed(str): the model server could not start or died (the sentence).
+    """
+
+    token_arrived = Signal(str, str)
+    turn_finished = Signal()
+    server_failed = Signal(str)
+
+    def __init__(
+        self,
+        state: AppState,
+        ops: Operations,
+        runtime: Callable[[], Any],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._state = state
+        self._ops = ops
+        self._runtime = runtime
+        self.job_id: str | None = None
+        self._job_dir: Any = None
+        self.session: Any = None
+        self.conversation: Any = operations.Conversation()
+        self.answering = False
+        self.loaded = False  # the shown job's saved conversation is read
+        self.eval_records: list[Any] = []
+
+        self.system_edit = QLineEdit(self)
+        self.system_edit.setPlaceholderText("System prompt (optional)")
+        self.temperature = QDoubleSpinBox(self)
+        self.temperature.setRange(0.0, 5.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setToolTip("0 = greedy: the same answer every time")
+        self.top_p = QDoubleSpinBox(self)
+        self.top_p.setRange(0.01, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.max_new_tokens = QSpinBox(self)
+        self.max_new_tokens.setRange(1, 32768)
+        self.seed = QSpinBox(self)
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setSpecialValueText("random")
+        self.eval_picker = QComboBox(self)
+        self.eval_picker.setToolTip("Prompts from the job's eval split")
+        self.eval_picker.activated.connect(self._on_eval_picker_activated)
+
+        self.panes = {side: QPlainTextEdit(self) for side in _SIDES}
+        titles = {"base": QLabel("<b>Base model</b>"), "tuned": QLabel("<b>Fine-tuned</b>")}
+        split = QSplitter(self)
+        for side in _SIDES:
+            pane = self.panes[side]
+            pane.setReadOnly(True)
+            pane.setObjectName(f"chat_{side}")
+            box = QWidget(split)
+            column = QVBoxLayout(box)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.addWidget(titles[side])
+            column.addWidget(pane)
+            split.addWidget(box)
+
+        self.prompt_edit = QPlainTextEdit(self)
+        self.prompt_edit.setPlaceholderText("Ask both models…")
+        self.prompt_edit.setMaximumHeight(70)
+        self.send_button = QPushButton("Send", self)
+        self.stop_button = QPushButton("Stop", self)
+        self.regenerate_button = QPushButton("Regenerate", self)
+        self.copy_button = QPushButton("Copy", self)
+        self.copy_button.setToolTip("Copy the last prompt and both answers")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.copy_button.clicked.connect(self.copy_last_turn)
+        self.status_label = QLabel("", self)
+        self.status_label.setWordWrap(True)
+
+        # Two short rows rather than one long one: the tab shares the log's narrow column, and
+        # its minimum width must not push the window's other panes.
+        form = QFormLayout()
+        form.addRow("System", self.system_edit)
+        form.addRow("Eval prompts", self.eval_picker)
+        self.eval_picker.setMinimumContentsLength(12)
+        self.eval_picker.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        settings = QGridLayout()
+        for index, (label, widget) in enumerate(
+            (
+                ("Temperature", self.temperature),
+                ("Top-p", self.top_p),
+                ("Max new tokens", self.max_new_tokens),
+                ("Seed", self.seed),
+            )
+        ):
+            settings.addWidget(QLabel(label, self), index // 2, (index % 2) * 2)
+            settings.addWidget(widget, index // 2, (index % 2) * 2 + 1)
+        settings.setColumnStretch(4, 1)
+        buttons = QVBoxLayout()
+        for button in (self.send_button, self.stop_button, self.regenerate_button):
+            buttons.addWidget(button)
+        buttons.addWidget(self.copy_button)
+        ask = QHBoxLayout()
+        ask.addWidget(self.prompt_edit, 1)
+        ask.addLayout(buttons)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(settings)
+        layout.addWidget(split, 1)
+        layout.addLayout(ask)
+        layout.addWidget(self.status_label)
+
+        self.token_arrived.connect(self._on_token_arrived)
+        state.selection_changed.connect(self._on_state_selection_changed)
+        state.row_changed.connect(self._on_state_row_changed)
+        self._show_settings(self.conversation)
+        self._update_buttons()
+
+    # -- which job --------------------------------------------------------------------------
+
+    def _on_state_selection_changed(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.set_job(job_ids[-1])
+
+    def set_job(self, job_id: str) -> None:
+        """Show `job_id`'s chat (its saved conversation); its model loads on the first Send."""
+        job = self._state.job(job_id)
+        if job is None:
+            return
+        if job_id == self.job_id:
+            if not self.loaded and job.state is JobState.COMPLETED:
+                self._load(job)  # it completed while shown
+            return
+        session, self.session = self.session, None
+        self.answering = False
+        if session is not None:  # its answer, if any, ends with "closed": ignored as stale
+            self._ops.run_in_thread("chat: end the model server", session.close)
+        self.job_id, self._job_dir = job_id, job.job_dir
+        self.eval_records = []
+        self.eval_picker.clear()
+        self.loaded = False
+        self.conversation = operations.Conversation()
+        self._render()
+        if job.state is not JobState.COMPLETED:
+            self._say("this job has no finished model yet; its chat opens once it completes")
+        else:
+            self._load(job)
+        self._update_buttons()
+
+    def _load(self, job: Any) -> None:
+        self._say("")
+        self._ops.run_in_thread(
+            f"chat: open the saved conversation of {job.id}",
+            operations.load_conversation,
+            job.job_dir,
+            on_done=functools.partial(self._on_loaded, job.id),
+        )
+
+    def _on_state_row_changed(self, row: int) -> None:
+        if self.job_id is not None and self._state.job_at(row).id == self.job_id:
+            self.set_job(self.job_id)
+
+    def _on_loaded(self, job_id: str, loaded: tuple[Any, str | None]) -> None:
+        if job_id != self.job_id:
+            return
+        self.conversation, problem = loaded
+        self.loaded = True
+        self._show_settings(self.conversation)
+        self._render()
+        if problem:
+            self._say(problem)
+        self._update_buttons()
+
+    def _ready_to_chat(self) -> bool:
+        job = self._state.job(self.job_id) if self.job_id else None
+        return self.loaded and job is not None and job.state is JobState.COMPLETED
+
+    # -- asking -----------------------------------------------------------------------------
+
+    def send(self) -> None:
+        """Ask both models the prompt in the edit box."""
+        prompt = self.prompt_edit.toPlainText().strip()
+        if not prompt or self.answering or not self._ready_to_chat():
+            return
+        self.prompt_edit.clear()
+        self._ask(prompt)
+
+    def regenerate(self) -> None:
+        """Ask the last prompt again (its answers are replaced)."""
+        if self.answering or not self.conversation.turns:
+            return
+        last = self.conversation.turns.pop()
+        self._render()
+        self._ask(last.prompt)
+
+    def stop(self) -> None:
+        """Stop both answers (the server sends at most one more token)."""
+        if self.session is not None and self.answering:
+            self._ops.run_in_thread("chat: stop", self.session.stop)
+
+    def copy_last_turn(self) -> None:
+        """Put the last prompt and both answers on the clipboard."""
+        if not self.conversation.turns:
+            return
+        turn = self.conversation.turns[-1]
+        text = f"Prompt: {turn.prompt}\n\nBase model:\n{turn.base}\n\nFine-tuned:\n{turn.tuned}\n"
+        QGuiApplication.clipboard().setText(text)
+
+    def _ask(self, prompt: str) -> None:
+        try:
+            self.conversation = self.conversation.model_copy(
+                update={"system": self.system_edit.text(), "settings": self._settings()}
+            )
+        except ValueError as exc:
+            self._say(f"generation settings: {exc}")
+            return
+        self.answering = True
+        self._update_buttons()
+        for side in _SIDES:
+            self._append(side, ("\n\n" if self.conversation.turns else "") + f"You: {prompt}\n")
+        if self.session is None:
+            self._say("loading the model…")
+            self.session = session = operations.ChatSession(self._runtime(), self._job_dir)
+            self._ops.run_in_thread(
+                "chat: load the model",
+                session.start,
+                on_done=lambda _ready: self._on_session_started(session, prompt),
+                on_error=lambda exc: self._on_server_error(session, exc),
+                quiet=True,
+            )
+            return
+        self._run_turn(self.session, prompt)
+
+    def _on_session_started(self, session: Any, prompt: str) -> None:
+        if session is not self.session:
+            return  # another job is shown now
+        self._say(f"model server ready (pid {session.pid})")
+        self._ops.run_in_thread(
+            "chat: eval prompts",
+            session.eval_prompts,
+            on_done=lambda records: self._on_eval_prompts(session, records),
+            on_error=lambda exc: self._on_server_error(session, exc),
+            quiet=True,
+        )
+        self._run_turn(session, prompt)
+
+    def _run_turn(self, session: Any, prompt: str) -> None:
+        self._ops.run_in_thread(
+            "chat: answer",
+            session.ask,
+            self.conversation,
+            prompt,
+            self.token_arrived.emit,
+            on_done=lambda turn: self._on_turn_done(session, turn),
+            on_error=lambda exc: self._on_server_error(session, exc),
+            quiet=True,
+        )
+
+    def _on_token_arrived(self, side: str, text: str) -> None:
+        self._append(side, text)
+
+    def _on_turn_done(self, session: Any, turn: Any) -> None:
+        if session is not self.session:
+            return
+        self.answering = False
+        self.conversation.turns.append(turn)
+        if "stopped" in (turn.base_end, turn.tuned_end):
+            self._say("stopped")
+        self._render()
+        self._update_buttons()
+        self._ops.run_in_thread(
+            "chat: save",
+            operations.save_conversation,
+            self._job_dir,
+            self.conversation.model_copy(deep=True),
+        )
+        self.turn_finished.emit()
+
+    def _on_server_error(self, session: Any, exc: BaseException) -> None:
+        if session is not self.session:
+            return  # a server this panel already let go of
+        self.answering = False
+        sentence = str(exc)
+        self._say(sentence)
+        session, self.session = self.session, None
+        if session is not None:  # the next Send starts a fresh one
+            self._ops.run_in_thread("chat: end the model server", session.close)
+        self._render()
+        self._update_buttons()
+        self.server_failed.emit(sentence)
+
+    def _on_eval_prompts(self, session: Any, records: list[Any]) -> None:
+        if session is not self.session:
+            return
+        self.eval_records = records
+        self.eval_picker.clear()
+        if not records:
+            self.eval_picker.addItem("(no eval split)")
+            return
+        self.eval_picker.addItem(f"Prompts from the eval split ({len(records)})…")
+        for record in records:
+            self.eval_picker.addItem(record.messages[-1].content[:80])
+
+    def _on_eval_picker_activated(self, index: int) -> None:
+        if 1 <= index <= len(self.eval_records):
+            self.prompt_edit.setPlainText(self.eval_records[index - 1].messages[-1].content)
+
+    # -- showing ----------------------------------------------------------------------------
+
+    def _settings(self) -> Any:
+        seed = self.seed.value()
+        return operations.GenerationSettings(
+            temperature=round(self.temperature.value(), 2),
+            top_p=round(self.top_p.value(), 2),
+            max_new_tokens=self.max_new_tokens.value(),
+            seed=None if seed < 0 else seed,
+        )
+
+    def _show_settings(self, conversation: Any) -> None:
+        s = conversation.settings
+        self.system_edit.setText(conversation.system)
+        self.temperature.setValue(s.temperature)
+        self.top_p.setValue(s.top_p)
+        self.max_new_tokens.setValue(s.max_new_tokens)
+        self.seed.setValue(-1 if s.seed is None else s.seed)
+
+    def _render(self) -> None:
+        for side in _SIDES:
+            parts = []
+            for turn in self.conversation.turns:
+                end = " [stopped]" if getattr(turn, f"{side}_end") == "stopped" else ""
+                parts.append(f"You: {turn.prompt}\n{getattr(turn, side)}{end}")
+            self.panes[side].setPlainText("\n\n".join(parts))
+
+    def _append(self, side: str, text: str) -> None:
+        pane = self.panes[side]
+        cursor = pane.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(text)
+        pane.setTextCursor(cursor)
+        pane.ensureCursorVisible()
+
+    def _say(self, sentence: str) -> None:
+        self.status_label.setText(sentence)
+
+    def _update_buttons(self) -> None:
+        ready = self._ready_to_chat()
+        self.send_button.setEnabled(ready and not self.answering)
+        self.regenerate_button.setEnabled(ready and not self.answering)
+        self.stop_button.setEnabled(self.answering)
+        self.copy_button.setEnabled(bool(self.conversation.turns))
+
+    def shutdown(self) -> None:
+        """End the model server now (blocking: the window is closing or shows another job)."""
+        session, self.session = self.session, None
+        self.answering = False
+        if session is not None:
+            session.close()
