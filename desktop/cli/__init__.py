@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from desktop.cli.clusters import add_clusters_parser, cmd_clusters
 from desktop.cli.commands import (
     Context,
     cmd_cancel,
@@ -39,6 +40,7 @@ from desktop.cli.commands import (
 from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
+from desktop.cli.slurm_flags import add_slurm_flags
 from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="print progress until it ends")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     add_runpod_flags(p)
+    add_slurm_flags(p)
 
     p = add("jobs", cmd_jobs, "list jobs")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -148,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POD_ID",
         help="re-link the unknown job a running pod is named for to that pod",
     )
+
+    p = add("clusters", cmd_clusters, "Slurm clusters: add, list, remove, test")
+    add_clusters_parser(p)
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")
