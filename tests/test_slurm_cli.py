@@ -220,3 +220,59 @@ def test_slurm_clusters_test_refuses_an_unknown_host_key(
     assert err.startswith(f"error: the host key of [127.0.0.1]:{ssh.port} is not known")
     assert "accept it once with: ssh -p" in err and err.count("\n") == 1
     assert empty.read_text(encoding="utf-8") == ""  # never accepted
+
+
+def test_slurm_a_key_with_a_passphrase_from_the_keychain(
+    cluster: tuple[SlurmCluster, SshServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    import keyring
+    from test_secrets import MemoryKeyring
+
+    from desktop.core.runtime import TrainerRuntime
+    from desktop.providers.base import ProviderContext
+    from desktop.providers.slurm.provider import build_slurm_provider
+
+    _, ssh = cluster
+    monkeypatch.setenv("FTDESK_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FTDESK_SSH_PASSPHRASE", raising=False)
+    monkeypatch.setattr(keyring.core, "_keyring_backend", MemoryKeyring())
+    locked = tmp_path / "id_locked"
+    subprocess.run(
+        # PEM: asyncssh decrypts it with `cryptography`; OpenSSH's own format needs bcrypt.
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-m", "PEM", "-N", "pass-phrase-SENTINEL", "-f",
+         str(locked)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    authorized = ssh.root / "authorized_keys"
+    authorized.write_text(authorized.read_text() + (tmp_path / "id_locked.pub").read_text())
+    assert main(add_args(ssh, tmp_path / "work", "--key-file", str(locked))) == 0
+    capsys.readouterr()
+
+    # Not stored yet: the key cannot be read, and the sentence says how to store it.
+    assert main(["clusters", "test", "lab"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: cannot read the SSH key {locked}")
+    assert err.rstrip().endswith("store its passphrase with finetune-desk keys set ssh_passphrase")
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("pass-phrase-SENTINEL\n"))
+    assert main(["keys", "set", "ssh_passphrase"]) == 0
+    assert "ssh_passphrase: stored in" in capsys.readouterr().out
+    assert main(["clusters", "test", "lab"]) == 0
+    assert capsys.readouterr().out.startswith("ssh       ok    logged in to root@127.0.0.1")
+    # The provider's factory reads it too (a profile with a key file), and only then.
+    context = ProviderContext(load_settings(), tmp_path / "home", TrainerRuntime())
+    assert build_slurm_provider(context)._passphrase == "pass-phrase-SENTINEL"
+    no_key = context.settings.slurm.clusters["lab"].model_copy(update={"key_file": None})
+    bare = context.settings.model_copy(update={"slurm": SlurmOptions(clusters={"lab": no_key})})
+    assert (
+        build_slurm_provider(ProviderContext(bare, tmp_path, TrainerRuntime()))._passphrase is None
+    )
+    # Never written to a file of the app's.
+    for path in (tmp_path / "home").rglob("*"):
+        assert not path.is_file() or b"pass-phrase-SENTINEL" not in path.read_bytes()

@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("keys", cmd_keys, "keychain secrets: set, status, delete")
     p.add_argument("action", choices=("set", "status", "delete"))
     p.add_argument(
-        "name", nargs="?", metavar="NAME", help="runpod_api_key, hf_token or wandb_api_key"
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="runpod_api_key, hf_token, wandb_api_key or ssh_passphrase",
     )
 
     add("repair", cmd_repair, "rebuild a damaged job database from the job folders")

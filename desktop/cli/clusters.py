@@ -218,4 +218,6 @@ def _test(ctx: Any) -> int:
 
 
 def _passphrase(profile: ClusterProfile) -> str | None:
-    return None
+    from desktop.providers.slurm.keys import ssh_passphrase
+
+    return ssh_passphrase([profile])

@@ -483,5 +483,9 @@ def _sha256(path: Path) -> str:
 
 
 def build_slurm_provider(context: ProviderContext) -> SlurmProvider:
-    """The registry's factory: a Slurm provider from the app's context."""
-    return SlurmProvider(context)
+    """The registry's factory: a Slurm provider from the app's context, with the SSH key's
+    passphrase from the keychain when a cluster profile names a key file."""
+    from desktop.providers.slurm.keys import ssh_passphrase
+
+    passphrase = ssh_passphrase(context.settings.slurm.clusters.values())
+    return SlurmProvider(context, passphrase=passphrase)
