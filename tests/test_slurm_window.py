@@ -163,3 +163,34 @@ def test_slurm_job_details_show_the_slurm_job_id_and_queue_reason(
     )
     state.set_selected_job_ids(["l1"])
     assert details.isHidden()  # a local job has no Slurm details
+
+
+def test_slurm_window_target_reaches_the_next_launchs_settings(
+    cluster: tuple[SlurmCluster, SshServer], qtbot: Any, qloop: Any, home: Path, tmp_path: Path
+) -> None:
+    from desktop.models import load_settings
+    from desktop.views.app import build_window
+
+    _, ssh = cluster
+    settings = Settings(slurm=SlurmOptions(clusters={"lab": lab(ssh, tmp_path / "work")}))
+    window = build_window(settings=settings, check_runtime=False)
+    qtbot.addWidget(window)
+
+    async def body() -> None:
+        window.show()
+        await window.start()
+        combo = window.target_combo  # the toolbar's, a copy of the editor's targets
+        assert combo.findData("slurm") >= 0
+        combo.setCurrentIndex(combo.findData("slurm"))
+        assert window.editor.launch_target() == "slurm" and window.slurm_panel.isVisible()
+        await until(lambda: window.slurm_panel.partition_combo.count() > 0, 60)
+        window.slurm_panel.nodes_spin.setValue(2)
+        await until(lambda: load_settings().slurm.nodes == 2, 30)  # saved off the GUI thread
+        window.close()
+        await window.ops.close()
+        await window.service.close()
+
+    run(qloop, body())
+    chosen = window.service.settings.slurm  # what the next launch is submitted with
+    assert (chosen.cluster, chosen.partition, chosen.nodes) == ("lab", "debug", 2)
+    assert window.settings.slurm == chosen
