@@ -172,6 +172,7 @@ def test_slurm_clusters_add_list_test_and_a_run_that_completes(
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and [p["name"] for p in report["partitions"]] == ["debug"]
     assert report["doctor"]["ok"] and report["doctor"]["executable"] == sys.executable
+    assert not (work / "ftdesk-doctor").exists()  # the doctor's upload is gone again
 
     # The one training of this module: `run --provider slurm --cluster lab --follow`, in its
     # own process as a person runs it, to completed (exit 0).

@@ -1,7 +1,8 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor, repair, pods. `--json` prints machine-readable output.
+metrics, validate, check-data, keys, doctor, repair, pods, clusters. `--json` prints
+machine-readable output.
 Expected errors print one sentence naming the field, line or value and exit with the error's
 code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
 (`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of

@@ -22,7 +22,7 @@ from trainer.reports import DoctorReport
 
 __all__ = ["DOCTOR_DIR", "Partition", "parse_sinfo", "partitions", "remote_doctor"]
 
-DOCTOR_DIR = "ftdesk-doctor"  # inside the profile's work folder; replaced at each test
+DOCTOR_DIR = "ftdesk-doctor"  # inside the profile's work folder, removed after the doctor
 SINFO = "sinfo -h -o '%P|%a|%D|%T'"
 
 
@@ -98,6 +98,7 @@ async def remote_doctor(session: SshSession) -> DoctorReport:
     await session.run(f"tar -xzf {q(folder)}/trainer.tar.gz -C {q(folder)}/src")
     command = f"cd {q(folder)} && PYTHONPATH=src {q(profile.python)} -m trainer doctor --json"
     done = await session.run(command, check=False, timeout=300.0)
+    await session.run(f"rm -rf {q(folder)}", check=False)  # nothing left behind on the cluster
     try:
         return DoctorReport.parse(_last_json(done.stdout))
     except ValueError:
