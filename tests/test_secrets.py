@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from desktop.core.errors import SecretStoreError
 from desktop.core.redaction import install_redaction, redact, register_secret, uninstall_redaction
+from desktop.core.secret_names import TRAINER_SECRETS
 from desktop.core.secrets import InvalidSecretError, SecretName, SecretStore
 
 pytest_plugins = ["keychain"]
@@ -493,8 +494,28 @@ def test_empty_value_is_refused() -> None:
 
 
 def test_names_map_to_trainer_and_override_variables() -> None:
-    assert {n.value: (n.trainer_env_var, n.override_env_var) for n in SecretName} == {
+    assert {n.value: (n.trainer_env_var, n.override_env_var) for n in TRAINER_SECRETS} == {
         "runpod_api_key": ("RUNPOD_API_KEY", "FTDESK_RUNPOD_API_KEY"),
         "hf_token": ("HF_TOKEN", "FTDESK_HF_TOKEN"),
         "wandb_api_key": ("WANDB_API_KEY", "FTDESK_WANDB_API_KEY"),
     }
+    # The SSH key's passphrase is the app's own: every other name is a trainer's.
+    assert set(SecretName) - set(TRAINER_SECRETS) == {SecretName.SSH_PASSPHRASE}
+    assert SecretName.SSH_PASSPHRASE.override_env_var == "FTDESK_SSH_PASSPHRASE"
+
+
+def test_the_ssh_passphrase_never_reaches_a_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    store = SecretStore()
+    store.set("ssh_passphrase", "pass-SENTINEL-for-ssh")
+    store.set("hf_token", "hf_SENTINELSENTINEL")
+    monkeypatch.setenv("FTDESK_WANDB_API_KEY", "wandb-SENTINEL")
+    env = store.trainer_env()
+    assert env == {"HF_TOKEN": "hf_SENTINELSENTINEL", "WANDB_API_KEY": "wandb-SENTINEL"}
+    assert "pass-SENTINEL-for-ssh" not in env.values()
+    with pytest.raises(InvalidSecretError, match="ssh_passphrase is the app's own secret"):
+        store.trainer_env(["hf_token", "ssh_passphrase"])
+    # The app itself reads it (the Slurm provider's factory).
+    got = store.get(SecretName.SSH_PASSPHRASE)
+    assert got is not None and got.get_secret_value() == "pass-SENTINEL-for-ssh"

@@ -1,8 +1,8 @@
 """`finetune-desk`: the app's services without a window.
 
 Everything the window can launch or inspect, a script can too: run, jobs, show, logs, cancel,
-metrics, validate, check-data, keys, doctor, runtime, repair, pods, spend. `--json` prints
-machine-readable output.
+metrics, validate, check-data, keys, doctor, runtime, repair, pods, spend, clusters, models,
+export, chat, compare. `--json` prints machine-readable output.
 Expected errors print one sentence naming the field, line or value and exit with the error's
 code (2 for bad input); `finetune-desk` alone opens the window. Output into a pipe that closed early
 (`metrics JOB | head`) ends quietly with exit 141, as a shell tool killed by SIGPIPE would. Of
@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from desktop.cli.chat import add_chat_parsers
+from desktop.cli.clusters import add_clusters_parser, cmd_clusters
 from desktop.cli.commands import (
     Context,
     cmd_cancel,
@@ -45,6 +46,7 @@ from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
 from desktop.cli.runtime import add_runtime_parser, cmd_runtime
 from desktop.cli.spend import cmd_spend
+from desktop.cli.slurm_flags import add_slurm_flags
 from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="check and print the estimate; create nothing"
     )
     add_runpod_flags(p)
+    add_slurm_flags(p)
 
     p = add("jobs", cmd_jobs, "list jobs")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -143,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("keys", cmd_keys, "keychain secrets: set, status, delete")
     p.add_argument("action", choices=("set", "status", "delete"))
     p.add_argument(
-        "name", nargs="?", metavar="NAME", help="runpod_api_key, hf_token or wandb_api_key"
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="runpod_api_key, hf_token, wandb_api_key or ssh_passphrase",
     )
 
     add("repair", cmd_repair, "rebuild a damaged job database from the job folders")
@@ -185,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("spend", cmd_spend, "what this month's RunPod pods cost, against the monthly cap")
     p.add_argument("--month", metavar="YYYY-MM", help="another month (default: this one)")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("clusters", cmd_clusters, "Slurm clusters: add, list, remove, test")
+    add_clusters_parser(p)
 
     p = add("doctor", cmd_doctor, "describe this installation and the trainer runtime")
     p.add_argument("--json", action="store_true", help="the trainer's report as JSON")

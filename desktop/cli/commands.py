@@ -24,6 +24,7 @@ from desktop.cli.output import (
     table,
 )
 from desktop.cli.runpod_run import runpod_preflight
+from desktop.cli.slurm_flags import slurm_settings
 from desktop.core.errors import ConfigError, FtdeskError, RuntimeNotReadyError
 from desktop.core.job_dirs import resume_point
 from desktop.core.runtime import TrainerRuntime
@@ -196,6 +197,7 @@ def cmd_run(ctx: Context) -> int:
     if ns.force and not ns.resume:
         raise ConfigError("run: --force only applies to --resume JOB")
     ctx.settings = runpod_preflight(ns, ctx.settings)  # --gpu, --budget: this run only
+    ctx.settings = slurm_settings(ns, ctx.settings)  # --cluster, --nodes, ...: this run only
 
     async def go() -> int:
         service = ctx.service()

@@ -1,8 +1,9 @@
 """The secrets the app knows by name, and what a person is told about one.
 
-`SecretName` is the closed list (RunPod API key, Hugging Face token, W&B API key) with the
-environment variable each becomes in a trainer process; `SecretStatus` says where a value
-comes from without ever holding it.
+`SecretName` is the closed list (RunPod API key, Hugging Face token, W&B API key, SSH key
+passphrase) with the environment variable each trainer secret becomes in a trainer process
+(`TRAINER_SECRETS`; the SSH passphrase is the app's own, never a trainer's); `SecretStatus`
+says where a value comes from without ever holding it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pydantic import BaseModel, ConfigDict
 
 from desktop.core.errors import FtdeskError
 
-__all__ = ["InvalidSecretError", "SecretName", "SecretStatus", "parse_secret_name"]
+__all__ = [
+    "TRAINER_SECRETS",
+    "InvalidSecretError",
+    "SecretName",
+    "SecretStatus",
+    "parse_secret_name",
+]
 
 # The trainer reads these; FTDESK_<NAME> is the session-only override the app reads.
 _TRAINER_ENV = {
@@ -26,6 +33,7 @@ _LABELS = {
     "runpod_api_key": "RunPod API key",
     "hf_token": "Hugging Face token",
     "wandb_api_key": "Weights & Biases API key",
+    "ssh_passphrase": "SSH key passphrase",
 }
 
 
@@ -36,11 +44,22 @@ class SecretName(enum.StrEnum):
     RUNPOD_API_KEY = "runpod_api_key"
     HF_TOKEN = "hf_token"
     WANDB_API_KEY = "wandb_api_key"
+    SSH_PASSPHRASE = "ssh_passphrase"  # the Slurm provider's key file; never a trainer's
 
     @property
     def trainer_env_var(self) -> str:
-        """The environment variable a trainer process gets the value in (e.g. ``HF_TOKEN``)."""
-        return _TRAINER_ENV[self.value]
+        """The environment variable a trainer process gets the value in (e.g. ``HF_TOKEN``).
+
+        Raises:
+            InvalidSecretError: the secret is the app's own (the SSH key's passphrase) and never
+                reaches a trainer process.
+        """
+        try:
+            return _TRAINER_ENV[self.value]
+        except KeyError:
+            raise InvalidSecretError(
+                f"{self.value} is the app's own secret; it is never given to a trainer process"
+            ) from None
 
     @property
     def override_env_var(self) -> str:
@@ -51,6 +70,10 @@ class SecretName(enum.StrEnum):
     def label(self) -> str:
         """A name for people (e.g. "Hugging Face token")."""
         return _LABELS[self.value]
+
+
+# The secrets a trainer process may get as environment variables (the default of trainer_env).
+TRAINER_SECRETS = tuple(n for n in SecretName if n.value in _TRAINER_ENV)
 
 
 class InvalidSecretError(FtdeskError, ValueError):

@@ -1,7 +1,8 @@
 """API keys in the operating system's keychain, through `keyring`.
 
-Three secrets are known (:class:`SecretName`): ``runpod_api_key``, ``hf_token`` and
-``wandb_api_key``. They are stored under the service name ``finetune-desk`` with the secret's
+Four secrets are known (:class:`SecretName`): ``runpod_api_key``, ``hf_token``,
+``wandb_api_key`` and ``ssh_passphrase`` (the Slurm provider's key file; the one never given to
+a trainer process). They are stored under the service name ``finetune-desk`` with the secret's
 name as the user name, so ``secret-tool lookup service finetune-desk username hf_token`` finds
 one on Linux.
 
@@ -50,6 +51,7 @@ from desktop.core.keychain_backends import (
 )
 from desktop.core.redaction import redact, register_secret
 from desktop.core.secret_names import (
+    TRAINER_SECRETS,
     InvalidSecretError,
     SecretName,
     SecretStatus,
@@ -365,7 +367,8 @@ class SecretStore:
         into a child process's environment. All names are read in one keychain call.
 
         Args:
-            names: which secrets (default: all); unknown names raise :class:`InvalidSecretError`.
+            names: which secrets (default: every trainer secret); an unknown name, or the SSH
+                passphrase (never a trainer's), raises :class:`InvalidSecretError`.
             strict: raise :class:`SecretStoreError` when the keychain cannot be used or a secret
                 is not set. Otherwise secrets that are not set are left out, and a broken
                 keychain is logged as a warning and only ``FTDESK_<NAME>`` values are used.
@@ -441,8 +444,10 @@ class SecretStore:
     def _env_overrides(
         self, names: Iterable[str | SecretName] | None
     ) -> tuple[tuple[SecretName, ...], dict[str, str]]:
-        chosen: Iterable[str | SecretName] = SecretName if names is None else names
+        chosen: Iterable[str | SecretName] = TRAINER_SECRETS if names is None else names
         wanted = tuple(dict.fromkeys(parse_secret_name(n) for n in chosen))
+        for name in wanted:
+            _ = name.trainer_env_var  # the SSH passphrase is refused here, before any read
         found: dict[str, str] = {}
         for name in wanted:
             value = self._env_value(name)

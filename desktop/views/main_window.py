@@ -311,6 +311,13 @@ class MainWindow(QMainWindow):
         self.close_guard = CloseGuard(self)
         dataset_section: Any = self.editor.section("Dataset")
         dataset_section.form.addRow("", self.preflight_button)
+        from desktop.views.slurm_panel import SlurmJobDetails, SlurmPanel
+
+        self.slurm_panel = SlurmPanel(self.settings, self.ops, self.editor)
+        self.slurm_panel.install(self.editor)  # the "Slurm" target and its options
+        self.slurm_panel.options_changed.connect(
+            lambda o: self.apply_settings(self.settings.model_copy(update={"slurm": o}))
+        )
         self._replace(self.main_split, 0, self.editor)
         from desktop.views.runpod_panel import install_runpod
 
@@ -320,6 +327,7 @@ class MainWindow(QMainWindow):
         from desktop.views.job_table import JobTableView
 
         self.jobs_view = JobTableView(self.state, self)
+        self.slurm_details = SlurmJobDetails.below(self.jobs_view, self.state)
         self._replace(self.right_split, 0, self.jobs_view)
         yield "jobs"
 

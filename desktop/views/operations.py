@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from desktop.core.service import JobService
     from desktop.core.sleep_inhibit import LocalJobsInhibitor
     from desktop.core.tasks import TaskRunner
-    from desktop.models import Job, Settings
+    from desktop.models import ClusterProfile, Job, Settings
     from desktop.views.state import AppState
     from trainer.config import TrainingConfig
     from trainer.reports import DoctorReport
@@ -613,6 +613,29 @@ def cloud_job_limits(job: Job) -> str:
     budget = "not set" if amount is None else f"${amount}"
     runtime = "not recorded" if record is None else f"{record.max_runtime_s / 3600:g} h"
     return f"budget {budget}, max runtime {runtime}"
+
+
+async def slurm_partitions(profile: ClusterProfile) -> list[tuple[str, str]]:
+    """The cluster's partitions from `sinfo` over SSH, as (name, description) pairs, the
+    default partition first (the passphrase of a key file from the keychain).
+
+    Raises:
+        ProviderError: SSH or `sinfo` failed; the message says which and what to do.
+    """
+    import asyncio
+
+    from desktop.providers.slurm.keys import ssh_passphrase
+    from desktop.providers.slurm.probe import partitions
+    from desktop.providers.slurm.ssh import SshSession
+
+    passphrase = await asyncio.to_thread(ssh_passphrase, [profile])
+    session = SshSession(profile, passphrase, retry_s=10.0)
+    try:
+        found = await partitions(session)
+    finally:
+        await session.aclose()
+    found.sort(key=lambda p: not p.default)
+    return [(p.name, p.describe()) for p in found]
 
 
 async def cancel_jobs(service: JobService, job_ids: Iterable[str]) -> list[str]:

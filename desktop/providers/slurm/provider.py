@@ -48,14 +48,14 @@ from desktop.providers.slurm.records import SlurmRecord, load_slurm_record, save
 from desktop.providers.slurm.ssh import SshSession
 from trainer.protocol import EVENTS_FILE
 
-__all__ = ["SlurmProvider", "build_slurm_provider"]
+__all__ = ["SlurmProvider", "build_slurm_provider", "trainer_bundle"]
 
 log = logging.getLogger(__name__)
 
 _MIRROR_PIECE = 4 << 20
 
 
-def _trainer_bundle() -> bytes:
+def trainer_bundle() -> bytes:
     """The app's own trainer package as a .tar.gz (no caches)."""
     import tarfile
 
@@ -179,7 +179,7 @@ class SlurmProvider:
         config = await self._remote_config(job, session, remote, plan)
         with tempfile.TemporaryDirectory(prefix="ftdesk-slurm-") as scratch:
             bundle = Path(scratch) / "trainer.tar.gz"
-            bundle.write_bytes(await asyncio.to_thread(_trainer_bundle))
+            bundle.write_bytes(await asyncio.to_thread(trainer_bundle))
             await session.put(bundle, f"{remote}/trainer.tar.gz")
             cfg_file = Path(scratch) / "config.json"
             cfg_file.write_text(config, encoding="utf-8")
@@ -548,5 +548,9 @@ def _sha256(path: Path) -> str:
 
 
 def build_slurm_provider(context: ProviderContext) -> SlurmProvider:
-    """The registry's factory: a Slurm provider from the app's context."""
-    return SlurmProvider(context)
+    """The registry's factory: a Slurm provider from the app's context, with the SSH key's
+    passphrase from the keychain when a cluster profile names a key file."""
+    from desktop.providers.slurm.keys import ssh_passphrase
+
+    passphrase = ssh_passphrase(context.settings.slurm.clusters.values())
+    return SlurmProvider(context, passphrase=passphrase)

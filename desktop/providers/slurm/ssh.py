@@ -114,6 +114,14 @@ class SshSession:
                 f"cannot read the SSH key {p.key_file}: {exc}; store its passphrase with "
                 "finetune-desk keys set ssh_passphrase"
             ) from None
+        except asyncssh.KeyEncryptionError as exc:
+            # OpenSSH-format encrypted keys need bcrypt (asyncssh's optional extra); a wrong
+            # passphrase also lands here.
+            raise AuthError(
+                f"cannot decrypt the SSH key {p.key_file} ({exc}): check the passphrase stored "
+                "with finetune-desk keys set ssh_passphrase; a key in OpenSSH's format needs "
+                f"the bcrypt package, or convert it with: ssh-keygen -p -m PEM -f {p.key_file}"
+            ) from None
 
     def _host_key_sentence(self, detail: str) -> str:
         p = self.profile
