@@ -37,7 +37,7 @@ def _feed(state: AppState, job_id: str, n: int = N, lr: float = 5e-4, gpu: bool 
     add(job_id, "samples_per_second", steps, 8.0 + steps % 2, times)
     add(job_id, "train_tokens_per_second", steps, 4000.0 + 10 * (steps % 5), times)
     if gpu:
-        add(job_id, "gpu_memory_gb", steps, 12.0 + 0 * steps, times)
+        add(job_id, "peak_gpu_memory_mb", steps, 12000.0 + 0 * steps, times)
         add(job_id, "gpu_utilization", steps, 90.0 + steps % 7, times)
 
 

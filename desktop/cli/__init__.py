@@ -45,8 +45,8 @@ from desktop.cli.output import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from desktop.cli.pods import cmd_pods
 from desktop.cli.runpod_flags import add_runpod_flags
 from desktop.cli.runtime import add_runtime_parser, cmd_runtime
-from desktop.cli.spend import cmd_spend
 from desktop.cli.slurm_flags import add_slurm_flags
+from desktop.cli.spend import cmd_spend
 from desktop.core.errors import ConfigError, FtdeskError
 
 __all__ = ["build_parser", "main"]

@@ -8,7 +8,7 @@ show (no throughput logged, no GPU sampled, grad norm switched off) is hidden an
 height to the others.
 
 Series are read by name: a metric the trainer starts to log later (trained tokens per second,
-GPU memory) appears in its panel without a change here.
+peak GPU memory) appears in its panel without a change here.
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ PANELS: tuple[PanelSpec, ...] = (
         ("samples_per_second",),
         "samples/s",
     ),
-    PanelSpec("gpu", "GPU memory (GB)", ("gpu_memory_gb",), ("gpu_utilization",), "GPU util (%)"),
+    PanelSpec(
+        "gpu", "peak GPU memory (MB)", ("peak_gpu_memory_mb",), ("gpu_utilization",), "GPU util (%)"
+    ),
 )
 """The panels, top to bottom. Throughput and GPU series are whatever the store holds under
-these names (`train_tokens_per_second` comes from the trainer's throughput metric; GPU memory
-and utilisation are sampled by the trainer when it has a GPU)."""
+these names: `train_tokens_per_second` and `peak_gpu_memory_mb` (on CUDA) come from the
+trainer's metric events; nothing logs `gpu_utilization` yet, so that axis stays empty."""
 
 SERIES_PANEL: dict[str, tuple[str, bool]] = {
     name: (spec.key, side == "right")

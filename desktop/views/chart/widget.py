@@ -79,11 +79,11 @@ _LABELS = {
     "grad_norm": "grad norm",
     "train_tokens_per_second": "tokens/s",
     "samples_per_second": "samples/s",
-    "gpu_memory_gb": "GPU GB",
+    "peak_gpu_memory_mb": "peak GPU MB",
     "gpu_utilization": "GPU %",
 }
 _THROUGHPUT_SERIES = ("train_tokens_per_second", "samples_per_second")
-_GPU_SERIES = ("gpu_memory_gb", "gpu_utilization")
+_GPU_SERIES = ("peak_gpu_memory_mb", "gpu_utilization")
 _SYMBOL_SPACING_PX = 6
 """eval loss gets markers only while its drawn points are at least this far apart on average."""
 _DENSE_SPACING_PX = 4
