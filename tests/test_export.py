@@ -177,6 +177,16 @@ def test_bad_requests_get_one_sentence_before_anything_runs(
     _register(export_home, failed, state="failed")
     assert main(["export", failed.name, "--merge"]) == 2
     assert "is failed, not completed" in capsys.readouterr().err
+    # A merge replaces its folder: a folder of the user's own files is never it.
+    mine = export_home / "my-models"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["export", JOB_ID, "--merge", "--out", str(mine)]) == 2
+    assert "not an earlier export" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    (export_home / "fresh.old").mkdir()
+    assert main(["export", JOB_ID, "--merge", "--out", str(export_home / "fresh")]) == 2
+    assert "fresh.old exists" in capsys.readouterr().err
 
 
 # -- push (the loopback Hub) -----------------------------------------------------------------

@@ -186,6 +186,19 @@ def test_missing_runtime_is_refused_with_the_reason(home: Path, demo_dir: Path) 
     assert not (demo_dir / EVENTS_FILE).exists()
 
 
+def test_a_dataset_url_is_refused_here_naming_the_field(home: Path, demo_dir: Path) -> None:
+    from desktop.core.errors import ConfigError
+
+    provider = LocalProvider(home)
+    job = make_job(demo_dir, "j-url", max_steps=1)
+    url = "https://data.example/train.jsonl#sha256=" + "0" * 64
+    dataset = job.config.dataset.model_copy(update={"path": url})
+    job = job.model_copy(update={"config": job.config.model_copy(update={"dataset": dataset})})
+    with pytest.raises(ConfigError, match=r"dataset\.path: a dataset URL is fetched only by"):
+        asyncio.run(provider.launch(job))
+    assert not (demo_dir / "launch.json").exists()
+
+
 def test_more_gpus_than_the_machine_has_is_refused(home: Path, demo_dir: Path) -> None:
     provider = LocalProvider(home)
     job = make_job(demo_dir, "j-gpus", max_steps=1).model_copy(update={"gpus_requested": 64})

@@ -88,10 +88,24 @@ def test_pods_lists_orphans_with_their_price_and_deletes_only_them(
     assert "--delete-orphans" in table
     assert [p.id for p in emulator.live_pods()] == [live.id, done.id, unknown.id, foreign.id]
 
+    # The app's ledger knew the finished job's pod as still running (the app was gone when
+    # it ended): after the sweep deleted it, the month's spend stops counting it.
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from desktop.providers.runpod.spend import Ledger
+
+    ledger = Ledger(tmp_path / "home")
+    ledger.created(
+        pod_id=done.id, name=f"ftdesk-{DONE}", job_id=DONE, gpu_id="NVIDIA GeForce RTX 4090",
+        cost_per_hour=Decimal("0.69"), budget_usd=Decimal(5), created_at=datetime.now(UTC),
+    )  # fmt: skip
+    assert "deleted_at" not in ledger.entries()[done.id]
     assert main(["pods", "--delete-orphans"]) == 0
     said = capsys.readouterr().out
     assert f"deleted pod {done.id}" in said and f"deleted pod {unknown.id}" in said
     assert sorted(p.id for p in emulator.live_pods()) == sorted([live.id, foreign.id])
+    assert "deleted_at" in ledger.entries()[done.id], "the ledger still counts a deleted pod"
 
     assert main(["pods"]) == 0
     assert "no orphaned pods" in capsys.readouterr().out

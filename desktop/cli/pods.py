@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from desktop.cli.output import print_json, table
 from desktop.core.errors import AuthError
+from desktop.models import data_home
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -97,7 +98,7 @@ def cmd_pods(ctx: Context) -> int:
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0)) as http:
             api = RunpodApi(http, key, base_url=ctx.settings.runpod.api_url)
             if delete:
-                return await delete_orphans(api, jobs)
+                return await delete_orphans(api, jobs, data_home())
             return await find_orphans(api, jobs)
 
     orphans = asyncio.run(go())

@@ -81,6 +81,34 @@ def _refusals(job: Job, request: ExportRequest, offline: bool) -> str | None:
         )
     if request.dtype not in DTYPES:
         return f"dtype {request.dtype!r} is not one of {', '.join(DTYPES)}"
+    if request.merge and request.out is not None:
+        return _out_refusal(Path(request.out), default_merged_dir(job, request.checkpoint))
+    return None
+
+
+def _out_refusal(out: Path, default: Path) -> str | None:
+    """Why a merge must not write to `out`: it replaces the folder it writes (and uses
+    `<out>.partial` and `<out>.old` beside it), so only an empty folder, the default one or an
+    earlier export of ours (its model card tagged `finetune-desk`) may be replaced."""
+    if out.resolve() == default.resolve():
+        return None
+    ours = out / "README.md"
+    if out.exists() and any(out.iterdir()):
+        try:
+            tagged = "- finetune-desk" in ours.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            tagged = False
+        if not tagged:
+            return (
+                f"--out {out}: the folder holds files that are not an earlier export; a merge "
+                "replaces the whole folder, so choose a new or empty one (e.g. --out NEW_DIR)"
+            )
+    for sibling in (out.with_name(out.name + ".partial"), out.with_name(out.name + ".old")):
+        if sibling.exists():
+            return (
+                f"--out {out}: {sibling} exists and a merge would replace it; move it away or "
+                "choose another folder"
+            )
     return None
 
 

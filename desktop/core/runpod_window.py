@@ -27,6 +27,7 @@ from desktop.core.estimate import (
     offers_for,
     pod_installs_bitsandbytes,
 )
+from desktop.models import data_home
 
 if TYPE_CHECKING:
     from desktop.core.runtime import TrainerRuntime
@@ -210,7 +211,10 @@ async def delete_orphan_pods(store: Any, service: JobService) -> list[Orphan]:
     from desktop.providers.runpod.sweep import delete_orphans
 
     jobs = await asyncio.to_thread(service.jobs)
-    return await _with_api(store, service.settings.runpod, lambda api: delete_orphans(api, jobs))  # type: ignore[no-any-return]
+    home = data_home()
+    return await _with_api(  # type: ignore[no-any-return]
+        store, service.settings.runpod, lambda api: delete_orphans(api, jobs, home)
+    )
 
 
 async def adopt_orphan(store: Any, service: JobService, pod_id: str) -> Job:

@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from desktop.core.errors import ProviderError, RuntimeNotReadyError
+from desktop.core.errors import ConfigError, ProviderError, RuntimeNotReadyError
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, Settings
 from desktop.providers.base import Capability, ProviderContext
@@ -300,10 +300,17 @@ class LocalProvider:
         Returns a handle with the pid when it started, or one without a pid while queued.
 
         Raises:
+            ConfigError: the dataset is a URL (only a RunPod pod fetches one).
             RuntimeNotReadyError: the trainer runtime is not usable.
             ProviderError: the job dir has no config.json, the machine has fewer GPUs than the
                 job asks for, or the trainer could not be started.
         """
+        data = job.config.dataset
+        if "://" in data.path or "://" in (data.eval_path or ""):
+            raise ConfigError(
+                "dataset.path: a dataset URL is fetched only by RunPod pods; download the file "
+                "and give its path to train here"
+            )
         trainer = self.trainer  # settings applied meanwhile are for the next launch
         await self.doctor(runtime=trainer)
         gpus = await self.gpu_slots(runtime=trainer)

@@ -595,7 +595,10 @@ class RunpodProvider:
         """Delete the pod; when its agent no longer answered, first keep its log from
         RunPod's log stream (`pod_logs`), so the logs outlive the pod all the same."""
         if agent_gone:
-            record = await keep_runpod_log(api, job.job_dir, record)
+            try:
+                record = await keep_runpod_log(api, job.job_dir, record)
+            except Exception as exc:  # never a reason to keep a pod billing
+                log.warning("job %s: could not keep the pod's log (%s); deleting it", job.id, exc)
         await api.delete_pod(record.pod_id)
         when = api.server_time or datetime.now(UTC)
         await asyncio.to_thread(

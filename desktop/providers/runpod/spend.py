@@ -217,13 +217,19 @@ def _ledger_spend(ledger: Ledger, lo: datetime, hi: datetime, now: datetime) -> 
         if created >= hi or end < lo:
             continue
         hourly = Decimal(entry.get("cost_per_hour", "0"))
+        budget = Decimal(entry["budget_usd"]) if "budget_usd" in entry else None
+        cost = hourly * _overlap_hours(created, end, lo, hi)
+        if deleted is None and budget is not None:
+            # Its end is unknown (deleted while the app was away): its watchdog stopped it at
+            # the budget at the latest.
+            cost = min(cost, budget)
         found.append(
             PodSpend(
                 pod_id=pod_id, name=entry.get("name", ""), job_id=entry.get("job_id", ""),
                 gpu_id=entry.get("gpu_id", ""),
-                cost_usd=(hourly * _overlap_hours(created, end, lo, hi)).quantize(_CENT),
+                cost_usd=cost.quantize(_CENT),
                 billed_usd=None, running=deleted is None,
-                budget_usd=Decimal(entry["budget_usd"]) if "budget_usd" in entry else None,
+                budget_usd=budget,
                 created_at=created,
             )
         )  # fmt: skip

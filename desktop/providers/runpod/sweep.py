@@ -9,9 +9,12 @@ never listed, so never deleted. Qt-free: the CLI's `pods` command (and later the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from desktop.core.errors import JobStateError
@@ -93,12 +96,20 @@ async def find_orphans(api: RunpodApi, jobs: Iterable[Job]) -> list[Orphan]:
     return orphans_among(await api.list_pods(), jobs)
 
 
-async def delete_orphans(api: RunpodApi, jobs: Iterable[Job]) -> list[Orphan]:
+async def delete_orphans(
+    api: RunpodApi, jobs: Iterable[Job], home: Path | None = None
+) -> list[Orphan]:
     """Delete the orphaned pods (listed afresh, so a pod a job adopted meanwhile is kept);
-    returns those deleted."""
+    returns those deleted. With the data folder `home`, each deletion is written to the spend
+    ledger, so the month's spend stops counting the pod."""
+    from desktop.providers.runpod.spend import Ledger
+
     orphans = await find_orphans(api, jobs)
     for orphan in orphans:
         await api.delete_pod(orphan.pod_id)
+        if home is not None:
+            when = api.server_time or datetime.now(UTC)
+            await asyncio.to_thread(Ledger(home).deleted, orphan.pod_id, when)
     return orphans
 
 
