@@ -113,6 +113,22 @@ def test_settings_offline_and_interpreter_are_returned(qtbot: Any, home: Path) -
     assert dialog.settings().trainer_python is None
 
 
+def test_the_monthly_runpod_cap_is_set_and_cleared_in_settings(qtbot: Any, home: Path) -> None:
+    from decimal import Decimal
+
+    from desktop.models import RunpodOptions
+
+    start = Settings(runpod=RunpodOptions(monthly_cap_usd=Decimal("120")))
+    dialog, _ = make_dialog(SecretStore(_BrokenBackend()), start)
+    qtbot.addWidget(dialog)
+    assert dialog.monthly_cap_spin.value() == 120.0
+    dialog.monthly_cap_spin.setValue(250.5)
+    assert dialog.settings().runpod.monthly_cap_usd == Decimal("250.50")
+    dialog.monthly_cap_spin.setValue(0)  # "no cap"
+    assert dialog.settings().runpod.monthly_cap_usd is None
+    assert dialog.monthly_cap_spin.text() == "no cap"
+
+
 @pytest.mark.slow
 def test_the_runtime_check_shows_torch_and_gpus(qtbot: Any, qloop: Any, home: Path) -> None:
     dialog, _ = make_dialog(SecretStore(_BrokenBackend()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
 
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -158,6 +160,23 @@ class SettingsDialog(QDialog):
         self.runpod_test_button = add_key_test(
             keys_layout, ops, secret_store, settings.runpod.api_url
         )
+        cap_row = QHBoxLayout()
+        self.monthly_cap_spin = QDoubleSpinBox()
+        self.monthly_cap_spin.setObjectName("runpod_monthly_cap")
+        self.monthly_cap_spin.setRange(0, 1_000_000)
+        self.monthly_cap_spin.setDecimals(2)
+        self.monthly_cap_spin.setPrefix("$ ")
+        self.monthly_cap_spin.setSpecialValueText("no cap")  # 0: no cap
+        cap = settings.runpod.monthly_cap_usd
+        self.monthly_cap_spin.setValue(float(cap) if cap is not None else 0.0)
+        self.monthly_cap_spin.setToolTip(
+            "All RunPod pods this month, together: a launch whose budget would pass it is "
+            "refused before any pod is created (finetune-desk spend shows the month)."
+        )
+        cap_row.addWidget(QLabel("RunPod monthly spend cap"))
+        cap_row.addWidget(self.monthly_cap_spin)
+        cap_row.addStretch(1)
+        keys_layout.addLayout(cap_row)
         hint = QLabel(
             "Keys live only in the keychain and reach a trainer only as environment variables. "
             "FTDESK_HF_TOKEN (and friends) in the environment override them for one session."
@@ -242,8 +261,13 @@ class SettingsDialog(QDialog):
     def settings(self) -> Settings:
         """The settings as edited (validated)."""
         python = self.python_edit.text().strip() or None
+        cap = self.monthly_cap_spin.value()
+        runpod = self._settings.runpod.model_copy(
+            update={"monthly_cap_usd": Decimal(f"{cap:.2f}") if cap > 0 else None}
+        )
         return self._settings.model_copy(
             update={
+                "runpod": runpod,
                 "trainer_python": python,
                 "offline": self.offline_check.isChecked(),
                 "theme": self.theme_combo.currentData(),
