@@ -28,6 +28,9 @@ from desktop.core.errors import RuntimeNotReadyError
 from desktop.core.runtime import NOT_SET_UP, TrainerRuntime, source_root
 from desktop.providers.local.provider import LocalProvider
 
+# The bundle is built once per worker (session fixture): every test that needs it runs on one.
+pytestmark = pytest.mark.xdist_group("bundle")
+
 if TYPE_CHECKING:
     from runtime_fixtures import SetUpRuntime
 

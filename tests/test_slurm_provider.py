@@ -197,7 +197,7 @@ def test_cancel_checkpoints_and_a_resume_continues_from_it(
     _, ssh = cluster
     home, work = tmp_path / "home", tmp_path / "work"
     store = JobStore(home / "ftdesk.sqlite3")
-    job = launched(store, demo_job(demo_dir, "20261202-120000-canc", max_steps=30, save_steps=5))
+    job = launched(store, demo_job(demo_dir, "20261202-120000-canc", max_steps=400, save_steps=100))
     remote = work / f"ftdesk-{job.id}"
 
     async def scenario() -> tuple[Job, Job]:
@@ -231,15 +231,15 @@ def test_cancel_checkpoints_and_a_resume_continues_from_it(
     cancelled, done = asyncio.run(scenario())
     assert cancelled.last_checkpoint is not None
     saved = int(str(cancelled.last_checkpoint).rsplit("-", 1)[1])
-    assert 3 <= saved < 30
+    assert 3 <= saved < 400
     assert done.state is JobState.COMPLETED, done.state_reason
     events = read_all_events(demo_dir / "events.jsonl")
     steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
     # The cancelled attempt stopped at its checkpoint and the resumed one went on after it:
     # no step was trained twice.
-    assert steps == list(range(1, 31)), steps
+    assert steps == list(range(1, 401)), steps
     stored = store.series_columns(job.id)["loss"]
-    assert list(stored.steps) == list(range(1, 31)), "one unbroken curve, each step once"
+    assert list(stored.steps) == list(range(1, 401)), "one unbroken curve, each step once"
     assert log_has(demo_dir, f"checkpoint-{saved}")
 
 
