@@ -25,10 +25,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SlurmCluster", "SshServer", "why_not"]
+import pytest
+
+__all__ = ["SlurmCluster", "SshServer", "cluster", "why_not"]
 
 _DAEMONS = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "mariadb-install-db", "sshd")
 
@@ -311,3 +314,24 @@ class SshServer:
                 self._proc.kill()
                 self._proc.wait(timeout=15)
         self._proc = None
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SlurmCluster, SshServer]]:
+    """A running cluster and an sshd whose sessions reach it, one per test session (the Slurm
+    tests share one xdist worker); stopped by pid at the end. Skips with the reason where the
+    machine cannot run them, and fails instead under `FTDESK_REQUIRE_SLURM=1`."""
+    reason = why_not()
+    if reason is not None:
+        if os.environ.get("FTDESK_REQUIRE_SLURM") == "1":
+            pytest.fail(f"FTDESK_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("slurm")
+    slurm = SlurmCluster(root / "cluster").start()
+    ssh = SshServer(root / "ssh", slurm_conf=slurm.conf)
+    try:
+        ssh.start()
+        yield slurm, ssh
+    finally:
+        ssh.stop()
+        slurm.stop()

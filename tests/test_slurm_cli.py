@@ -9,37 +9,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_cluster import SlurmCluster, SshServer, why_not
+from slurm_cluster import SlurmCluster, SshServer
 
 from desktop.cli import build_parser, main
 from desktop.cli.slurm_flags import slurm_settings
 from desktop.core.errors import ConfigError
 from desktop.models import ClusterProfile, Settings, SlurmOptions, load_settings
 
+pytest_plugins = ["slurm_cluster"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SlurmCluster, SshServer]]:
-    """A running cluster and an sshd whose sessions reach it; stopped by pid at the end."""
-    reason = why_not()
-    if reason is not None:
-        if os.environ.get("FTDESK_REQUIRE_SLURM") == "1":
-            pytest.fail(f"FTDESK_REQUIRE_SLURM=1 but {reason}")
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("slurm")
-    slurm = SlurmCluster(root / "cluster").start()
-    ssh = SshServer(root / "ssh", slurm_conf=slurm.conf)
-    try:
-        ssh.start()
-        yield slurm, ssh
-    finally:
-        ssh.stop()
-        slurm.stop()
 
 
 def add_args(ssh: SshServer, work: Path, *extra: str) -> list[str]:

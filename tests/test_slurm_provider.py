@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_cluster import SlurmCluster, SshServer, why_not
+from slurm_cluster import SlurmCluster, SshServer
 
 from desktop.core.ingest import ingest
 from desktop.core.runtime import TrainerRuntime
@@ -29,28 +29,10 @@ from desktop.providers.slurm.records import load_slurm_record
 from trainer.config import load_config
 from trainer.protocol import MetricEvent, read_all_events
 
+pytest_plugins = ["slurm_cluster"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 DEADLINE_S = 300.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SlurmCluster, SshServer]]:
-    """A running cluster and an sshd whose sessions reach it; stopped by pid at the end."""
-    reason = why_not()
-    if reason is not None:
-        if os.environ.get("FTDESK_REQUIRE_SLURM") == "1":
-            pytest.fail(f"FTDESK_REQUIRE_SLURM=1 but {reason}")
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("slurm")
-    slurm = SlurmCluster(root / "cluster").start()
-    ssh = SshServer(root / "ssh", slurm_conf=slurm.conf)
-    try:
-        ssh.start()
-        yield slurm, ssh
-    finally:
-        ssh.stop()
-        slurm.stop()
 
 
 def profile_for(ssh: SshServer, work: Path, **fields: object) -> ClusterProfile:
@@ -189,11 +171,46 @@ def log_has(job_dir: Path, text: str) -> bool:
     return path.exists() and text in path.read_text(encoding="utf-8", errors="replace")
 
 
+def term_pending(pid: int) -> bool:
+    """Whether SIGTERM waits for the (stopped) process `pid` (the kernel's own record)."""
+    bit = 1 << (signal.SIGTERM - 1)
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return any(
+            line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit
+            for line in status
+        )
+
+
+async def until_term_pending(pids: list[int], deadline: float, why: str) -> None:
+    """Wait until every held process has its SIGTERM pending (no timing luck)."""
+    while not all(term_pending(pid) for pid in pids):
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.1)
+
+
+async def cancel_while_held(provider: SlurmProvider, job: Job, pids: list[int]) -> None:
+    """Cancel with the trainer processes held between two steps, released once each has its
+    SIGTERM pending: the cancel lands mid-run on any machine."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    cancelling = asyncio.create_task(provider.cancel(job))
+    try:
+        await until_term_pending(pids, time.monotonic() + 60, "the trainer never got SIGTERM")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    await cancelling
+
+
+async def started(provider: SlurmProvider, store: JobStore, job: Job) -> Job:
+    """Launch `job` and return its stored snapshot with the handle, as the service does."""
+    handle = await provider.launch(job)
+    return store.get_job(job.id).model_copy(update={"handle": handle})
+
+
 def test_cancel_checkpoints_and_a_resume_continues_from_it(
     cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
 ) -> None:
-    import signal
-
     _, ssh = cluster
     home, work = tmp_path / "home", tmp_path / "work"
     store = JobStore(home / "ftdesk.sqlite3")
@@ -203,27 +220,17 @@ def test_cancel_checkpoints_and_a_resume_continues_from_it(
     async def scenario() -> tuple[Job, Job]:
         provider = provider_for(ssh, home, work)
         try:
-            handle = await provider.launch(job)
-            current = store.get_job(job.id).model_copy(update={"handle": handle})
+            current = await started(provider, store, job)
             current = await watch(provider, store, current, until=lambda j: (j.step or 0) >= 3)
-            # Held between two steps, so the cancel lands mid-run on any machine.
             pids = trainer_pids(remote)
             assert len(pids) == 1
-            os.kill(pids[0], signal.SIGSTOP)
-            cancelling = asyncio.create_task(provider.cancel(current))
-            await asyncio.sleep(0)
-            deadline = time.monotonic() + 60
-            while not log_has(remote, "SIGTERM from Slurm"):
-                assert time.monotonic() < deadline, "the batch shell never got the cancel"
-                await asyncio.sleep(0.2)
-            os.kill(pids[0], signal.SIGCONT)
-            await cancelling
+            await cancel_while_held(provider, current, pids)
+            assert log_has(remote, "SIGTERM from Slurm"), "the batch shell never got the cancel"
             cancelled = await watch(provider, store, current)
             assert cancelled.state is JobState.CANCELLED, cancelled.state_reason
             # Resume: the same job again with --resume, as the service's resume launches it.
             again = store.transition(cancelled, JobState.QUEUED, "resume", resume=True, handle=None)
-            handle = await provider.launch(again)
-            again = again.model_copy(update={"handle": handle})
+            again = await started(provider, store, again)
             return cancelled, await watch(provider, store, again)
         finally:
             await provider.aclose()
@@ -246,8 +253,6 @@ def test_cancel_checkpoints_and_a_resume_continues_from_it(
 def test_two_processes_cancel_with_one_checkpoint_resume_and_write_one_set_of_events(
     cluster: tuple[SlurmCluster, SshServer], demo_dir: Path, tmp_path: Path
 ) -> None:
-    import signal
-
     _, ssh = cluster
     home, work = tmp_path / "home", tmp_path / "work"
     store = JobStore(home / "ftdesk.sqlite3")
@@ -259,27 +264,15 @@ def test_two_processes_cancel_with_one_checkpoint_resume_and_write_one_set_of_ev
     async def scenario() -> tuple[Job, Job]:
         provider = provider_for(ssh, home, work, tasks_per_node=2)
         try:
-            handle = await provider.launch(job)
-            current = store.get_job(job.id).model_copy(update={"handle": handle})
+            current = await started(provider, store, job)
             current = await watch(provider, store, current, until=lambda j: (j.step or 0) >= 2)
-            # Both workers held between two steps, so the cancel lands mid-run.
             workers = [p for p in trainer_pids(remote) if p not in launcher_pids(remote)]
             assert len(workers) == 2, workers
-            for pid in workers:
-                os.kill(pid, signal.SIGSTOP)
-            cancelling = asyncio.create_task(provider.cancel(current))
-            deadline = time.monotonic() + 60
-            while not log_has(remote, "SIGTERM from Slurm"):
-                assert time.monotonic() < deadline, "the batch shell never got the cancel"
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)  # Slurm's step signal reaches the held workers meanwhile
-            for pid in workers:
-                os.kill(pid, signal.SIGCONT)
-            await cancelling
+            await cancel_while_held(provider, current, workers)
+            assert log_has(remote, "SIGTERM from Slurm"), "the batch shell never got the cancel"
             cancelled = await watch(provider, store, current)
             again = store.transition(cancelled, JobState.QUEUED, "resume", resume=True, handle=None)
-            handle = await provider.launch(again)
-            again = again.model_copy(update={"handle": handle})
+            again = await started(provider, store, again)
             return cancelled, await watch(provider, store, again)
         finally:
             await provider.aclose()
@@ -403,7 +396,6 @@ def test_a_time_limit_checkpoints_requeues_and_resumes_to_one_unbroken_curve(
 ) -> None:
     import math
     import re
-    import signal
 
     slurm, ssh = cluster
     home, work = tmp_path / "home", tmp_path / "work"
@@ -432,10 +424,11 @@ def test_a_time_limit_checkpoints_requeues_and_resumes_to_one_unbroken_curve(
             minutes = max(1, math.ceil((elapsed + 50) / 60))
             slurm.run("scontrol", "update", f"JobId={sid}", f"TimeLimit={minutes}")
             deadline = time.monotonic() + minutes * 60 + 60
-            while not log_has(remote, "SIGTERM from Slurm"):
-                assert time.monotonic() < deadline, "no SIGTERM before the time limit"
-                await asyncio.sleep(0.2)
-            os.kill(pids[0], signal.SIGCONT)
+            try:
+                await until_term_pending(pids, deadline, "no SIGTERM before the time limit")
+            finally:
+                os.kill(pids[0], signal.SIGCONT)
+            assert log_has(remote, "SIGTERM from Slurm")
             while "PENDING" not in slurm.run("squeue", "-h", "-j", sid, "-o", "%T").stdout:
                 assert time.monotonic() < deadline + 120, "the job was not requeued"
                 await asyncio.sleep(0.2)

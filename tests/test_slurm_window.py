@@ -5,15 +5,13 @@ its Slurm job id, state, queue reason, nodes and restarts from the provider's ow
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from app_helpers import run, until
-from slurm_cluster import SlurmCluster, SshServer, why_not
+from slurm_cluster import SlurmCluster, SshServer
 
 from desktop.models import ClusterProfile, Job, JobState, Settings, SlurmOptions
 from desktop.providers.slurm.provider import SlurmProvider
@@ -23,27 +21,8 @@ from desktop.views.slurm_panel import SlurmJobDetails, SlurmPanel
 from desktop.views.state import AppState
 from trainer.config import load_config
 
-pytest_plugins = ["app_fixtures"]
+pytest_plugins = ["app_fixtures", "slurm_cluster"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SlurmCluster, SshServer]]:
-    """A running cluster and an sshd whose sessions reach it; stopped by pid at the end."""
-    reason = why_not()
-    if reason is not None:
-        if os.environ.get("FTDESK_REQUIRE_SLURM") == "1":
-            pytest.fail(f"FTDESK_REQUIRE_SLURM=1 but {reason}")
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("slurm")
-    slurm = SlurmCluster(root / "cluster").start()
-    ssh = SshServer(root / "ssh", slurm_conf=slurm.conf)
-    try:
-        ssh.start()
-        yield slurm, ssh
-    finally:
-        ssh.stop()
-        slurm.stop()
 
 
 def lab(ssh: SshServer, work: Path) -> ClusterProfile:

@@ -1,4 +1,8 @@
-"""Events a remote provider mirrored into the job folder, read by the local rules.
+"""What the remote providers (RunPod, Slurm) share: the trainer they send, and the events they
+mirror into the job folder, read by the local rules.
+
+`trainer_bundle` is the app's own `trainer` package as a `.tar.gz`, so a pod or a cluster trains
+with the same trainer as a local run.
 
 A remote job's `events.jsonl` is copied into the job folder byte for byte; these read it from
 the job's stored offsets with the same `EventReader` a local job uses, so `ingest` and the chart
@@ -8,15 +12,30 @@ confirms it with what it observed (the process or the batch job ended).
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 from desktop.models import Job, JobState, JobUpdate, can_transition
 from trainer.protocol import EVENTS_FILE, Event, EventReader, StatusEvent
 
-__all__ = ["append_bytes", "last_status", "read_mirrored"]
+__all__ = ["append_bytes", "last_status", "read_mirrored", "trainer_bundle"]
 
 _FINAL = ("completed", "failed", "cancelled")
+
+
+def trainer_bundle() -> bytes:
+    """The app's own `trainer` package as a `.tar.gz` (no caches)."""
+    import trainer
+
+    root = Path(trainer.__file__).parent
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                tar.add(path, arcname=f"trainer/{path.relative_to(root).as_posix()}")
+    return buffer.getvalue()
 
 
 def append_bytes(path: Path, data: bytes) -> None:

@@ -9,11 +9,9 @@ and readable only by the user, so a restarted app reattaches from it.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import tarfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,7 +29,6 @@ __all__ = [
     "load_record",
     "pod_config",
     "save_record",
-    "trainer_bundle",
 ]
 
 POD_FILE = "pod.json"
@@ -129,17 +126,3 @@ def pod_config(job: Job, gpu_count: int = 1) -> tuple[TrainingConfig, dict[str, 
         uploads[name] = data
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"path": name})})
     return cfg, uploads
-
-
-def trainer_bundle() -> bytes:
-    """The app's own `trainer` package as a `.tar.gz` (no caches): the pod trains with the
-    same trainer as a local run."""
-    import trainer
-
-    root = Path(trainer.__file__).parent
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                tar.add(path, arcname=f"trainer/{path.relative_to(root).as_posix()}")
-    return buffer.getvalue()

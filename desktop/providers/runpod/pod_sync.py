@@ -16,19 +16,15 @@ from pathlib import Path, PurePosixPath
 
 from desktop.core.errors import ProviderError
 from desktop.models import Job, JobState, JobUpdate
+from desktop.providers.mirrored import append_bytes
 from desktop.providers.runpod.agent_client import AgentClient
 from desktop.providers.runpod.pod_files import PodRecord, save_record
-from trainer.protocol import EVENTS_FILE, Event, EventReader, StatusEvent
+from trainer.protocol import EVENTS_FILE
 
-__all__ = ["final_word", "mirror", "pull_artifacts", "read_mirrored"]
+__all__ = ["final_word", "mirror", "pull_artifacts"]
 
 _FINAL = ("completed", "failed", "cancelled")
 HASH_WAIT_S = 600.0
-
-
-def _append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as handle:
-        handle.write(data)
 
 
 async def mirror(agent: AgentClient, job_dir: Path, record: PodRecord) -> PodRecord:
@@ -39,7 +35,7 @@ async def mirror(agent: AgentClient, job_dir: Path, record: PodRecord) -> PodRec
         events = answer.get("events") or []
         if events:
             lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
-            await asyncio.to_thread(_append, job_dir / EVENTS_FILE, lines.encode())
+            await asyncio.to_thread(append_bytes, job_dir / EVENTS_FILE, lines.encode())
             record = record.model_copy(update={"events_seq": int(answer["last_seq"])})
             await asyncio.to_thread(save_record, job_dir, record)
         if not answer.get("more"):
@@ -47,7 +43,7 @@ async def mirror(agent: AgentClient, job_dir: Path, record: PodRecord) -> PodRec
     while True:
         piece = await agent.log(record.log_offset)
         if piece.data:
-            await asyncio.to_thread(_append, job_dir / "train.log", piece.data)
+            await asyncio.to_thread(append_bytes, job_dir / "train.log", piece.data)
             record = record.model_copy(update={"log_offset": piece.next_offset})
             await asyncio.to_thread(save_record, job_dir, record)
         if not piece.data or piece.next_offset >= piece.size:
@@ -82,27 +78,6 @@ async def pull_artifacts(
             raise ProviderError(f"the pod listed an artifact outside the job: {remote.path!r}")
         await agent.download(remote, job_dir.joinpath(*parts))
     return len(files)
-
-
-def _latest_running_state(events: list[Event]) -> JobState | None:
-    for event in reversed(events):
-        if isinstance(event, StatusEvent) and event.state not in _FINAL:
-            return JobState(event.state)
-    return None
-
-
-def read_mirrored(job: Job, final: bool) -> JobUpdate:
-    """New mirrored events from the job's stored offsets (blocking), with the newest running
-    state they show."""
-    reader = EventReader(job.job_dir / EVENTS_FILE, job.events_offset, job.events_last_seq)
-    events = reader.read_new(final=final)
-    state = _latest_running_state(events)
-    return JobUpdate(
-        events=tuple(events),
-        events_offset=reader.offset,
-        events_last_seq=reader.last_seq,
-        state=None if state is None or state == job.state else state,
-    )
 
 
 def _trainer_final(job_dir: Path) -> tuple[str, str] | None:

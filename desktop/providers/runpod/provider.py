@@ -47,6 +47,7 @@ from pydantic import SecretStr
 from desktop.core.errors import AuthError, CapacityError, NotFoundError, ProviderError
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, RunpodOptions
 from desktop.providers.base import Capability, ProviderContext
+from desktop.providers.mirrored import read_mirrored, trainer_bundle
 from desktop.providers.runpod.agent_client import AgentClient
 from desktop.providers.runpod.api import DEFAULT_API_URL, RunpodApi, resolve_api_url
 from desktop.providers.runpod.bootstrap import (
@@ -71,10 +72,9 @@ from desktop.providers.runpod.pod_files import (
     load_record,
     pod_config,
     save_record,
-    trainer_bundle,
 )
 from desktop.providers.runpod.pod_logs import keep_runpod_log
-from desktop.providers.runpod.pod_sync import final_word, mirror, pull_artifacts, read_mirrored
+from desktop.providers.runpod.pod_sync import final_word, mirror, pull_artifacts
 from desktop.providers.runpod.spend import Ledger, check_spend_cap, limit_reached, note_gone
 
 __all__ = [

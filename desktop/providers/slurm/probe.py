@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.core.errors import ProviderError
-from desktop.providers.slurm.provider import trainer_bundle
+from desktop.providers.mirrored import trainer_bundle
 from desktop.providers.slurm.ssh import SshSession
 from trainer.reports import DoctorReport
 

@@ -24,7 +24,6 @@ after the grace period cancels the job outright. A job still pending is simply c
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import shlex
 import tempfile
@@ -34,7 +33,7 @@ from desktop.core.errors import ConfigError, ProviderError, UnreachableError
 from desktop.models import Job, JobState, JobUpdate, LogChunk, ProviderHandle, Settings
 from desktop.providers.base import Capability, ProviderContext
 from desktop.providers.local.logs import read_log
-from desktop.providers.mirrored import append_bytes, last_status, read_mirrored
+from desktop.providers.mirrored import append_bytes, last_status, read_mirrored, trainer_bundle
 from desktop.providers.slurm.batch import (
     CANCEL_MARKER,
     REQUEUE_LIMIT_MARKER,
@@ -45,29 +44,14 @@ from desktop.providers.slurm.batch import (
     render_batch_script,
 )
 from desktop.providers.slurm.records import SlurmRecord, load_slurm_record, save_slurm_record
-from desktop.providers.slurm.ssh import SshSession
+from desktop.providers.slurm.ssh import SshSession, file_sha256
 from trainer.protocol import EVENTS_FILE
 
-__all__ = ["SlurmProvider", "build_slurm_provider", "trainer_bundle"]
+__all__ = ["SlurmProvider", "build_slurm_provider"]
 
 log = logging.getLogger(__name__)
 
 _MIRROR_PIECE = 4 << 20
-
-
-def trainer_bundle() -> bytes:
-    """The app's own trainer package as a .tar.gz (no caches)."""
-    import tarfile
-
-    import trainer
-
-    root = Path(trainer.__file__).parent
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                tar.add(path, arcname=f"trainer/{path.relative_to(root).as_posix()}")
-    return buffer.getvalue()
 
 
 class SlurmProvider:
@@ -438,7 +422,7 @@ class SlurmProvider:
             if not rel or rel.startswith("/") or ".." in parts:
                 raise ProviderError(f"the cluster listed an artifact outside the job: {rel!r}")
             target = job.job_dir.joinpath(*parts)
-            if target.is_file() and await asyncio.to_thread(_sha256, target) == digest:
+            if target.is_file() and await asyncio.to_thread(file_sha256, target) == digest:
                 count += 1
                 continue
             await session.get(f"{record.remote_dir}/{rel}", target, digest)
@@ -535,16 +519,6 @@ def _verdict(
         f"{where} ended {slurm} (exit code {status.exit_code}) without the trainer's final "
         "status; see train.log",
     )
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_slurm_provider(context: ProviderContext) -> SlurmProvider:

@@ -30,7 +30,14 @@ import asyncssh
 from desktop.core.errors import AuthError, ProviderError, UnreachableError
 from desktop.models import ClusterProfile
 
-__all__ = ["CHUNK", "CommandTimeoutError", "HostKeyError", "RemoteResult", "SshSession"]
+__all__ = [
+    "CHUNK",
+    "CommandTimeoutError",
+    "HostKeyError",
+    "RemoteResult",
+    "SshSession",
+    "file_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +274,7 @@ class SshSession:
         Raises:
             ProviderError: the second full upload still does not match.
         """
-        digest = await asyncio.to_thread(_file_sha256, local)
+        digest = await asyncio.to_thread(file_sha256, local)
         parent = remote.rsplit("/", 1)[0]
         await self.run(f"mkdir -p {shlex.quote(parent)}")
         for attempt in range(2):
@@ -316,7 +323,7 @@ class SshSession:
                     break
                 sink.write(data)
                 offset += len(data)
-        if await asyncio.to_thread(_file_sha256, part) != sha256:
+        if await asyncio.to_thread(file_sha256, part) != sha256:
             part.unlink()
             raise ProviderError(f"{remote} from {self.profile.host} does not match its sha256")
         part.replace(local)
@@ -326,7 +333,8 @@ class SshSession:
         await self._drop()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """A local file's sha256 (hex), read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
