@@ -85,6 +85,9 @@ ENDPOINTS = [
 def test_every_endpoint_answers_401_without_or_with_a_wrong_token(
     agent_proc: AgentProcess, tmp_path: Path
 ) -> None:
+    # FTDESK_AGENT_PORT=0 is any free port (an ephemeral one), never the default 8000 that
+    # two test workers' agents would both try to take.
+    assert agent_proc.port != 8000
     for token in (None, "", "wrong-token", JOB_TOKEN + "x", JOB_TOKEN[:-1]):
         for method, path in ENDPOINTS:
             status, body, _ = agent_proc.request(method, path, b"{}", token=token)

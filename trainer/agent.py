@@ -569,7 +569,8 @@ def serve(env: dict[str, str]) -> int:
         (_Handler,),
         {"agent": agent, "watchdog": watchdog, "token": env["FTDESK_JOB_TOKEN"]},
     )
-    port = int(number_from_env(env, "FTDESK_AGENT_PORT", 8000) or 8000)
+    # Unset: 8000 (RunPod's exposed port); 0: any free port (a test's sandbox pod).
+    port = int(number_from_env(env, "FTDESK_AGENT_PORT", 8000) or 0)
     server = ThreadingHTTPServer((env.get("FTDESK_AGENT_HOST") or "0.0.0.0", port), handler)
     server.daemon_threads = True
     stop = threading.Event()

@@ -366,8 +366,8 @@ class Watchdog:
 
 
 def number_from_env(env: dict[str, str], name: str, default: float | None = None) -> float | None:
-    raw = env.get(name, "").strip()
     """A number from `env[name]` (`default` when unset); a bad value exits naming it."""
+    raw = env.get(name, "").strip()
     if not raw:
         return default
     try:

@@ -22,6 +22,7 @@ here; each panel's own work lives in its module.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,6 +178,8 @@ class MainWindow(QMainWindow):
         self._doctor: DoctorReport | None = None
         self._closing = False
         self._painted = False
+        self._settings_version = 0  # the newest applied settings' number (`_save_settings`)
+        self._settings_lock = threading.Lock()
         #: perf_counter() at "painted" (first paint) and "ready" (heavy parts built).
         self.timings: dict[str, float] = {}
         self._is_ready = False
@@ -558,7 +561,10 @@ class MainWindow(QMainWindow):
         self.theme.apply(settings.theme)
         offline = settings.offline if settings.offline != old.offline else self.service.offline
         self.service.apply_settings(settings, offline=offline)
-        self.ops.run_in_thread("save the settings", operations.save_settings, settings)
+        self._settings_version += 1
+        self.ops.run_in_thread(
+            "save the settings", self._save_settings, settings, self._settings_version
+        )
         if settings.offline != old.offline:
             self._update_offline_label()
             self.bus.info(
@@ -568,6 +574,13 @@ class MainWindow(QMainWindow):
             self.bus.info("the trainer runtime applies to jobs started from now on")
             if self._check_runtime:
                 self.check_runtime()
+
+    def _save_settings(self, settings: Settings, version: int) -> None:
+        """Save `settings` unless newer ones were applied meanwhile (worker thread): saves run
+        in several threads, and an older one finishing last must not put old values back."""
+        with self._settings_lock:
+            if version == self._settings_version:
+                operations.save_settings(settings)
 
     # -- messages -------------------------------------------------------------------------------
 
