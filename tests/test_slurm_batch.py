@@ -82,6 +82,8 @@ def test_the_batch_script_warns_before_the_limit_and_requeues_itself() -> None:
         "#SBATCH --mem=64G",
         "module load cuda",
         'scontrol requeue "$SLURM_JOB_ID"',
+        # a run that completed before a late SIGTERM is never requeued
+        'grep -q \'"state": *"completed"\' "$JOB_DIR/status.json"',
         "srun --ntasks-per-node=1",
     ):
         assert line in script, line

@@ -400,7 +400,7 @@ def test_a_time_limit_checkpoints_requeues_and_resumes_to_one_unbroken_curve(
     slurm, ssh = cluster
     home, work = tmp_path / "home", tmp_path / "work"
     store = JobStore(home / "ftdesk.sqlite3")
-    job = launched(store, demo_job(demo_dir, "20261202-120000-tlim", max_steps=40, save_steps=5))
+    job = launched(store, demo_job(demo_dir, "20261202-120000-tlim", max_steps=400, save_steps=20))
     remote = work / f"ftdesk-{job.id}"
 
     async def scenario() -> tuple[Job, str]:
@@ -446,7 +446,7 @@ def test_a_time_limit_checkpoints_requeues_and_resumes_to_one_unbroken_curve(
     assert done.handle is not None and done.handle.extra["restarts"] == "1"
     events = read_all_events(demo_dir / "events.jsonl")
     steps = [e.step for e in events if isinstance(e, MetricEvent) and e.loss is not None]
-    assert steps == list(range(1, 41)), "each step once: the requeued attempt resumed"
-    assert list(store.series_columns(job.id)["loss"].steps) == list(range(1, 41))
+    assert steps == list(range(1, 401)), "each step once: the requeued attempt resumed"
+    assert list(store.series_columns(job.id)["loss"].steps) == list(range(1, 401))
     log = (demo_dir / "train.log").read_text(encoding="utf-8")
     assert "requeueing (restart 1" in log and "resuming from the newest checkpoint" in log

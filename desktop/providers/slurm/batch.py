@@ -163,6 +163,12 @@ while true; do
   kill -0 "$child" 2>/dev/null || break
 done
 say "trainer exited with code $code"
+if grep -q '"state": *"completed"' "$JOB_DIR/status.json" 2>/dev/null; then
+  # It finished (output whole) before a late SIGTERM cut its exit short: never requeue a
+  # completed run (the next attempt would refuse to train again and fail the job).
+  say "the trainer had completed"
+  exit 0
+fi
 if [ -n "$stopped" ] && [ ! -e "$JOB_DIR/{CANCEL_MARKER}" ]; then
   if [ "$restarts" -lt {profile.max_requeues} ]; then
     say "requeueing (restart $((restarts + 1)) of at most {profile.max_requeues})"
