@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 from view_helpers import make_job
 
@@ -382,6 +383,94 @@ def test_following_a_run_keeps_the_range_still_between_jumps_and_always_shows_al
     moves = sum(a != b for a, b in itertools.pairwise(ranges))
     assert moves <= 25  # about ten per tenfold growth, not one per batch (99)
     assert chart.lr_view.viewRange()[1][0] <= 0.0  # the learning rate axis starts at zero
+
+
+def test_a_falling_loss_moves_the_y_axes_rarely_and_covers_every_point(qtbot: QtBot) -> None:
+    """A y axis (and its grid) is regenerated only when its range moves. A live loss that
+    keeps falling, with noise, must not move it every few batches (each move costs a frame
+    some milliseconds); the range still covers every drawn point."""
+    state = AppState()
+    state.job_added(make_job("a", "alpha", state="training"))
+    chart = _shown_chart(qtbot, state)
+    chart.set_grad_norm_visible(True)
+    views = {key: chart.plot.panels[key].plot.vb for key in ("loss", "grad_norm")}
+    n, batch = 100_000, 1_000
+    steps = np.arange(n, dtype=np.float64)
+    loss = _noisy_loss(n)
+    ranges: dict[str, list[tuple[float, float]]] = {key: [] for key in views}
+    for start in range(0, n, batch):
+        sl = slice(start, start + batch)
+        state.add_metric_arrays("a", "loss", steps[sl], loss[sl], steps[sl])
+        state.add_metric_arrays("a", "grad_norm", steps[sl], 1.0 + 0.5 * loss[sl], steps[sl])
+        ev = steps[sl][::100]  # eval points with markers: their size must not move the range
+        state.add_metric_arrays("a", "eval_loss", ev, loss[sl][::100] + 0.05, ev)
+        chart.redraw()
+        chart.plot.grab()
+        QApplication.processEvents()  # a first auto-range lands on the next turn of the loop
+        for key, view in views.items():
+            lo, hi = (float(v) for v in view.viewRange()[1])
+            ranges[key].append((lo, hi))
+        drawn = chart.drawn("a", "loss", raw=True)
+        assert drawn is not None
+        lo, hi = ranges["loss"][-1]
+        assert lo <= drawn[1].min() and drawn[1].max() <= hi
+    for key in views:
+        moves = sum(a != b for a, b in itertools.pairwise(ranges[key]))
+        assert moves <= 10, (key, moves)  # rounding alone moved it 15 to 18 times in 99 batches
+
+
+def test_a_live_y_range_keeps_headroom_where_the_data_went_and_fits_once_the_run_ends(
+    qtbot: QtBot,
+) -> None:
+    state = AppState()
+    state.job_added(make_job("a", "alpha", state="training"))
+    chart = _shown_chart(qtbot, state)
+    chart.set_smoothing(0.0)
+    view = chart.plot.panels["loss"].plot.vb
+
+    def y_range() -> tuple[float, float]:
+        chart.redraw()
+        chart.plot.grab()
+        QApplication.processEvents()
+        lo, hi = (float(v) for v in view.viewRange()[1])
+        return lo, hi
+
+    steps = np.arange(200, dtype=np.float64)
+    values = np.where(steps < 100, 5.0 + 4.0 * (steps % 2), 1.0 + 8.0 * (steps % 2))
+    state.add_metric_arrays("a", "loss", steps[:100], values[:100], steps[:100])
+    lo, hi = y_range()
+    assert 4.0 < lo < 5.0 and 9.0 < hi < 10.0
+    state.add_metric_arrays("a", "loss", steps[100:], values[100:], steps[100:])
+    lo, hi = y_range()
+    assert lo < 0.0 and 9.0 < hi < 10.0  # fell to 1: a tenth of the span more room below
+    state.job_changed(make_job("a", "alpha", state="completed"))
+    lo, hi = y_range()
+    assert 0.25 < lo < 1.0 and 9.0 < hi < 10.0  # ended: the range fits the data
+
+
+def test_a_wide_line_is_drawn_one_pixel_wide_once_it_is_a_min_max_envelope(
+    chart_and_state: tuple[LossChart, AppState],
+) -> None:
+    """The smoothed loss is two pixels wide while its points are sparse; once it holds more
+    points than pixel columns (a min/max envelope whose vertical strokes fill its band) it is
+    drawn one pixel wide, which Qt strokes some milliseconds faster."""
+    chart, state = chart_and_state
+    chart.show()
+    _feed(state, "a", 0, 100)
+    chart.redraw()
+    item = chart._curves[("a", "loss")].item
+    assert item.opts["pen"].widthF() == 2.0 and item.opts["pen"].style() == Qt.PenStyle.SolidLine
+    steps = np.arange(100, 100_100, dtype=np.float64)
+    state.add_metric_arrays("a", "loss", steps, _noisy_loss(steps.shape[0]), steps)
+    chart.redraw()
+    assert item.opts["pen"].widthF() == 1.0 and item.opts["pen"].style() == Qt.PenStyle.SolidLine
+    drawn = chart.drawn("a", "loss")
+    assert drawn is not None and drawn[0].shape[0] > chart.plot.getPlotItem().vb.width()
+    painted = item.curve.getData()  # what the curve strokes is what `drawn` reports
+    assert np.array_equal(painted[0], drawn[0]) and np.array_equal(painted[1], drawn[1])
+    chart.plot.getPlotItem().vb.setXRange(200, 260, padding=0)  # zoomed in: sparse again
+    chart.redraw()
+    assert item.opts["pen"].widthF() == 2.0
 
 
 def test_dense_dashed_curves_are_drawn_one_pixel_wide_and_sparse_ones_keep_their_pen(

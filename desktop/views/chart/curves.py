@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters
+from pyqtgraph.graphicsItems.PlotDataItem import PlotDataset
 from PySide6.QtGui import QPen
 
 from desktop.views.chart.downsample import MinMaxPyramid, XIndex
@@ -32,6 +33,7 @@ __all__ = [
     "XAxisMode",
     "follow_extent",
     "format_clock",
+    "hold_extent",
     "nice_extent",
     "nice_unit",
 ]
@@ -130,6 +132,35 @@ def follow_extent(shown: tuple[float, float] | None, lo: float, hi: float) -> tu
     return lo, lo + math.ceil((end - lo) / unit) * unit
 
 
+_HOLD_HEADROOM = 0.1
+"""When a live series leaves the y range it is shown in, the new range reaches this share of
+the data's span past it on that side."""
+_HOLD_MIN_COVER = 0.5
+"""A held y range is given up (and fitted anew) once the data covers less than this share."""
+
+
+def hold_extent(shown: tuple[float, float] | None, lo: float, hi: float) -> tuple[float, float]:
+    """The y extent to report for data spanning [lo, hi], given the one reported before.
+
+    While a run is live its y extent keeps the extent it had as long as the data stays inside
+    and fills at least half of it; when the data leaves it, the new extent has some headroom on
+    the side the data left by, rounded out by `nice_extent`. A falling loss then moves its
+    axis (a regenerated axis and grid, some milliseconds) about ten times over a run rather
+    than every few frames; `nice_extent` alone, at a fortieth of the span, moved it every few
+    frames with noisy data (bench/chart.py).
+    """
+    if shown is not None and shown[0] <= lo and hi <= shown[1]:
+        if hi - lo >= _HOLD_MIN_COVER * (shown[1] - shown[0]):
+            return shown
+        return nice_extent(lo, hi)
+    span = hi - lo
+    if shown is None or not (math.isfinite(span) and span > 0):
+        return nice_extent(lo, hi)
+    below = lo - _HOLD_HEADROOM * span if lo < shown[0] else lo
+    above = hi + _HOLD_HEADROOM * span if hi > shown[1] else hi
+    return nice_extent(below, above)
+
+
 class DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
     """A PlotDataItem given only the points in view, that reports the whole series' x extent.
 
@@ -145,6 +176,48 @@ class DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
         super().__init__(connect="all", skipFiniteCheck=True, **kwargs)
         self.full_x_bounds: tuple[float, float] | None = None
         self.from_zero = False
+        self._hold_y = True
+        self._held_y: tuple[float, float] | None = None
+
+    @property
+    def hold_y(self) -> bool:
+        """Whether the y extent is held while the data stays in it (`hold_extent`), as while
+        a run is live; off, it fits the data (rounded out), as once every shown run ended."""
+        return self._hold_y
+
+    @hold_y.setter
+    def hold_y(self, hold: bool) -> None:
+        if hold != self._hold_y:
+            self._hold_y = hold
+            self._held_y = None
+            self.informViewBoundsChanged()  # the view auto-ranges again with the new extent
+
+    def set_points(self, x: FloatArray, y: FloatArray) -> None:
+        """Show these points (the drawn view of the series), with the item's style as is.
+
+        `setData` hands the curve every style option again (pens rebuilt, a few tenths of a
+        millisecond per curve per frame); when only the points changed and nothing maps them
+        (no log axis, no markers), they go to the curve alone, with the item's dataset kept
+        as `setData` keeps it (`getOriginalDataset`, `dataBounds`).
+        """
+        mapped = any(self.opts["logMode"]) or self.opts["symbol"] is not None
+        if mapped or x.shape[0] == 0 or self.curve.xData is None or self.opts["pen"] is None:
+            self.setData(x, y)
+            return
+        self._dataset = PlotDataset(x, y)
+        self._datasetMapped = None
+        self._datasetDisplay = None
+        self._adsLastValue = 1
+        self.curve.setData(x=x, y=y)
+        self.curve.show()
+        self.informViewBoundsChanged()
+        self.sigPlotChanged.emit(self)
+
+    def pixelPadding(self) -> int:
+        """No padding in pixels beyond the data: the view's own padding leaves room for a pen
+        or a marker. A padding in pixels is a different amount of data at every zoom, so a
+        range fitted with it moves again on the next frame (a second axis regeneration)."""
+        return 0
 
     def dataBounds(
         self, ax: int, frac: float = 1.0, orthoRange: tuple[float, float] | None = None
@@ -159,7 +232,8 @@ class DecimatedItem(pg.PlotDataItem):  # type: ignore[misc]
             return (None, None)
         if self.from_zero:
             lo, hi = min(lo, 0.0), max(hi, 0.0)
-        return nice_extent(lo, hi)
+        self._held_y = hold_extent(self._held_y, lo, hi) if self.hold_y else nice_extent(lo, hi)
+        return self._held_y
 
 
 @dataclass
@@ -188,7 +262,8 @@ class Curve:
     """The whole curve: x, raw values and (when smoothing) smoothed values, `ready` long."""
     pen: QPen | None = None
     dense_pen: QPen | None = None
-    """For patterned curves: the pen, and the one-pixel pen used while points are dense."""
+    """For patterned or wide curves: the pen, and the one-pixel pen used while points are
+    dense (see `LossChart._draw_curve`)."""
     view_key: tuple[Any, ...] | None = None
     """What the drawn points were computed from; equal key, nothing to recompute."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPen
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsScene, QWidget
 
 from desktop.views.chart.curves import Curve, DecimatedItem, TimeAxisItem
 from desktop.views.chart.smoothing import EmaSmoother
@@ -95,6 +95,11 @@ class Panel:
         self.plot.setLabel("left", spec.title)
         self.plot.setMenuEnabled(False)  # one context menu for the chart, not one per panel
         self.plot.getAxis("left").setWidth(_AXIS_WIDTH_PX)  # the panels' plots line up
+        for side in ("left", "bottom", "right"):
+            # Major and minor ticks and grid lines, not pyqtgraph's third level at a tenth of
+            # the major interval: it doubles the lines an axis draws, and an axis regenerated
+            # when its range moves cost ~2 ms with it, ~1.5 without (bench/chart.py).
+            self.plot.getAxis(side).setStyle(maxTickLevel=1)
         self.right_view: pg.ViewBox | None = None
         if spec.right:
             self.right_view = pg.ViewBox()
@@ -130,6 +135,10 @@ class ChartPanels(pg.GraphicsLayoutWidget):  # type: ignore[misc]
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # Curves change shape every frame; Qt's BSP index of the scene's items would be
+        # updated for each (its docs advise no index for such scenes): ~1 ms a frame less
+        # with a few hundred items, which a linear search finds as fast (bench/chart.py).
+        self.scene().setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
         self.ci.setContentsMargins(2, 2, 2, 2)
         self.ci.setSpacing(2)
         self.legend = pg.LegendItem(labelTextSize="8pt", verSpacing=-4, colCount=4)
@@ -214,8 +223,9 @@ class ChartPanels(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             faint = pg.mkColor(color)
             faint.setAlpha(_RAW_ALPHA)
             raw_item = DecimatedItem(pen=pg.mkPen(faint, width=1, style=style))
-            # Two pixels wide only on the loss panel: Qt strokes a wide line of a few thousand
-            # points in some 4 ms, a one-pixel one in a fraction of that (bench/chart.py).
+            # Two pixels wide only on the loss panel, and only while its points are sparse:
+            # Qt strokes a wide line of a few thousand points in some 2-4 ms, a one-pixel one
+            # in a fraction of that (bench/chart.py); see `Curve.dense_pen`.
             width = 2 if panel_key == "loss" else 1
             item = DecimatedItem(pen=pg.mkPen(color, width=width, style=style), name=label)
             smoother = EmaSmoother(min(smoothing, 0.99))
@@ -230,7 +240,7 @@ class ChartPanels(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self._fit_legend()
         curve = Curve(job_id, name, item, raw_item, smoother)
         pen = item.opts["pen"]
-        if pen.style() != Qt.PenStyle.SolidLine:
+        if pen.style() != Qt.PenStyle.SolidLine or pen.widthF() > 1.0:
             curve.pen = pen
             curve.dense_pen = QPen(pen)
             curve.dense_pen.setWidthF(1.0)

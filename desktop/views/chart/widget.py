@@ -502,6 +502,7 @@ class LossChart(QWidget):
             for item in (curve.item, curve.raw_item):
                 if item is not None:
                     item.full_x_bounds = self._x_extent
+                    item.hold_y = not ended
         if vb.state["autoRange"][0] is False:  # zoomed or panned by hand
             lo, hi = (float(v) for v in vb.viewRange()[0])
         elif moved:
@@ -535,15 +536,20 @@ class LossChart(QWidget):
             if curve.item.opts["symbol"] != symbol:
                 curve.item.setSymbol(symbol)
         if curve.dense_pen is not None and curve.pen is not None:
-            pen = curve.dense_pen if index.shape[0] * _DENSE_SPACING_PX > pixels else curve.pen
+            patterned = curve.pen.style() != Qt.PenStyle.SolidLine
+            # A solid wide line goes thin once it is a min/max envelope (more points than
+            # pixel columns): the vertical strokes of each column fill the band at one pixel
+            # as they do at two, and a two-pixel stroke costs Qt ~2 ms a frame more.
+            spacing = _DENSE_SPACING_PX if patterned else 1
+            pen = curve.dense_pen if index.shape[0] * spacing > pixels else curve.pen
             if curve.item.opts["pen"].widthF() != pen.widthF():  # setPen copies the pen
                 curve.item.setPen(pen)
-        curve.item.setData(curve.x[index], y[index])
+        curve.item.set_points(curve.x[index], y[index])
         if curve.raw_item is not None and smooth:
             raw_index = curve.raw_pyramid.indices(ranges, pixels)
             if curve.x_index.nonfinite:
                 raw_index = raw_index[np.isfinite(curve.x[raw_index])]
-            curve.raw_item.setData(curve.x[raw_index], curve.raw[raw_index])
+            curve.raw_item.set_points(curve.x[raw_index], curve.raw[raw_index])
 
     def _job_t0(self, job_id: str) -> float:
         t0 = self._t0.get(job_id)
