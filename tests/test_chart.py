@@ -173,12 +173,15 @@ def test_x_axis_step_tokens_and_wall_time(chart_and_state: tuple[LossChart, AppS
     chart.x_combo.setCurrentIndex(chart.x_combo.findData("tokens"))
     chart.redraw()
     assert chart.x_axis_mode is XAxisMode.TOKENS
+    # The title is laid out again when its text changes (and only then: ChartAxisItem).
+    assert "Tokens" in chart._x_axis.label.toPlainText()
     np.testing.assert_allclose(chart.plotted("a", "loss")[0], 512.0 * (np.arange(20) + 1))  # type: ignore[index]
     _feed(state, "a", 20, 5)  # appended points get their x incrementally
     chart.redraw()
     np.testing.assert_allclose(chart.plotted("a", "loss")[0], 512.0 * (np.arange(25) + 1))  # type: ignore[index]
     chart.set_x_axis_mode("time")
     chart.redraw()
+    assert "Tokens" not in chart._x_axis.label.toPlainText()
     np.testing.assert_allclose(chart.plotted("a", "loss")[0], 2.0 * np.arange(25))  # type: ignore[index]
     assert chart._x_axis.tickStrings([3725.0], 1.0, 60.0) == ["1:02:05"]
 
@@ -501,6 +504,7 @@ def test_a_point_without_a_usable_time_is_left_out_in_wall_time_mode(
     state.add_metric_arrays("a", "loss", steps, 3.0 - steps / 50, times)
     chart.set_x_axis_mode("time")
     chart.redraw()
+    assert "Tokens" not in chart._x_axis.label.toPlainText()
     x, y = chart.drawn("a", "loss", raw=True)  # type: ignore[misc]
     assert np.isfinite(x).all() and len(x) == 49
     assert 3.0 - 7 / 50 not in y and y[0] == 3.0

@@ -189,8 +189,11 @@ def test_the_x_axis_fits_the_data_once_the_run_ends(
     chart.plot.grab()
     lo, hi = view.viewRange()[0]
     assert lo <= 0 and 99 <= hi <= 99 + 0.05 * 99  # the data, and the view's small padding
-    # The lower panels share that x range.
-    assert chart.plot.panels["lr"].plot.vb.viewRange()[0] == pytest.approx([lo, hi])
+    # The lower panels share that x range, the one with a right-hand axis too: no panel
+    # hides the run's last steps under an axis.
+    assert chart.shown_panels == ("loss", "lr", "throughput")
+    for key in chart.shown_panels:
+        assert chart.plot.panels[key].plot.vb.viewRange()[0] == pytest.approx([lo, hi]), key
 
 
 def test_learning_rates_on_a_log_axis(shown: tuple[LossChart, AppState]) -> None:

@@ -27,6 +27,7 @@ from desktop.views.state import MetricSeries
 
 __all__ = [
     "X_TITLES",
+    "ChartAxisItem",
     "Curve",
     "DecimatedItem",
     "TimeAxisItem",
@@ -63,7 +64,27 @@ def format_clock(seconds: float) -> str:
     return f"{sign}{hours}:{minutes:02d}:{secs:02d}" if hours else f"{sign}{minutes}:{secs:02d}"
 
 
-class TimeAxisItem(pg.AxisItem):  # type: ignore[misc]
+class ChartAxisItem(pg.AxisItem):  # type: ignore[misc]
+    """An axis that lays its title out again only when the title's text changed.
+
+    pyqtgraph sets the title's HTML anew (a text layout) on every change of the axis' range,
+    on each axis of each panel, shown or not: a tenth of a millisecond or more each, a
+    millisecond or two whenever a live run moves the ranges (bench/chart.py).
+    """
+
+    _title_html: str | None = None
+
+    def _updateLabel(self) -> None:
+        html = self.labelString()
+        if html != self._title_html:
+            self._title_html = html
+            super()._updateLabel()
+            return
+        self.picture = None  # what the range change needs: the ticks drawn again
+        self.update()
+
+
+class TimeAxisItem(ChartAxisItem):
     """A bottom axis that, in wall-time mode, puts ticks on round durations as h:mm:ss."""
 
     def __init__(self) -> None:

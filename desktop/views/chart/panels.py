@@ -21,7 +21,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsScene, QWidget
 
-from desktop.views.chart.curves import Curve, DecimatedItem, TimeAxisItem
+from desktop.views.chart.curves import ChartAxisItem, Curve, DecimatedItem, TimeAxisItem
 from desktop.views.chart.smoothing import EmaSmoother
 
 __all__ = ["PANELS", "SERIES_PANEL", "SMOOTHED_SERIES", "ChartPanels", "Panel", "PanelSpec"]
@@ -90,7 +90,13 @@ class Panel:
     def __init__(self, spec: PanelSpec) -> None:
         self.spec = spec
         self.x_axis = TimeAxisItem()
-        self.plot = pg.PlotItem(axisItems={"bottom": self.x_axis})
+        self.plot = pg.PlotItem(
+            axisItems={
+                "bottom": self.x_axis,
+                "left": ChartAxisItem("left"),
+                "right": ChartAxisItem("right"),
+            }
+        )
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setLabel("left", spec.title)
         self.plot.setMenuEnabled(False)  # one context menu for the chart, not one per panel
@@ -101,9 +107,17 @@ class Panel:
             # when its range moves cost ~2 ms with it, ~1.5 without (bench/chart.py).
             self.plot.getAxis(side).setStyle(maxTickLevel=1)
         self.right_view: pg.ViewBox | None = None
+        # Every panel has a right axis of one width, with values only where it has series:
+        # x-linked views of different widths show different x ranges, and a narrower one
+        # would hide a finished run's last steps under its axis.
+        self.plot.getAxis("right").setWidth(_AXIS_WIDTH_PX)
+        if not spec.right:
+            # A frame only: no values, no ticks, and unlinked from the view so that a moving
+            # range does not draw it again.
+            self.plot.getAxis("right").setStyle(showValues=False, tickLength=0)
+            self.plot.getAxis("right").unlinkFromView()
         if spec.right:
             self.right_view = pg.ViewBox()
-            self.plot.showAxis("right")
             self.plot.setLabel("right", spec.right_title)
             self.plot.getAxis("right").linkToView(self.right_view)
             self.right_view.setXLink(self.plot)
@@ -117,6 +131,9 @@ class Panel:
     def set_shown(self, shown: bool) -> None:
         """Show or hide the panel (with its right-axis view)."""
         self.plot.setVisible(shown)
+        if shown:  # an axis measured while hidden took no width: measure it again
+            self.plot.getAxis("left").setWidth(_AXIS_WIDTH_PX)
+            self.plot.getAxis("right").setWidth(_AXIS_WIDTH_PX)
         if self.right_view is not None:
             self.right_view.setVisible(shown)
 
