@@ -278,3 +278,58 @@ def test_the_chat_tab_opens_it_and_closing_the_window_ends_its_run(
         await window.service.close()
 
     run(qloop, body())
+
+
+def test_the_table_model_passes_the_qt_model_tester(qtmodeltester: Any, qtbot: Any) -> None:
+    from PySide6.QtCore import Qt
+
+    from desktop.core.compare import CompareRow
+    from desktop.views.compare_panel import QtCompareTableModel
+    from trainer.serve_protocol import ChatMessage
+
+    long_answer = "line one\nline two " + "x" * 300
+    rows = [
+        CompareRow(
+            prompt=prompt,
+            messages=[ChatMessage(role="user", content=prompt)],
+            reference=reference,
+            answers={"base": base, "j1": tuned},
+        )
+        for prompt, reference, base, tuned in (
+            ("count on from 3", "4 5 6", "", long_answer),
+            ("reverse: a b", None, "b a", "b a"),
+        )
+    ]
+    model = QtCompareTableModel()
+    model.set_results(rows, [("j1", "first run")])
+    qtmodeltester.check(model, force_py=True)
+    titles = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+    assert titles == ["Prompt", "Reference", "Base", "first run"]
+    assert model.data(model.index(0, 1)) == "4 5 6" and model.data(model.index(1, 1)) == "(empty)"
+    assert model.data(model.index(0, 2)) == "(empty)"  # an answer that ended at once
+    shown = model.data(model.index(0, 3))
+    assert shown.startswith("line one ⏎ line two xxx") and shown.endswith("…")
+    assert len(shown) == 120
+    assert model.data(model.index(0, 3), Qt.ItemDataRole.ToolTipRole) == long_answer
+
+
+def test_eval_records_come_with_their_reference_answers(panel: Any, qloop: Any) -> None:
+    from PySide6.QtCore import Qt
+
+    async def body() -> None:
+        panel.eval_radio.setChecked(True)
+        panel.eval_count.setValue(2)
+        panel.max_new_tokens.setValue(4)
+        panel.run_button.click()
+        await until(lambda: panel.ended, DEADLINE_S)
+        assert panel.ended == ["done"], panel.status_label.text()
+        model = panel.model
+        titles = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(4)]
+        assert titles == ["Prompt", "Reference", "Base", "demo-tuned"]
+        assert model.rowCount() == 2 and panel.losses == []
+        for number, row in enumerate(panel.rows):
+            assert row.reference and model.full_text(model.index(number, 1)) == row.reference
+            assert model.full_text(model.index(number, 0)) == row.prompt
+        assert not _servers()
+
+    run(qloop, body())

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -110,10 +110,14 @@ class QtCompareTableModel(QAbstractTableModel):
         """Qt override: the cell's start (display), its whole text (tooltip)."""
         if not index.isValid():
             return None
+        text = self.full_text(index)
         if role == Qt.ItemDataRole.DisplayRole:
-            return _one_line(self.full_text(index))
+            # An answer that is only an end of text would read as a missing cell.
+            return _one_line(text) if text.strip() else "(empty)"
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self.full_text(index)
+            return text
+        if role == Qt.ItemDataRole.ForegroundRole and not text.strip():
+            return QColor(Qt.GlobalColor.gray)
         return None
 
     def headerData(
