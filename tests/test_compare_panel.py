@@ -174,6 +174,11 @@ def test_a_bad_prompts_file_is_its_lines_sentence(qtbot: Any, qloop: Any, tmp_pa
         assert panel.prompts_edit.text() == str(bad)  # nothing lost: fix the file, run again
         assert panel.run_button.isEnabled() and panel.model.rowCount() == 0
         assert not _servers()
+        # A file that cannot be written is a sentence naming it.
+        nowhere = tmp_path / "missing" / "answers.csv"
+        panel.save_to(str(nowhere))
+        await until(lambda: "cannot write" in panel.status_label.text(), 30)
+        assert panel.status_label.text().startswith(f"{nowhere}: cannot write the results (")
         await panel._ops.close()
 
     run(qloop, body())
