@@ -272,6 +272,11 @@ def test_the_chat_tab_opens_it_and_closing_the_window_ends_its_run(
         assert dialog is not None and dialog.isVisible()
         assert dialog.jobs == [(JOB_ID, job.name, folder)]
         assert f"<b>Jobs:</b> {job.name};" in dialog.jobs_label.text()
+        window.state.set_selected_job_ids([])  # the open dialog follows the selection
+        assert dialog.jobs == [] and not dialog.run_button.isEnabled()
+        assert dialog.jobs_label.text() == "Select one or more completed jobs in the job table."
+        window.state.set_selected_job_ids([JOB_ID])
+        assert dialog.jobs == [(JOB_ID, job.name, folder)] and dialog.run_button.isEnabled()
         dialog.prompts_edit.setText(str(prompts_file))
         dialog.max_new_tokens.setValue(400)
         dialog.run_button.click()
