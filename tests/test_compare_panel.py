@@ -113,6 +113,7 @@ def _gone(process: psutil.Process) -> bool:
         return True
 
 
+@pytest.mark.slow  # 7 s alone, up to ~30 s on two busy cores: a server start and the eval loss
 def test_two_prompts_fill_the_table_as_compare_jobs_answers(
     panel: Any, qloop: Any, prompts_file: Path, expected: Any, tmp_path: Path
 ) -> None:
