@@ -17,6 +17,8 @@ long one cancelled after a few steps, then one whose trainer is killed. It saves
                                     the limits, the estimate per chosen GPU, an orphan banner
     docs/screenshots/chat.png       the Chat tab on a run trained to learn the demo: base and
                                     fine-tuned answers side by side
+    docs/screenshots/compare.png    Batch compare: four prompts through the base and two runs
+                                    (60 and 30 steps) as a table, with each run's eval loss
 
 The settings shot uses a private gnome-keyring on a private D-Bus (as the keychain tests do:
 `tests/keychain.py`) holding placeholder keys, so it shows where keys are stored; without
@@ -24,9 +26,9 @@ gnome-keyring / dbus it says why and the dialog shows the keychain problem inste
 
 Without a display it re-runs itself under Xvfb (`xvfb-run`) when installed, else uses Qt's
 offscreen platform. Options: --out DIR (default docs/screenshots), --steps N (default 40),
---scene invalid-field, --scene runpod or --scene chat (that shot alone). The RunPod shot talks
-to the tests' loopback emulator of RunPod (tests/runpod_emulator/: its catalog's three GPU
-types and prices, and a pod no job owns), never to RunPod.
+--scene invalid-field, --scene runpod, --scene chat or --scene compare (that shot alone). The
+RunPod shot talks to the tests' loopback emulator of RunPod (tests/runpod_emulator/: its
+catalog's three GPU types and prices, and a pod no job owns), never to RunPod.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument(
-        "--scene", choices=["all", "invalid-field", "runpod", "chat"], default="all"
+        "--scene", choices=["all", "invalid-field", "runpod", "chat", "compare"], default="all"
     )
     args = parser.parse_args()
     _ensure_display([str(Path(__file__).resolve()), *sys.argv[1:]])
@@ -247,16 +249,46 @@ def main() -> int:
         await asyncio.sleep(1.0)
         window.grab().save(str(out / "chat.png"))
 
+    async def shoot_compare() -> None:
+        """Two runs with an eval split, four prompts, eval loss: the dialog, its table filled."""
+        config = window.editor.config()
+        dataset = config.dataset.model_copy(update={"eval_split": 0.1})
+        window.editor.set_config(config.model_copy(update={"dataset": dataset}))
+        jobs = [await run_job("demo-60-steps", 60, 1e-2), await run_job("demo-30-steps", 30, 1e-2)]
+        window.jobs_view.select_job_ids(jobs)
+        window.log_tabs.setCurrentWidget(window.chat_panel)
+        prompts = home / "prompts.jsonl"
+        lines = ["count on from 41", "reverse: red cat blue", "count on from 7", "reverse: sun fog"]
+        prompts.write_text("".join(f'{{"prompt": "{line}"}}\n' for line in lines), "utf-8")
+        dialog = window.open_compare()
+        dialog.resize(1280, 620)
+        dialog.prompts_edit.setText(str(prompts))
+        # Sampled, as the chat shot (greedy, the tiny demo's adapter often ends at once).
+        dialog.temperature.setValue(1.0)
+        dialog.top_p.setValue(1.0)
+        dialog.seed.setValue(5)
+        dialog.max_new_tokens.setValue(16)
+        dialog.eval_loss_check.setChecked(True)
+        dialog.run_button.click()
+        await _until(lambda: not dialog.running, 900)
+        if not dialog.rows:
+            raise RuntimeError(f"batch compare failed: {dialog.status_label.text()}")
+        dialog.table.setCurrentIndex(dialog.model.index(1, 2))
+        await asyncio.sleep(1.0)
+        dialog.grab().save(str(out / "compare.png"))
+        dialog.close()
+
     async def shoot() -> None:
         window.resize(1760, 990)
         window.show()
         await window.start()
         await _until(lambda: window.start_button.isEnabled(), 600)
-        if args.scene in ("invalid-field", "runpod", "chat"):
+        if args.scene in ("invalid-field", "runpod", "chat", "compare"):
             shots_alone = {
                 "invalid-field": shoot_invalid_field,
                 "runpod": shoot_runpod,
                 "chat": shoot_chat,
+                "compare": shoot_compare,
             }
             await shots_alone[args.scene]()
             window.close()
@@ -309,6 +341,7 @@ def main() -> int:
         await shoot_invalid_field()
         await shoot_runpod()
         await shoot_chat()
+        await shoot_compare()
 
         window.close()
         await window.ops.close()
@@ -331,6 +364,7 @@ def main() -> int:
         "invalid-field.png",
         "runpod.png",
         "chat.png",
+        "compare.png",
     ]
     for name in shots if args.scene == "all" else [f"{args.scene}.png"]:
         print(out / name)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desktop.cli.output import EXIT_INTERRUPTED
-from desktop.core.compare import compare_jobs, read_prompts, write_csv, write_jsonl
+from desktop.core.compare import compare_jobs, read_prompts, save_compare_results, write_jsonl
 from desktop.core.errors import ConfigError
 from desktop.core.model_server import ModelServer, ModelServerError
 from trainer.serve_protocol import ChatMessage, DoneEvent, GenerationSettings, TokenEvent
@@ -179,16 +179,10 @@ def cmd_compare(ctx: Context) -> int:
         progress=progress,
     )
     measured = [loss for loss in losses if not isinstance(loss, str)]
-    out = sys.stdout if ns.out is None else open(ns.out, "w", encoding="utf-8", newline="")  # noqa: SIM115
-    try:
-        if ns.out is not None and ns.out.suffix.lower() == ".csv":
-            write_csv(rows, out)
-        else:
-            write_jsonl([*rows, *measured], out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if ns.out is not None:
+    if ns.out is None:
+        write_jsonl([*rows, *measured], sys.stdout)
+    else:  # the window's Save JSONL… / Save CSV… write through the same function
+        save_compare_results(ns.out, rows, losses)
         progress(f"wrote {len(rows)} prompt(s) and {len(measured)} eval loss line(s) to {ns.out}")
     problems = [loss for loss in losses if isinstance(loss, str)]
     if problems:  # the answers and the other losses are written: say what is missing

@@ -6,7 +6,10 @@ prompts through one model server per job, one job after the other (one copy of t
 memory at a time): the first job's server answers for the base (its adapter switched off) and
 every server for its job's adapter; the same server measures the mean token loss and
 perplexity of base and adapter on its job's eval split, when asked. Results are plain pydantic
-rows, which `finetune-desk compare` writes as JSON lines or as a CSV table.
+rows, which `finetune-desk compare` writes as JSON lines or as a CSV table (`save_compare_results`
+writes them the same way for the window). A `CompareCancel` handle stops a run from another
+thread: the server it is talking to is closed at once, and `compare_jobs` raises
+`CompareCancelled` with no server left behind.
 """
 
 from __future__ import annotations
@@ -14,24 +17,28 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from desktop.core.errors import ConfigError
+from desktop.core.errors import ConfigError, FtdeskError
 from desktop.core.model_server import ModelServer, ModelServerError
 from desktop.core.runtime import TrainerRuntime
 from trainer.serve_protocol import ChatMessage, DoneEvent, GenerationSettings
 
 __all__ = [
     "BASE",
+    "CompareCancel",
+    "CompareCancelled",
     "CompareRow",
     "EvalLoss",
     "PromptRecord",
     "compare_jobs",
     "read_prompts",
+    "save_compare_results",
     "write_csv",
     "write_jsonl",
 ]
@@ -77,6 +84,48 @@ class EvalLoss(BaseModel):
     base_perplexity: float
     adapter_loss: float
     adapter_perplexity: float
+
+
+class CompareCancelled(FtdeskError):
+    """A compare run was cancelled (its model server is closed)."""
+
+
+class CompareCancel:
+    """Stops a running `compare_jobs` from another thread.
+
+    `cancel()` marks the run cancelled and closes the model server it is talking to (its
+    waiting request wakes at once); `compare_jobs` then raises `CompareCancelled`. A server
+    started after the cancel is never used: the run checks before each step.
+    """
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._server: ModelServer | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether `cancel` was called."""
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Cancel the run and close its current model server (blocking, seconds at most)."""
+        self._cancelled.set()
+        with self._lock:
+            server = self._server
+        if server is not None:
+            server.close()
+
+    def check(self) -> None:
+        """Raise `CompareCancelled` when the run was cancelled."""
+        if self.cancelled:
+            raise CompareCancelled("compare: cancelled; no model server is left running")
+
+    def _serving(self, server: ModelServer | None) -> None:
+        with self._lock:
+            self._server = server
+        if server is not None and self.cancelled:
+            server.close()  # a cancel that came before this server was known
 
 
 class _PromptLine(BaseModel):
@@ -150,6 +199,7 @@ def compare_jobs(
     settings: GenerationSettings | None = None,
     progress: Callable[[str], None] = lambda _: None,
     start_timeout_s: float = 600.0,
+    cancel: CompareCancel | None = None,
 ) -> tuple[list[CompareRow], list[EvalLoss | str]]:
     """Every prompt's answer from the base (first job's) and from each job's adapter, and each
     job's eval loss with `with_eval_loss`; one server per job, one job after the other.
@@ -165,29 +215,67 @@ def compare_jobs(
             (a `str` in its place) why it cannot be measured; the answers are kept either way.
         settings: generation settings (default: greedy, 256 new tokens).
         progress: called with a line per step, for a person watching.
+        cancel: a handle another thread may use to stop the run.
 
     Raises:
         ModelServerError: a server could not start or died (one sentence).
+        CompareCancelled: `cancel` was used; every server this run started is closed.
     """
+    cancel = cancel or CompareCancel()
+    try:
+        return _compare(
+            runtime,
+            jobs,
+            prompts,
+            eval_records,
+            with_eval_loss,
+            settings,
+            progress,
+            start_timeout_s,
+            cancel,
+        )
+    except ModelServerError:
+        cancel.check()  # the server was closed by the cancel: say that, not "it died"
+        raise
+    finally:
+        cancel._serving(None)
+
+
+def _compare(
+    runtime: TrainerRuntime,
+    jobs: list[tuple[str, Path]],
+    prompts: list[PromptRecord] | None,
+    eval_records: int,
+    with_eval_loss: bool,
+    settings: GenerationSettings | None,
+    progress: Callable[[str], None],
+    start_timeout_s: float,
+    cancel: CompareCancel,
+) -> tuple[list[CompareRow], list[EvalLoss | str]]:
     settings = settings or GenerationSettings(temperature=0.0, max_new_tokens=256)
     answers: list[dict[str, str]] = []
     records: list[PromptRecord] = list(prompts or [])
     losses: list[EvalLoss | str] = []
     for index, (job_id, job_dir) in enumerate(jobs):
+        cancel.check()
         progress(f"{job_id}: loading the model")
         with ModelServer(runtime, job_dir=job_dir) as server:
+            cancel._serving(server)
             server.start(timeout_s=start_timeout_s)
+            cancel.check()  # cancelled while it loaded (before its process was known)
             if index == 0:
                 if prompts is None and eval_records > 0:
                     held = server.eval_records(eval_records).records
                     records = [PromptRecord(messages=r.messages, reference=r.answer) for r in held]
                 answers = [{} for _ in records]
             for number, record in enumerate(records, start=1):
+                cancel.check()
                 progress(f"{job_id}: prompt {number}/{len(records)}")
                 if index == 0:
                     answers[number - 1][BASE] = _answer(server, record, False, settings)
                 answers[number - 1][job_id] = _answer(server, record, True, settings)
             if with_eval_loss:
+                cancel.check()
                 progress(f"{job_id}: eval loss of base and adapter")
                 try:
                     losses.append(_eval_loss(server, job_id))
@@ -195,6 +283,7 @@ def compare_jobs(
                     if not server.alive:
                         raise
                     losses.append(f"{job_id}: {exc}")
+    cancel.check()
     rows = [
         CompareRow(prompt=r.prompt, messages=r.messages, reference=r.reference, answers=answers[i])
         for i, r in enumerate(records)
@@ -242,3 +331,22 @@ def write_csv(rows: list[CompareRow], out: TextIO) -> None:
         writer.writerow(
             [row.prompt, row.reference or "", *(row.answers.get(m, "") for m in models)]
         )
+
+
+def save_compare_results(path: Path, rows: list[CompareRow], losses: list[EvalLoss | str]) -> Path:
+    """Write a run's results as `finetune-desk compare --out` does: a `.csv` path gets
+    `write_csv` (answers only), any other JSON lines (`write_jsonl`: rows, then eval losses).
+
+    Raises:
+        ConfigError: the file cannot be written (names it and why).
+    """
+    measured = [loss for loss in losses if not isinstance(loss, str)]
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as out:
+            if path.suffix.lower() == ".csv":
+                write_csv(rows, out)
+            else:
+                write_jsonl([*rows, *measured], out)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the results ({exc}); choose another file") from exc
+    return path

@@ -63,11 +63,13 @@ class ChatPanel(QWidget):
             from a worker thread).
         turn_finished(): both answers of a turn ended and the conversation was updated.
         server_failed(str): the model server could not start or died (the sentence).
+        compare_requested(): "Batch compare…" was clicked (the window opens the dialog).
     """
 
     token_arrived = Signal(str, str)
     turn_finished = Signal()
     server_failed = Signal(str)
+    compare_requested = Signal()
 
     def __init__(
         self,
@@ -132,6 +134,9 @@ class ChatPanel(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.regenerate_button.clicked.connect(self.regenerate)
         self.copy_button.clicked.connect(self.copy_last_turn)
+        self.compare_button = QPushButton("Batch compare…", self)
+        self.compare_button.setToolTip("A prompts file through the selected jobs, as a table")
+        self.compare_button.clicked.connect(self.compare_requested)
         self.status_label = QLabel("", self)
         self.status_label.setWordWrap(True)
 
@@ -160,6 +165,7 @@ class ChatPanel(QWidget):
         for button in (self.send_button, self.stop_button, self.regenerate_button):
             buttons.addWidget(button)
         buttons.addWidget(self.copy_button)
+        buttons.addWidget(self.compare_button)
         ask = QHBoxLayout()
         ask.addWidget(self.prompt_edit, 1)
         ask.addLayout(buttons)

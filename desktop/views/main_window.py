@@ -178,6 +178,7 @@ class MainWindow(QMainWindow):
         self._doctor: DoctorReport | None = None
         self._closing = False
         self._painted = False
+        self.compare_dialog: Any = None  # Batch compare, made when first opened
         self._settings_version = 0  # the newest applied settings' number (`_save_settings`)
         self._settings_lock = threading.Lock()
         #: perf_counter() at "painted" (first paint) and "ready" (heavy parts built).
@@ -349,6 +350,7 @@ class MainWindow(QMainWindow):
         from desktop.views.chat_panel import ChatPanel  # the Chat tab beside the log
 
         self.chat_panel = ChatPanel(self.state, self.ops, lambda: self.service.runtime, self)
+        self.chat_panel.compare_requested.connect(self.open_compare)
         self.log_tabs = QTabWidget(self)
         self.log_tabs.addTab(self.log_view, "Log")
         self.log_tabs.addTab(self.chat_panel, "Chat")
@@ -600,6 +602,18 @@ class MainWindow(QMainWindow):
         if self.tray is not None:
             self.tray.showMessage(title, body, self.windowIcon(), 10_000)
 
+    def open_compare(self) -> Any:
+        """Show Batch compare (one dialog, reused) for the jobs selected in the table."""
+        from desktop.views.compare_panel import ComparePanel
+
+        if self.compare_dialog is None:
+            runtime = lambda: self.service.runtime  # noqa: E731
+            self.compare_dialog = ComparePanel(self.state, self.ops, runtime, self)
+        self.compare_dialog.set_jobs(self.state.selected_job_ids)
+        self.compare_dialog.show()
+        self.compare_dialog.raise_()
+        return self.compare_dialog
+
     # -- layout memory --------------------------------------------------------------------------
 
     def save_layout(self) -> None:
@@ -620,6 +634,8 @@ class MainWindow(QMainWindow):
             if self._is_ready:
                 self.inhibitor.close()
                 self.chat_panel.shutdown()  # no model server outlives the window
+                if self.compare_dialog is not None:
+                    self.compare_dialog.shutdown()
             if self._is_ready and self.config_actions.preflight is not None:
                 self.config_actions.preflight.close()
             if self.tray is not None:

@@ -128,6 +128,13 @@ _LAZY = {
     "SecretName": "desktop.core.secrets",
     "SecretStatus": "desktop.core.secrets",
     "SecretStore": "desktop.core.secrets",
+    # Batch compare (compare_panel): the run, its cancel, the prompts file, the saved results;
+    # BASE is the base model's key in a row's answers.
+    **dict.fromkeys(
+        ("BASE", "CompareCancel", "CompareCancelled", "compare_jobs", "read_prompts"),
+        "desktop.core.compare",
+    ),
+    "save_compare_results": "desktop.core.compare",
     # RunPod in the window: the catalog, the key's test, the estimate, the orphan sweep.
     **dict.fromkeys(
         (
