@@ -169,12 +169,18 @@ def main() -> int:
         window.editor.focus_field("training.learning_rate")
         spin = window.editor.field_widget("training.learning_rate")
         edit = spin.lineEdit()  # type: ignore[attr-defined]
+        before = edit.text()
         edit.selectAll()
         QTest.keyClicks(edit, "0")
         QTest.keyClick(spin, Qt.Key.Key_Return)
         window.editor.focus_field("training.learning_rate")
         await asyncio.sleep(1.0)
         window.grab().save(str(out / "invalid-field.png"))
+        # The shots after this one start from a valid config again.
+        edit.selectAll()
+        QTest.keyClicks(edit, before)
+        QTest.keyClick(spin, Qt.Key.Key_Return)
+        window.editor.config()  # raises if the field did not take its value back
 
     async def shoot_runpod() -> None:
         from PySide6.QtWidgets import QScrollArea
@@ -203,6 +209,10 @@ def main() -> int:
             window.statusBar().showMessage("RunPod: two GPU types chosen, estimated before launch")
             await asyncio.sleep(1.0)
             window.grab().save(str(out / "runpod.png"))
+            # The shots after this one train on this machine again, and the emulator's pod is
+            # gone with the emulator.
+            window.target_combo.setCurrentIndex(window.target_combo.findData("local"))
+            window.orphan_banner.hide()
 
     async def shoot_layouts(first: str, second: str, long_run: str) -> None:
         """The runs view, the dark theme and the window at 1280x720."""
