@@ -169,6 +169,13 @@ def test_a_pod_no_job_owns_shows_in_the_banner_and_delete_removes_it(
         text = banner.label.text()
         assert stray.id in text and "$2.99/h" in text and "not in the job list" in text
         assert not banner.adopt_button.isEnabled()  # its job is not here
+        # A pod orphaned after the banner was drawn (another machine's app, say) is not one
+        # the person chose to delete: Delete removes what it shows, the next look lists it.
+        later = emu.add_pod("ftdesk-20261130-100000-other", gpu_id=H100)
+        qtbot.mouseClick(banner.delete_button, Qt.MouseButton.LeftButton)
+        await until(lambda: later.id in banner.label.text(), 30)
+        assert [p.id for p in emu.live_pods()] == [later.id]
+        assert stray.id not in banner.label.text()
         qtbot.mouseClick(banner.delete_button, Qt.MouseButton.LeftButton)
         await until(lambda: not emu.live_pods() and not banner.isVisible(), 30)
         await close(window)

@@ -206,14 +206,17 @@ async def find_orphan_pods(store: Any, service: JobService) -> list[tuple[Orphan
     return [(o, o.job_id in unknown) for o in found]
 
 
-async def delete_orphan_pods(store: Any, service: JobService) -> list[Orphan]:
-    """Delete the orphaned pods, listed afresh (a pod adopted meanwhile is kept)."""
+async def delete_orphan_pods(
+    store: Any, service: JobService, pod_ids: list[str] | None = None
+) -> list[Orphan]:
+    """Delete the orphaned pods, listed afresh (a pod adopted meanwhile is kept); with
+    `pod_ids` (those the banner shows), only those."""
     from desktop.providers.runpod.sweep import delete_orphans
 
     jobs = await asyncio.to_thread(service.jobs)
     home = data_home()
     return await _with_api(  # type: ignore[no-any-return]
-        store, service.settings.runpod, lambda api: delete_orphans(api, jobs, home)
+        store, service.settings.runpod, lambda api: delete_orphans(api, jobs, home, pod_ids)
     )
 
 

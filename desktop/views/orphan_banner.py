@@ -85,8 +85,9 @@ class OrphanBanner(QFrame):
         )
 
     def delete_orphans(self) -> None:
-        """Delete the listed pods, then look again."""
+        """Delete the listed pods (those shown, never one orphaned since), then look again."""
         self.delete_button.setEnabled(False)
+        shown = [orphan.pod_id for orphan in self.orphans]
 
         def done(deleted: list[Any]) -> None:
             self._ops.bus.info(f"deleted {len(deleted)} orphaned RunPod pod(s)")
@@ -94,7 +95,7 @@ class OrphanBanner(QFrame):
 
         self._ops.run(
             "delete orphaned RunPod pods",
-            operations.delete_orphan_pods(self._secret_store(), self._service),
+            operations.delete_orphan_pods(self._secret_store(), self._service, shown),
             done,
             lambda _exc: self.delete_button.setEnabled(True),
         )

@@ -97,14 +97,21 @@ async def find_orphans(api: RunpodApi, jobs: Iterable[Job]) -> list[Orphan]:
 
 
 async def delete_orphans(
-    api: RunpodApi, jobs: Iterable[Job], home: Path | None = None
+    api: RunpodApi,
+    jobs: Iterable[Job],
+    home: Path | None = None,
+    only: Iterable[str] | None = None,
 ) -> list[Orphan]:
     """Delete the orphaned pods (listed afresh, so a pod a job adopted meanwhile is kept);
-    returns those deleted. With the data folder `home`, each deletion is written to the spend
-    ledger, so the month's spend stops counting the pod."""
+    returns those deleted. With `only` (pod ids: what a person was shown), no other pod is
+    deleted, not even one orphaned since. With the data folder `home`, each deletion is written
+    to the spend ledger, so the month's spend stops counting the pod."""
     from desktop.providers.runpod.spend import Ledger
 
     orphans = await find_orphans(api, jobs)
+    if only is not None:
+        shown = set(only)
+        orphans = [orphan for orphan in orphans if orphan.pod_id in shown]
     for orphan in orphans:
         await api.delete_pod(orphan.pod_id)
         if home is not None:
