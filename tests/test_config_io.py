@@ -128,6 +128,9 @@ def test_trl_sft_yaml_parses_with_trl_to_the_same_hyperparameters(
     assert sft.save_steps == t.save_steps and sft.save_total_limit == t.save_total_limit
     assert sft.eval_strategy.value == "steps" and sft.eval_steps == 20
     assert sft.max_length == cfg.dataset.max_length and sft.packing == cfg.dataset.packing
+    assert cfg.dataset.padding_free and cfg.model.attn_implementation != "flash_attention_2"
+    assert sft.padding_free is False  # TRL's needs FlashAttention: the export says so
+    assert any("padding_free needs attn_implementation flash_attention_2" in n for n in notes)
     assert sft.assistant_only_loss is True
     assert mixture.test_split_size == 0.1
     assert mixture.datasets[0].path == "json"
@@ -170,3 +173,19 @@ def test_trl_export_notes_what_trl_cannot_express(tmp_path: Path) -> None:
     args = yaml.safe_load((tmp_path / "sft.yaml").read_text())
     assert args["eval_strategy"] == "no"
     assert json.dumps(args)  # plain data only
+
+
+def test_trl_export_is_padding_free_only_with_flash_attention(tmp_path: Path) -> None:
+    cfg = _custom(tmp_path)
+    flash = cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"attn_implementation": "flash_attention_2"})}
+    )
+    notes = export_trl_sft_yaml(flash, tmp_path / "flash.yaml")
+    assert yaml.safe_load((tmp_path / "flash.yaml").read_text())["padding_free"] is True
+    assert not any("padding_free" in n for n in notes)
+    padded = cfg.model_copy(
+        update={"dataset": cfg.dataset.model_copy(update={"padding_free": False})}
+    )
+    notes = export_trl_sft_yaml(padded, tmp_path / "padded.yaml")
+    assert yaml.safe_load((tmp_path / "padded.yaml").read_text())["padding_free"] is False
+    assert not any("padding_free" in n for n in notes)

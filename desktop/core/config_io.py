@@ -401,6 +401,15 @@ def trl_sft_arguments(config: TrainingConfig) -> tuple[dict[str, Any], list[str]
         )
     args["max_length"] = d.max_length
     args["packing"] = d.packing
+    # TRL's padding_free flattens a batch for FlashAttention only; the app's runs sdpa once per
+    # record, so without flash_attention_2 the export pads (same loss, more memory).
+    flash = c.model.attn_implementation == "flash_attention_2"
+    args["padding_free"] = d.padding_free and flash
+    if d.padding_free and not flash:
+        notes.append(
+            "padding-free batches are the app's own (sdpa once per record); TRL's padding_free "
+            "needs attn_implementation flash_attention_2, so `trl sft` pads each batch"
+        )
 
     # Optimisation and schedule.
     args["learning_rate"] = t.learning_rate
