@@ -217,6 +217,21 @@ def test_a_run_ends_without_a_server_left(how: str, panel: Any, qloop: Any, tmp_
     run(qloop, body())
 
 
+def test_closed_while_its_prompts_are_read_it_starts_no_server(
+    panel: Any, qloop: Any, prompts_file: Path
+) -> None:
+    async def body() -> None:
+        panel.prompts_edit.setText(str(prompts_file))
+        panel.show()
+        panel.run_button.click()  # the file is read in a worker; its answer comes queued
+        panel.close()
+        await until(lambda: panel.ended, DEADLINE_S)
+        assert panel.ended == ["cancelled"] and panel.status_label.text() == "cancelled"
+        assert not _servers() and not panel.running
+
+    run(qloop, body())
+
+
 def test_cancel_from_another_thread_stops_compare_jobs(
     trained_chat_job: Path, prompts_file: Path
 ) -> None:

@@ -23,7 +23,6 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication, QTextCursor
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -31,7 +30,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -39,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from desktop.models import JobState
 from desktop.views import operations
+from desktop.views.generation_controls import GenerationControls
 
 if TYPE_CHECKING:
     from desktop.views.operations import Operations
@@ -92,18 +91,11 @@ class ChatPanel(QWidget):
 
         self.system_edit = QLineEdit(self)
         self.system_edit.setPlaceholderText("System prompt (optional)")
-        self.temperature = QDoubleSpinBox(self)
-        self.temperature.setRange(0.0, 5.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setToolTip("0 = greedy: the same answer every time")
-        self.top_p = QDoubleSpinBox(self)
-        self.top_p.setRange(0.01, 1.0)
-        self.top_p.setSingleStep(0.05)
-        self.max_new_tokens = QSpinBox(self)
-        self.max_new_tokens.setRange(1, 32768)
-        self.seed = QSpinBox(self)
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setSpecialValueText("random")
+        self.generation = GenerationControls(self)
+        self.temperature = self.generation.temperature
+        self.top_p = self.generation.top_p
+        self.max_new_tokens = self.generation.max_new_tokens
+        self.seed = self.generation.seed
         self.eval_picker = QComboBox(self)
         self.eval_picker.setToolTip("Prompts from the job's eval split")
         self.eval_picker.activated.connect(self._on_eval_picker_activated)
@@ -150,14 +142,7 @@ class ChatPanel(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         settings = QGridLayout()
-        for index, (label, widget) in enumerate(
-            (
-                ("Temperature", self.temperature),
-                ("Top-p", self.top_p),
-                ("Max new tokens", self.max_new_tokens),
-                ("Seed", self.seed),
-            )
-        ):
+        for index, (label, widget) in enumerate(self.generation.labelled()):
             settings.addWidget(QLabel(label, self), index // 2, (index % 2) * 2)
             settings.addWidget(widget, index // 2, (index % 2) * 2 + 1)
         settings.setColumnStretch(4, 1)
@@ -374,21 +359,11 @@ class ChatPanel(QWidget):
     # -- showing ----------------------------------------------------------------------------
 
     def _settings(self) -> Any:
-        seed = self.seed.value()
-        return operations.GenerationSettings(
-            temperature=round(self.temperature.value(), 2),
-            top_p=round(self.top_p.value(), 2),
-            max_new_tokens=self.max_new_tokens.value(),
-            seed=None if seed < 0 else seed,
-        )
+        return self.generation.settings()
 
     def _show_settings(self, conversation: Any) -> None:
-        s = conversation.settings
         self.system_edit.setText(conversation.system)
-        self.temperature.setValue(s.temperature)
-        self.top_p.setValue(s.top_p)
-        self.max_new_tokens.setValue(s.max_new_tokens)
-        self.seed.setValue(-1 if s.seed is None else s.seed)
+        self.generation.show(conversation.settings)
 
     def _render(self) -> None:
         for side in _SIDES:

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtGui import QCloseEvent, QColor, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QDialog,
-    QDoubleSpinBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
@@ -48,6 +47,7 @@ from PySide6.QtWidgets import (
 
 from desktop.models import JobState
 from desktop.views import operations
+from desktop.views.generation_controls import GenerationControls
 
 if TYPE_CHECKING:
     from desktop.views.operations import Operations
@@ -177,6 +177,7 @@ class ComparePanel(QDialog):
         self.losses: list[Any] = []
         self.running = False
         self._cancel: Any = None
+        self._closed = False  # closed (or Escape) since last shown: no run starts
 
         self.jobs_label = QLabel("", self)
         self.jobs_label.setWordWrap(True)
@@ -190,21 +191,13 @@ class ComparePanel(QDialog):
         self.eval_count = QSpinBox(self)
         self.eval_count.setRange(1, 10_000)
         self.eval_count.setValue(10)
-        self.temperature = QDoubleSpinBox(self)
-        self.temperature.setRange(0.0, 5.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setToolTip("0 = greedy: the same answer every time")
-        self.top_p = QDoubleSpinBox(self)
-        self.top_p.setRange(0.01, 1.0)
-        self.top_p.setSingleStep(0.05)
-        self.top_p.setValue(0.95)
-        self.max_new_tokens = QSpinBox(self)
-        self.max_new_tokens.setRange(1, 32768)
-        self.max_new_tokens.setValue(128)
-        self.seed = QSpinBox(self)
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setSpecialValueText("random")
-        self.seed.setValue(0)
+        self.generation = GenerationControls(
+            self, operations.GenerationSettings(temperature=0.0, max_new_tokens=128, seed=0)
+        )
+        self.temperature = self.generation.temperature
+        self.top_p = self.generation.top_p
+        self.max_new_tokens = self.generation.max_new_tokens
+        self.seed = self.generation.seed
         self.eval_loss_check = QCheckBox("Eval loss and perplexity (base vs adapter)", self)
 
         self.run_button = QPushButton("Run", self)
@@ -242,12 +235,7 @@ class ComparePanel(QDialog):
         source.addWidget(self.eval_radio, 1, 0)
         source.addWidget(self.eval_count, 1, 1, Qt.AlignmentFlag.AlignLeft)
         settings = QHBoxLayout()
-        for label, widget in (
-            ("Temperature", self.temperature),
-            ("Top-p", self.top_p),
-            ("Max new tokens", self.max_new_tokens),
-            ("Seed", self.seed),
-        ):
+        for label, widget in self.generation.labelled():
             settings.addWidget(QLabel(label, self))
             settings.addWidget(widget)
         settings.addWidget(self.eval_loss_check)
@@ -330,6 +318,12 @@ class ComparePanel(QDialog):
         )
 
     def _run(self, prompts: list[Any] | None, settings: Any) -> None:
+        if self._closed:  # closed while the prompts were read: start no server
+            self.running = False
+            self._say("cancelled")
+            self._update_buttons()
+            self.run_finished.emit("cancelled")
+            return
         self.running = True
         self._cancel = cancel = operations.CompareCancel()
         self._update_buttons()
@@ -365,13 +359,20 @@ class ComparePanel(QDialog):
         if cancel is not None:
             cancel.cancel()
 
+    def showEvent(self, event: QShowEvent) -> None:
+        """Qt override: shown (again), a run may start."""
+        self._closed = False
+        super().showEvent(event)
+
     def closeEvent(self, event: QCloseEvent) -> None:
         """Qt override: closing the dialog cancels its run (the servers go with it)."""
+        self._closed = True
         self.cancel()
         super().closeEvent(event)
 
     def reject(self) -> None:
         """Qt override (Escape): as closing."""
+        self._closed = True
         self.cancel()
         super().reject()
 
@@ -435,13 +436,7 @@ class ComparePanel(QDialog):
     # -- showing ----------------------------------------------------------------------------
 
     def _settings(self) -> Any:
-        seed = self.seed.value()
-        return operations.GenerationSettings(
-            temperature=round(self.temperature.value(), 2),
-            top_p=round(self.top_p.value(), 2),
-            max_new_tokens=self.max_new_tokens.value(),
-            seed=None if seed < 0 else seed,
-        )
+        return self.generation.settings()
 
     def _on_browse_button_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
