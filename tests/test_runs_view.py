@@ -45,7 +45,10 @@ def _state() -> AppState:
             "beta",
             state="completed",
             step=30,
-            config=_config(training={"learning_rate": 5e-4}, lora={"r": 32}),
+            # Its config's run name differs too: the run column shows names, not a field.
+            config=_config(training={"learning_rate": 5e-4}, lora={"r": 32}).model_copy(
+                update={"name": "beta"}
+            ),
         )
     )
     state.job_added(
@@ -79,10 +82,12 @@ def test_the_view_lists_exactly_the_differing_fields_and_the_metrics(qtbot: QtBo
     view = RunsView(state)
     qtbot.addWidget(view)
     state.set_selected_job_ids(["a", "b"])
+    # The differences come first, where a narrow table still shows them.
     assert view.model.header() == [
-        *FIXED_COLUMNS,
+        "run",
         "lora.r",
         "training.learning_rate",
+        *FIXED_COLUMNS[1:],
     ]
     state.set_selected_job_ids(["b", "c"])  # same learning rate: only r differs
     assert view.model.fields == ["lora.r"]

@@ -104,6 +104,13 @@ def differing_fields(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [key for key in keys if len({repr(c.get(key, sentinel)) for c in configs}) > 1]
 
 
+def _config_fields(job: Job) -> dict[str, Any]:
+    """The job's flattened config, less its run name: the row's first column shows it."""
+    fields = flatten_config(job.config.model_dump(mode="json"))
+    fields.pop("name", None)
+    return fields
+
+
 def run_rows(jobs: Iterable[Job], series: Callable[[str, str], FloatArray | None]) -> list[RunRow]:
     """A row per job; `series(job_id, name)` gives a series' values (None if absent)."""
     rows = []
@@ -120,7 +127,7 @@ def run_rows(jobs: Iterable[Job], series: Callable[[str, str], FloatArray | None
                 state=job.state.value,
                 step=job.step,
                 metrics=tuple(metrics),
-                fields=flatten_config(job.config.model_dump(mode="json")),
+                fields=_config_fields(job),
             )
         )
     return rows

@@ -45,7 +45,8 @@ from desktop.views.state import AppState
 __all__ = ["FIXED_COLUMNS", "QtRunsCompareModel", "RunsView", "chart_tabs"]
 
 FIXED_COLUMNS: tuple[str, ...] = ("run", "state", "step", *(c.title for c in METRIC_COLUMNS))
-"""The columns every comparison has; the differing config fields follow."""
+"""The columns every comparison has; the differing config fields stand between the first
+(the run) and the others, where a narrow table still shows them."""
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -61,7 +62,8 @@ def _display(value: Any) -> str:
 
 
 class QtRunsCompareModel(QAbstractTableModel):
-    """A thin adapter: one row per run, FIXED_COLUMNS then the differing config fields.
+    """A thin adapter: one row per run: its name, the differing config fields, then the rest
+    of FIXED_COLUMNS (state, step, metrics).
 
     DisplayRole is the text shown; Qt.UserRole the value (numbers stay numbers, for sorting
     and the CSV).
@@ -86,15 +88,17 @@ class QtRunsCompareModel(QAbstractTableModel):
 
     def header(self) -> list[str]:
         """The column titles."""
-        return [*FIXED_COLUMNS, *self._fields]
+        return [FIXED_COLUMNS[0], *self._fields, *FIXED_COLUMNS[1:]]
 
     def value(self, row: int, column: int) -> Any:
         """The value of a cell (None where the run has none)."""
         run = self._rows[row]
-        fixed: tuple[Any, ...] = (run.name, run.state, run.step, *run.metrics)
-        if column < len(fixed):
-            return fixed[column]
-        return run.fields.get(self._fields[column - len(fixed)])
+        if column == 0:
+            return run.name
+        if column <= len(self._fields):
+            return run.fields.get(self._fields[column - 1])
+        rest: tuple[Any, ...] = (run.state, run.step, *run.metrics)
+        return rest[column - 1 - len(self._fields)]
 
     def job_id(self, row: int) -> str:
         """The job of a row."""
