@@ -205,3 +205,16 @@ def test_a_server_that_crashes_at_start_is_one_sentence(tmp_path: Path) -> None:
         "the model server stopped unexpectedly with exit code 3 (ImportError: no torch here); "
         "start the chat again to restart it"
     )
+
+
+def test_a_server_closed_before_it_starts_starts_no_process(tmp_path: Path) -> None:
+    # A cancel can close a server another thread is about to start: nothing may run then.
+    marker = tmp_path / "started"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nsleep 600\n", encoding="utf-8")
+    fake.chmod(0o755)
+    server = ModelServer(TrainerRuntime(str(fake)), model="anything")
+    server.close()
+    with pytest.raises(ModelServerError, match="closed before it started"):
+        server.start(timeout_s=300)
+    assert server.proc is None and not marker.exists()

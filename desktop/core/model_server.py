@@ -144,7 +144,12 @@ class ModelServer:
             ModelServerError: it could not start, exited, or was not ready within `timeout_s`.
             RuntimeNotReadyError: the trainer runtime cannot be started at all.
         """
+        if self._closing:  # closed before it started (a cancel): start nothing
+            raise ModelServerError("the model server was closed before it started")
         self.proc = self.runtime.start_server(*self.args)
+        if self._closing:  # closed while the process was being started: end it now
+            self.close()
+            raise ModelServerError("the model server was closed before it started")
         assert self.proc.stdout is not None and self.proc.stderr is not None
         for name, target, stream in (
             ("model-server-events", self._read_events, self.proc.stdout),
