@@ -19,14 +19,21 @@ def qloop(qapp: Any) -> Iterator[Any]:
     """A qasync event loop on the Qt thread; drive a test body with `qloop.run_until_complete`."""
     import qasync
 
+    from desktop.views.gui_gc import GuiGarbageCollector
+
     # A window closing must not end the loop mid-test (Qt quits on the last window closed).
     qapp.setQuitOnLastWindowClosed(False)
+    # As in the app: cyclic garbage (an earlier window's Qt objects) is collected on the Qt
+    # thread only, never by a worker thread's allocation (a test froze that way).
+    collector = GuiGarbageCollector()
+    collector.start()
     loop = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(loop)
     yield loop
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
     asyncio.set_event_loop(None)
+    collector.stop()  # this test's garbage goes now, on the Qt thread
 
 
 @pytest.fixture

@@ -290,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert isinstance(app, QApplication)
     app.setWindowIcon(QIcon(str(icon_path())))
     app.setQuitOnLastWindowClosed(False)
+    # Cyclic garbage (Qt objects among it) is collected on this thread only: see gui_gc.py.
+    from desktop.views.gui_gc import GuiGarbageCollector
+
+    collector = GuiGarbageCollector()
+    collector.start()
 
     # The skeleton (toolbar, status bar, empty panels) is on screen before anything heavy is
     # imported, asyncio and qasync included; the window then builds the rest (`start()`).
@@ -355,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         window.deleteLater()
         loop.close()
+        collector.stop()  # automatic collection back, for a caller that goes on (tests)
         store = early[0]() if early else None
         if store is not None:  # the service does not close a store it was given
             store.close()
