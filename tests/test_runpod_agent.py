@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from runpod_pod_fakes import (
 )
 
 from trainer.agent import Agent, AgentError
+from trainer.agent_files import artifact_files
 from trainer.agent_watchdog import PodApi, Watchdog, WatchdogLimits
 
 JOB = "20260101-000000-abcd"
@@ -515,3 +516,67 @@ def test_the_artifact_list_answers_before_a_big_file_is_hashed(
     wait_until(lambda: agent_proc.json("GET", "/artifacts")["pending"] == 0, "the hash")
     digest = hashlib.sha256(bytes(64 * 1024 * 1024)).hexdigest()
     assert agent_proc.json("GET", "/artifacts")["files"][0]["sha256"] == digest
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_poll_during_a_commit_sees_before_or_after_never_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A state poll is unlocked (it never waits on a commit's hashing), so a commit can rename
+    the part into place between any two of its looks at the disk: seen from CI, a poll that
+    checked exists() then stat() failed with FileNotFoundError. The commit is made to land at
+    the poll's first look at the part, just before or just after that look."""
+    data = b'{"text": "hello"}\n'
+    agent = Agent(tmp_path / JOB, dict(os.environ), FakeClock(CREATED_EPOCH))
+    agent.upload_chunk("data/train.jsonl", 0, data)
+    part = agent.job_dir / ".uploads" / "data__train.jsonl.part"
+    assert part.is_file()
+    commit = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    real_exists, real_stat = Path.exists, Path.stat
+    landed: list[str] = []
+
+    def race(path: Path, real: Callable[..., object], *args: object, **kwargs: object) -> object:
+        if path != part or landed:
+            return real(path, *args, **kwargs)
+        landed.append(when)
+        if when == "before":
+            agent.commit("data/train.jsonl", commit)
+            return real(path, *args, **kwargs)
+        seen = real(path, *args, **kwargs)
+        agent.commit("data/train.jsonl", commit)
+        return seen
+
+    monkeypatch.setattr(Path, "exists", lambda p, *a, **k: race(p, real_exists, *a, **k))
+    monkeypatch.setattr(Path, "stat", lambda p, *a, **k: race(p, real_stat, *a, **k))
+    state = agent.upload_state("data/train.jsonl")
+    monkeypatch.undo()
+    assert landed == [when], "the commit landed inside the poll"
+    # Read before the rename, the part's size is the whole file; after it, nothing is left.
+    offset = len(data) if when == "after" else 0
+    assert state == {"name": "data/train.jsonl", "offset": offset, "committed": True}
+    assert (agent.job_dir / "data" / "train.jsonl").read_bytes() == data
+
+
+def test_the_artifact_list_skips_a_checkpoint_rotated_away_while_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """save_total_limit removes old checkpoints while the app lists artifacts: a file that goes
+    between the walk and its stat is left out, never a failed request."""
+    agent = Agent(tmp_path / JOB, dict(os.environ), FakeClock(CREATED_EPOCH))
+    old = agent.job_dir / "checkpoints" / "checkpoint-1" / "adapter_model.safetensors"
+    new = agent.job_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"
+    for path in (old, new):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"weights")
+
+    def rotating(job_dir: Path) -> Iterator[Path]:
+        for path in artifact_files(job_dir):
+            if path == old:
+                path.unlink()  # the trainer's rotation, right after the walk saw it
+            yield path
+
+    monkeypatch.setattr("trainer.agent.artifact_files", rotating)
+    listed = agent.artifacts()
+    assert [f["path"] for f in listed["files"]] == [
+        "checkpoints/checkpoint-2/adapter_model.safetensors"
+    ]

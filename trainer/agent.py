@@ -198,11 +198,10 @@ class Agent:
         """Where the upload of `name` stands."""
         target = self.upload_path(name)
         part = self._part(name)
-        state = {
-            "name": name,
-            "offset": part.stat().st_size if part.exists() else 0,
-            "committed": target.is_file(),
-        }
+        # Unlocked, so a poll never waits on a commit's hashing: the part may be renamed into
+        # place (or removed) by a commit at any moment, so its size is read once, not after
+        # an exists() that a commit can make stale.
+        state = {"name": name, "offset": _size(part), "committed": target.is_file()}
         fetch = self.fetcher.state(name)
         return state if fetch is None else {**state, "fetch": fetch}
 
@@ -226,7 +225,7 @@ class Agent:
         part = self._part(name)
         with self._lock:
             self._refuse_after_start()
-            current = part.stat().st_size if part.exists() else 0
+            current = _size(part)
             if offset not in (current, 0):
                 raise AgentError(
                     409,
@@ -348,10 +347,11 @@ class Agent:
 
     def log(self, offset: int) -> tuple[bytes, int]:
         """`train.log` bytes from `offset` (at most MAX_LOG_BYTES) and its size."""
-        path = self.job_dir / "train.log"
-        if not path.exists():
+        try:
+            handle = open(self.job_dir / "train.log", "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
             return b"", 0
-        with open(path, "rb") as handle:
+        with handle:
             size = os.fstat(handle.fileno()).st_size
             handle.seek(min(offset, size))
             return handle.read(MAX_LOG_BYTES), size
@@ -360,7 +360,10 @@ class Agent:
         """Files of `output/` and `checkpoints/` with size and sha256 (null while hashing)."""
         files, todo = [], []
         for path in artifact_files(self.job_dir):
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # a checkpoint rotated away (save_total_limit) meanwhile
+                continue
             rel = path.relative_to(self.job_dir).as_posix()
             digest = self._hashes.get((rel, stat.st_size, stat.st_mtime_ns))
             if digest is None:
@@ -594,6 +597,14 @@ def serve(env: dict[str, str]) -> int:
 def main() -> int:
     """`python -m trainer.agent`: serve with this process's environment."""
     return serve(dict(os.environ))
+
+
+def _size(path: Path) -> int:
+    """The size of `path`, 0 when it is not there (read once: no exists() to go stale)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 if __name__ == "__main__":
