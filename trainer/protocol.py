@@ -307,7 +307,8 @@ def process_start_ticks(pid: int | None = None) -> int | None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON so that a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # One name per thread too: two threads writing one file must not share a temporary file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")

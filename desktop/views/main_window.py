@@ -22,7 +22,6 @@ here; each panel's own work lives in its module.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,8 +178,6 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._painted = False
         self.compare_dialog: Any = None  # Batch compare, made when first opened
-        self._settings_version = 0  # the newest applied settings' number (`_save_settings`)
-        self._settings_lock = threading.Lock()
         #: perf_counter() at "painted" (first paint) and "ready" (heavy parts built).
         self.timings: dict[str, float] = {}
         self._is_ready = False
@@ -268,10 +265,12 @@ class MainWindow(QMainWindow):
     def _build_steps(self) -> Iterator[str]:
         """The heavy parts, one step per `next()`; the last step emits `ready`."""
         from desktop.views.operations import MessageBus, Operations
+        from desktop.views.settings_saver import SettingsSaver
         from desktop.views.state import AppState
 
         self.bus = self._given_bus or MessageBus(self)
         self.ops = self._given_ops or Operations(self.bus, parent=self)
+        self.settings_saver = SettingsSaver(self.ops)
         self.bus.error_posted.connect(self._on_bus_error_posted)
         self.bus.info_posted.connect(self._on_bus_info_posted)
         self.bus.bug_reported.connect(self._on_bus_bug_reported)
@@ -563,10 +562,7 @@ class MainWindow(QMainWindow):
         self.theme.apply(settings.theme)
         offline = settings.offline if settings.offline != old.offline else self.service.offline
         self.service.apply_settings(settings, offline=offline)
-        self._settings_version += 1
-        self.ops.run_in_thread(
-            "save the settings", self._save_settings, settings, self._settings_version
-        )
+        self.settings_saver.save(settings)
         if settings.offline != old.offline:
             self._update_offline_label()
             self.bus.info(
@@ -577,12 +573,15 @@ class MainWindow(QMainWindow):
             if self._check_runtime:
                 self.check_runtime()
 
-    def _save_settings(self, settings: Settings, version: int) -> None:
-        """Save `settings` unless newer ones were applied meanwhile (worker thread): saves run
-        in several threads, and an older one finishing last must not put old values back."""
-        with self._settings_lock:
-            if version == self._settings_version:
-                operations.save_settings(settings)
+    def _flush_settings(self) -> None:
+        """At close: the newest applied settings reach the disk even when their background
+        save has not run yet (the operations are cancelled next)."""
+        from desktop.views.operations import FtdeskError
+
+        try:
+            self.settings_saver.flush()
+        except FtdeskError as exc:  # the window is going: the log keeps the reason
+            log.warning("%s", exc)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -632,6 +631,7 @@ class MainWindow(QMainWindow):
             self.save_layout()
             self.save_last_config()
             if self._is_ready:
+                self._flush_settings()
                 self.inhibitor.close()
                 self.chat_panel.shutdown()  # no model server outlives the window
                 if self.compare_dialog is not None:
