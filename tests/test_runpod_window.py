@@ -4,6 +4,7 @@ job with its spend growing, the orphan banner, and the key's test in Settings.""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -151,6 +152,58 @@ def test_choose_two_gpus_see_the_estimate_start_watch_the_spend_and_the_pod_goes
     posts = [r for r in emu.requests if (r.method, r.path) == ("POST", "/v2/pods")]
     creates = [r.body["gpu"]["id"] for r in posts]
     assert creates == [RTX]
+
+
+def test_a_gpu_choice_made_while_an_estimate_runs_is_estimated_and_the_old_answer_never_shows(
+    qtbot: Any,
+    qloop: Any,
+    demo_home: Path,
+    bare_emulator: RunpodEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The estimate counts the data's tokens in a worker (seconds on a big dataset). A GPU
+    ticked meanwhile used to be refused as "already running", and the label kept the estimate
+    of the choice before it. The first estimate is held in its thread by an event."""
+    from desktop.views import operations
+
+    real = operations.estimate_offers
+    entered, release = threading.Event(), threading.Event()
+    asked: list[list[str]] = []
+
+    def held(config: Any, runtime: Any, offers: list[Any], options: Any) -> Any:
+        asked.append([offer.gpu_id for offer in offers])
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(60), "the test never released the first estimate"
+        return real(config, runtime, offers, options)
+
+    monkeypatch.setattr(operations, "estimate_offers", held)
+    window = make_window()
+    qtbot.addWidget(window)
+    shown: list[str] = []
+
+    async def body() -> None:
+        window.show()
+        await window.start()
+        panel = window.runpod_panel
+        window.target_combo.setCurrentIndex(window.target_combo.findData("runpod"))
+        await until(lambda: panel.gpu_list.count() == 3, 30)
+        panel.choose_gpus([A100])
+        await until(entered.is_set, 30)  # the A100-only estimate runs, held
+        panel.estimated.connect(shown.append)
+        panel.choose_gpus([A100, RTX])
+        panel.update_estimate()  # as the debounce timer would, while the first one runs
+        release.set()
+        await until(lambda: panel.estimate_label.text().count("Estimate on") == 2, 30)
+        await until(lambda: not window.ops.is_running("estimate the RunPod run"), 30)
+        await close(window)
+
+    run(qloop, body())
+    assert asked[0] == [A100] and asked[-1] == [A100, RTX]
+    estimates = [text for text in shown if "Estimate on" in text]
+    assert estimates and all(text.count("Estimate on") == 2 for text in estimates), (
+        "the A100-only answer, for the choice before, was shown"
+    )
 
 
 def test_a_pod_no_job_owns_shows_in_the_banner_and_delete_removes_it(

@@ -54,6 +54,9 @@ def _money(value: Any) -> str:
     return "—" if value is None else f"${value:.2f}"
 
 
+_ESTIMATE = "estimate the RunPod run"
+
+
 class RunpodPanel(QGroupBox):
     """GPU candidates, pod limits and the estimate of a RunPod launch.
 
@@ -86,6 +89,7 @@ class RunpodPanel(QGroupBox):
         self._service = service
         self._secret_store = secret_store
         self._offers: dict[str, Any] = {}
+        self._estimate_asked = 0  # the newest estimate's number: older answers are not shown
         self._choices: list[Any] = []
         defaults: RunpodOptions = service.settings.runpod
         form = QFormLayout(self)
@@ -264,7 +268,13 @@ class RunpodPanel(QGroupBox):
 
     def update_estimate(self) -> None:
         """Estimate the editor's config on each ticked GPU (the data's tokens counted in a
-        worker); the label says why when it cannot."""
+        worker); the label says why when it cannot.
+
+        One estimate runs at a time: a choice made while one runs is estimated after it, and
+        the running one's answer, being for an older choice, is never shown.
+        """
+        self._estimate_asked += 1
+        asked = self._estimate_asked
         config = _config(self._editor)
         chosen = [self._offers[g] for g in self.chosen_gpu_ids() if g in self._offers]
         if config is None:
@@ -273,17 +283,29 @@ class RunpodPanel(QGroupBox):
         if not chosen:
             self._show_estimate("Estimate: tick at least one GPU type.")
             return
+        if self._ops.is_running(_ESTIMATE):
+            self._estimate_timer.start()
+            return
         options = self.options()
         offers = [c.offer(options.cloud) for c in chosen]
+
+        def done(estimates: list[Any]) -> None:
+            if asked == self._estimate_asked:
+                self._on_estimated(estimates)
+
+        def failed(exc: BaseException) -> None:
+            if asked == self._estimate_asked:
+                self._show_estimate(f"No estimate: {exc}")
+
         self._ops.run_in_thread(
-            "estimate the RunPod run",
+            _ESTIMATE,
             operations.estimate_offers,
             config,
             self._service.runtime,
             offers,
             options,
-            on_done=self._on_estimated,
-            on_error=lambda exc: self._show_estimate(f"No estimate: {exc}"),
+            on_done=done,
+            on_error=failed,
             quiet=True,
         )
 
