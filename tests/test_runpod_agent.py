@@ -253,12 +253,18 @@ def test_a_real_run_streams_events_log_and_artifacts_and_never_sees_the_runpod_k
 # --- the watchdog ----------------------------------------------------------------------------
 
 
+STAND_IN_READY = "stand-in-ready.txt"
+
+
 def _stand_in_trainer(tmp_path: Path, *, runs: bool) -> Path:
     """An executable that stands where the trainer's Python would: it ignores its arguments
-    and either runs until SIGTERM (recording that it got it) or ends at once."""
+    and either runs until SIGTERM (recording that it got it) or ends at once. A running one
+    says when its trap is set: a SIGTERM before that (a loaded machine, seen in CI) ends the
+    shell unrecorded, so a test waits for it (`_wait_for_trap`) before it cancels."""
     script = tmp_path / "trainer-python"
     body = (
         "#!/bin/sh\ntrap 'echo got-sigterm > \"$PWD/sigterm.txt\"; exit 0' TERM\n"
+        f'echo ready > "$PWD/{STAND_IN_READY}"\n'
         "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
         if runs
         else "#!/bin/sh\nexit 0\n"
@@ -277,7 +283,13 @@ def _agent(tmp_path: Path, clock: FakeClock, *, trainer: str | None = None) -> A
         python = _stand_in_trainer(tmp_path, runs=trainer == "runs")
         (job / ".runtime.json").write_text(json.dumps({"state": "ready", "python": str(python)}))
         agent.start()
+        if trainer == "runs":
+            _wait_for_trap(job)
     return agent
+
+
+def _wait_for_trap(job: Path) -> None:
+    wait_until((job / STAND_IN_READY).exists, "the stand-in trainer to set its SIGTERM trap")
 
 
 def _watchdog(agent: Agent, clock: FakeClock, api: FakeRunPodApi, **limits: float) -> Watchdog:
@@ -473,6 +485,7 @@ def test_cancel_sends_sigterm_to_the_trainer_and_confirm_waits_for_its_end(
         assert status == 409 and "installing" in json.loads(body)["error"]
         (job / ".runtime.json").write_text(json.dumps({"state": "ready", "python": str(python)}))
         assert proc.json("POST", "/start", {})["started"] is True
+        _wait_for_trap(job)
         assert proc.request("POST", "/artifacts/confirm", {})[0] == 409  # still training
         assert proc.json("POST", "/cancel", {}) == {"cancelled": True}
         wait_until(lambda: proc.json("GET", "/health")["state"] == "ended", "the trainer to end")
