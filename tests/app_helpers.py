@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -55,3 +58,16 @@ def rerun_alone(test_file: str, test_name: str) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def unread_stdin_bytes(pid: int) -> int:
+    """How many bytes wait unread in process `pid`'s stdin pipe (Linux, FIONREAD).
+
+    With the process suspended (SIGSTOP), a request written to it is seen here, so a test can
+    resume it knowing the request is there, not hoping it came in time.
+    """
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    finally:
+        os.close(fd)

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from app_helpers import run, until
+from app_helpers import run, unread_stdin_bytes, until
 
 from desktop.models import Settings
 
@@ -106,7 +106,15 @@ def test_the_chat_panel_answers_side_by_side_and_leaves_no_server(
         before = len(tokens)
         panel.send_button.click()
         await until(lambda: len(tokens) > before + 2, 300)
-        panel.stop_button.click()
+        # The tiny model's whole answer takes about a second: held (SIGSTOP) until the stop is
+        # in its pipe, it cannot end on its own first, however loaded the machine is.
+        server = psutil.Process(panel.session.pid)
+        server.suspend()
+        try:
+            panel.stop_button.click()
+            await until(lambda: unread_stdin_bytes(server.pid) > 0, 60)
+        finally:
+            server.resume()
         await until(lambda: len(panel.conversation.turns) == 2 and not panel.answering, 300)
         stopped = panel.conversation.turns[1]
         assert stopped.base_end == "stopped" and stopped.tuned_end == "stopped"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from app_helpers import unread_stdin_bytes
 
 from desktop.cli import main as cli_main
 
@@ -174,7 +175,15 @@ def test_chat_streams_ctrl_c_stops_the_answer_and_a_second_exits(trained_chat_jo
     console.wait_for(
         lambda: len(console.out.partition("assistant> ")[2]) > 2, "the answer's first tokens"
     )
-    console.proc.send_signal(signal.SIGINT)
+    # The tiny model's whole answer takes about a second: held (SIGSTOP) until the CLI's stop
+    # is in its pipe, it cannot end on its own first, however loaded the machine is.
+    server = psutil.Process(pid)
+    server.suspend()
+    try:
+        console.proc.send_signal(signal.SIGINT)
+        console.wait_for(lambda: unread_stdin_bytes(pid) > 0, "the stop request in the pipe")
+    finally:
+        server.resume()
     console.wait_for(lambda: "[stopped]" in console.out, "stop")
     console.wait_for(lambda: console.out.rstrip().endswith("you>"), "next prompt")
     assert psutil.pid_exists(pid)  # Ctrl+C is the CLI's: the server lives on

@@ -437,7 +437,9 @@ def test_a_hanging_create_looks_for_its_pod_and_adopts_it(emulator: RunpodEmulat
     emulator.fault("POST", "/v2/pods", hang=True, after=True)
 
     async def scenario() -> str:
-        async with client_for(emulator, timeout=0.2) as (api, _):
+        # The timeout covers the look that must answer too: not so short that a loaded
+        # machine's pause makes it fail.
+        async with client_for(emulator, timeout=2.0) as (api, _):
             return (await api.create_pod(pod_request("ftdesk-job-hang"))).id
 
     adopted = asyncio.run(scenario())
@@ -590,7 +592,7 @@ def test_the_api_key_is_in_no_error_text_repr_or_log_record(
     async def scenario() -> list[str]:
         texts = []
         retry = RetryPolicy(attempts=2, adopt_looks=2)
-        async with client_for(emulator, timeout=0.2, retry=retry) as (api, _):
+        async with client_for(emulator, timeout=2.0, retry=retry) as (api, _):
             texts.append(repr(api))
             texts.append(repr(pod_request()))
             calls = [

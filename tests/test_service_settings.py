@@ -108,8 +108,12 @@ def test_offline_mode_and_trainer_python_reach_the_next_launch(
         offline_env = _environ(second.handle.pid)
         for name, value in OFFLINE_ENV.items():
             assert offline_env.get(name) == value, name
-        uses = record.read_text(encoding="utf-8")
-        assert f"-m trainer run --job-dir {second.job_dir}" in uses
+        # The launch returns once the wrapper is started, maybe before its `echo` ran.
+        used = f"-m trainer run --job-dir {second.job_dir}"
+        deadline = asyncio.get_running_loop().time() + 60
+        while used not in (uses := record.read_text(encoding="utf-8")):
+            assert asyncio.get_running_loop().time() < deadline, uses
+            await asyncio.sleep(0.05)
         assert str(first.job_dir) not in uses  # the first job ran with the old Python
         await _ended(service, second)
         await service.close()
