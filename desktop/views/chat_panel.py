@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["ChatPanel"]
 
 _SIDES = ("base", "tuned")
+_CLOSE = "chat: end the model server"
 
 
 class ChatPanel(QWidget):
@@ -84,6 +85,7 @@ class ChatPanel(QWidget):
         self.job_id: str | None = None
         self._job_dir: Any = None
         self.session: Any = None
+        self._to_close: list[Any] = []  # dropped sessions whose close has not started yet
         self.conversation: Any = operations.Conversation()
         self.answering = False
         self.loaded = False  # the shown job's saved conversation is read
@@ -185,7 +187,7 @@ class ChatPanel(QWidget):
         session, self.session = self.session, None
         self.answering = False
         if session is not None:  # its answer, if any, ends with "closed": ignored as stale
-            self._ops.run_in_thread("chat: end the model server", session.close)
+            self._end(session)
         self.job_id, self._job_dir = job_id, job.job_dir
         self.eval_records = []
         self.eval_picker.clear()
@@ -335,7 +337,7 @@ class ChatPanel(QWidget):
         self._say(sentence)
         session, self.session = self.session, None
         if session is not None:  # the next Send starts a fresh one
-            self._ops.run_in_thread("chat: end the model server", session.close)
+            self._end(session)
         self._render()
         self._update_buttons()
         self.server_failed.emit(sentence)
@@ -391,9 +393,33 @@ class ChatPanel(QWidget):
         self.stop_button.setEnabled(self.answering)
         self.copy_button.setEnabled(bool(self.conversation.turns))
 
+    # -- ending model servers --------------------------------------------------------------
+
+    def _end(self, session: Any) -> None:
+        """Close the dropped `session` in the background, after any close in progress.
+
+        One close operation runs at a time (`Operations` refuses a second of the same name), so
+        the running one closes every session queued while it runs; none is left open.
+        """
+        self._to_close.append(session)
+        # On the Qt thread, as the running close's last look (`_close_dropped` returning and
+        # the operation ending happen in one step of the loop): it either sees this session or
+        # has ended, and then a new one starts.
+        if not self._ops.is_running(_CLOSE):
+            self._ops.run(_CLOSE, self._close_dropped())
+
+    async def _close_dropped(self) -> None:
+        import asyncio
+
+        while self._to_close:
+            await asyncio.to_thread(self._to_close.pop(0).close)
+
     def shutdown(self) -> None:
-        """End the model server now (blocking: the window is closing or shows another job)."""
+        """End the model servers now (blocking: the window is closing): the shown job's and
+        every dropped one whose close has not started (one in progress ends in its thread)."""
         session, self.session = self.session, None
         self.answering = False
         if session is not None:
-            session.close()
+            self._to_close.append(session)
+        while self._to_close:
+            self._to_close.pop(0).close()

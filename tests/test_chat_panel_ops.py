@@ -1,0 +1,172 @@
+"""The Chat tab's background work when a newer request comes while an older one still runs.
+
+`Operations` refuses a second operation of a name already running; these tests make each
+"while it runs" certain by holding the first call in its worker thread on an event (never by
+timing) and check that nothing is lost: every dropped model server is closed, a Send never
+sticks, and the newest conversation reaches `chat.json` last.
+
+A stand-in `ChatSession` answers at once, so no model server and no training are needed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_helpers import run, until
+
+from desktop.core.chat_session import ChatTurn
+from desktop.views import operations
+
+pytest_plugins = ["app_fixtures"]
+pytestmark = pytest.mark.qt_log_level_fail("CRITICAL")
+
+
+class _Hold:
+    """Holds the first call that reaches it until `release` (then lets every call through)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.armed = False  # only calls made after `arm` are held
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def wait(self) -> None:
+        if self.armed and not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the held call"
+
+
+class _Sessions:
+    """The stand-in sessions made so far, and the holds their calls pass."""
+
+    def __init__(self) -> None:
+        self.made: list[_FakeSession] = []
+        self.start_hold = _Hold()
+        self.close_hold = _Hold()
+
+    def __call__(self, runtime: Any, job_dir: Path) -> _FakeSession:
+        session = _FakeSession(self, job_dir)
+        self.made.append(session)
+        return session
+
+
+class _FakeSession:
+    """`operations.ChatSession` without a server: `ask` answers at once."""
+
+    def __init__(self, sessions: _Sessions, job_dir: Path) -> None:
+        self._sessions = sessions
+        self.job_dir = job_dir
+        self.pid = 4242
+        self.started = threading.Event()
+        self.closed = threading.Event()
+
+    def start(self) -> None:
+        self.started.set()
+        self._sessions.start_hold.wait()
+
+    def eval_prompts(self) -> list[Any]:
+        return []
+
+    def ask(self, conversation: Any, prompt: str, on_token: Any) -> ChatTurn:
+        on_token("base", "b")
+        on_token("tuned", "t")
+        return ChatTurn(prompt=prompt, base="b", tuned="t", base_end="eos", tuned_end="eos")
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._sessions.close_hold.wait()
+        self.closed.set()
+
+
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> _Sessions:
+    made = _Sessions()
+    monkeypatch.setattr(operations, "ChatSession", made)
+    return made
+
+
+@pytest.fixture
+def chat(qtbot: Any, qloop: Any, tmp_path: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """A Chat panel over three completed jobs (folders under tmp_path); (panel, state, ops)."""
+    from view_helpers import make_job
+
+    from desktop.views.chat_panel import ChatPanel
+    from desktop.views.operations import MessageBus, Operations
+    from desktop.views.state import AppState
+
+    state = AppState()
+    ops = Operations(MessageBus())
+    panel = ChatPanel(state, ops, lambda: None)
+    qtbot.addWidget(panel)
+    for job_id in ("a", "b", "c"):
+        (tmp_path / job_id).mkdir()
+        state.job_added(make_job(job_id, state="completed", job_dir=tmp_path / job_id))
+    yield panel, state, ops
+    run(qloop, ops.close())
+
+
+async def _show(panel: Any, state: Any, job_id: str) -> None:
+    state.set_selected_job_ids([job_id])
+    await until(lambda: panel.send_button.isEnabled(), 30)
+
+
+async def _turn(panel: Any, prompt: str) -> None:
+    turns = len(panel.conversation.turns)
+    panel.prompt_edit.setPlainText(prompt)
+    panel.send_button.click()
+    await until(lambda: len(panel.conversation.turns) == turns + 1 and not panel.answering, 30)
+
+
+def test_every_dropped_model_server_is_closed_while_another_close_runs(
+    qloop: Any, chat: tuple[Any, Any, Any], sessions: _Sessions
+) -> None:
+    panel, state, ops = chat
+
+    async def body() -> None:
+        await _show(panel, state, "a")
+        await _turn(panel, "hi a")
+        sessions.close_hold.arm()
+        await _show(panel, state, "b")  # a's close starts and is held in its thread
+        await until(sessions.close_hold.entered.is_set)
+        await _turn(panel, "hi b")
+        first, second = sessions.made
+        await _show(panel, state, "c")  # b's session is dropped while a's close runs
+        assert panel.session is None and not second.closed.is_set()
+        sessions.close_hold.release.set()
+        await until(lambda: first.closed.is_set() and second.closed.is_set())
+        await until(lambda: not ops.is_running("chat: end the model server"))
+
+    run(qloop, body())
+
+
+def test_the_shutdown_closes_the_sessions_whose_close_had_not_started(
+    qloop: Any, chat: tuple[Any, Any, Any], sessions: _Sessions
+) -> None:
+    panel, state, _ops = chat
+
+    async def body() -> None:
+        await _show(panel, state, "a")
+        await _turn(panel, "hi a")
+        sessions.close_hold.arm()
+        await _show(panel, state, "b")
+        await until(sessions.close_hold.entered.is_set)  # a's close is held in its thread
+        await _turn(panel, "hi b")
+        await _show(panel, state, "c")
+        await _turn(panel, "hi c")
+        first, second, third = sessions.made
+        await _show(panel, state, "a")  # c's session is dropped too: two closes wait
+        panel.shutdown()  # the window closes while a's close still runs
+        assert second.closed.is_set() and third.closed.is_set()
+        assert panel.session is None
+        sessions.close_hold.release.set()
+        await until(first.closed.is_set)
+
+    run(qloop, body())
