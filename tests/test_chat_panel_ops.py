@@ -170,3 +170,47 @@ def test_the_shutdown_closes_the_sessions_whose_close_had_not_started(
         await until(first.closed.is_set)
 
     run(qloop, body())
+
+
+def test_a_send_while_a_dropped_session_still_loads_answers(
+    qloop: Any, chat: tuple[Any, Any, Any], sessions: _Sessions
+) -> None:
+    panel, state, _ops = chat
+
+    async def body() -> None:
+        await _show(panel, state, "a")
+        sessions.start_hold.arm()
+        panel.prompt_edit.setPlainText("hi a")
+        panel.send_button.click()
+        await until(sessions.start_hold.entered.is_set)  # a's model loads, held in its thread
+        await _show(panel, state, "b")  # the person switches job and sends at once
+        await _turn(panel, "hi b")
+        first, second = sessions.made
+        assert second.started.is_set() and panel.session is second
+        assert panel.send_button.isEnabled() and panel.status_label.text().startswith("model")
+        assert [t.prompt for t in panel.conversation.turns] == ["hi b"]
+        sessions.start_hold.release.set()  # a's late load is ignored; its server was closed
+        await until(first.closed.is_set)
+        assert panel.session is second and not second.closed.is_set()
+
+    run(qloop, body())
+
+
+def test_a_send_that_cannot_start_says_why_and_does_not_stick(
+    qloop: Any, chat: tuple[Any, Any, Any], sessions: _Sessions
+) -> None:
+    panel, state, ops = chat
+
+    async def body() -> None:
+        await _show(panel, state, "a")
+        await ops.close()  # the app is closing: no operation starts any more
+        panel.prompt_edit.setPlainText("hi a")
+        panel.send_button.click()
+        assert not panel.answering and panel.send_button.isEnabled()
+        assert panel.status_label.text() == (
+            "chat: load the model (a, server 1) could not start: the app is closing"
+        )
+        assert panel.session is None and panel.panes["base"].toPlainText() == ""
+        assert panel.prompt_edit.toPlainText() == "hi a", "the prompt is kept to send again"
+
+    run(qloop, body())

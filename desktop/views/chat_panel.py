@@ -86,6 +86,8 @@ class ChatPanel(QWidget):
         self._job_dir: Any = None
         self.session: Any = None
         self._to_close: list[Any] = []  # dropped sessions whose close has not started yet
+        self._sessions_made = 0
+        self._session_label = ""  # in the shown session's operation names: "<job>, server <n>"
         self.conversation: Any = operations.Conversation()
         self.answering = False
         self.loaded = False  # the shown job's saved conversation is read
@@ -236,7 +238,8 @@ class ChatPanel(QWidget):
         if not prompt or self.answering or not self._ready_to_chat():
             return
         self.prompt_edit.clear()
-        self._ask(prompt)
+        if not self._ask(prompt):
+            self.prompt_edit.setPlainText(prompt)  # not asked: the prompt is not lost
 
     def regenerate(self) -> None:
         """Ask the last prompt again (its answers are replaced)."""
@@ -244,12 +247,14 @@ class ChatPanel(QWidget):
             return
         last = self.conversation.turns.pop()
         self._render()
-        self._ask(last.prompt)
+        if not self._ask(last.prompt):
+            self.conversation.turns.append(last)  # not asked: the turn stays
+            self._render()
 
     def stop(self) -> None:
         """Stop both answers (the server sends at most one more token)."""
         if self.session is not None and self.answering:
-            self._ops.run_in_thread("chat: stop", self.session.stop)
+            self._session_op(self.session, "stop", self.session.stop)
 
     def copy_last_turn(self) -> None:
         """Put the last prompt and both answers on the clipboard."""
@@ -259,54 +264,92 @@ class ChatPanel(QWidget):
         text = f"Prompt: {turn.prompt}\n\nBase model:\n{turn.base}\n\nFine-tuned:\n{turn.tuned}\n"
         QGuiApplication.clipboard().setText(text)
 
-    def _ask(self, prompt: str) -> None:
+    def _ask(self, prompt: str) -> bool:
+        """Start asking `prompt` (loading the model first if needed); False when it could not
+        start (the status line says why)."""
         try:
             self.conversation = self.conversation.model_copy(
                 update={"system": self.system_edit.text(), "settings": self._settings()}
             )
         except ValueError as exc:
             self._say(f"generation settings: {exc}")
-            return
+            return False
         self.answering = True
         self._update_buttons()
         for side in _SIDES:
             self._append(side, ("\n\n" if self.conversation.turns else "") + f"You: {prompt}\n")
         if self.session is None:
             self._say("loading the model…")
+            self._sessions_made += 1
+            self._session_label = f"{self.job_id}, server {self._sessions_made}"
             self.session = session = operations.ChatSession(self._runtime(), self._job_dir)
-            self._ops.run_in_thread(
-                "chat: load the model",
+            started = self._session_op(
+                session,
+                "load the model",
                 session.start,
                 on_done=lambda _ready: self._on_session_started(session, prompt),
-                on_error=lambda exc: self._on_server_error(session, exc),
-                quiet=True,
             )
-            return
-        self._run_turn(self.session, prompt)
+            if not started:
+                self.session = None  # never started: nothing to close
+            return started
+        return self._run_turn(self.session, prompt)
+
+    def _session_op(
+        self,
+        session: Any,
+        what: str,
+        func: Callable[..., Any],
+        *args: Any,
+        on_done: Callable[[Any], None] | None = None,
+    ) -> bool:
+        """Run `func(*args)` in a thread as the shown session's operation `what` (its errors go
+        to `_on_server_error`); False, the answer ended and the reason said, when it could not
+        start.
+
+        The name holds the session's label: the operations of a dropped session that still run
+        (a load, an answer its close is ending) never refuse the shown session's.
+        """
+        name = f"chat: {what} ({self._session_label})"
+        task = self._ops.run_in_thread(
+            name,
+            func,
+            *args,
+            on_done=on_done,
+            on_error=lambda exc: self._on_server_error(session, exc),
+            quiet=True,
+        )
+        if task is not None:
+            return True
+        why = "it is already running" if self._ops.is_running(name) else "the app is closing"
+        self._say(f"{name} could not start: {why}")
+        if what in ("load the model", "answer") and session is self.session:
+            self.answering = False
+            self._render()
+            self._update_buttons()
+        return False
 
     def _on_session_started(self, session: Any, prompt: str) -> None:
         if session is not self.session:
             return  # another job is shown now
         self._say(f"model server ready (pid {session.pid})")
-        self._ops.run_in_thread(
-            "chat: eval prompts",
+        self._session_op(
+            session,
+            "eval prompts",
             session.eval_prompts,
             on_done=lambda records: self._on_eval_prompts(session, records),
-            on_error=lambda exc: self._on_server_error(session, exc),
-            quiet=True,
         )
-        self._run_turn(session, prompt)
+        if not self._run_turn(session, prompt):
+            self.prompt_edit.setPlainText(prompt)  # not asked: the prompt is not lost
 
-    def _run_turn(self, session: Any, prompt: str) -> None:
-        self._ops.run_in_thread(
-            "chat: answer",
+    def _run_turn(self, session: Any, prompt: str) -> bool:
+        return self._session_op(
+            session,
+            "answer",
             session.ask,
             self.conversation,
             prompt,
             self.token_arrived.emit,
             on_done=lambda turn: self._on_turn_done(session, turn),
-            on_error=lambda exc: self._on_server_error(session, exc),
-            quiet=True,
         )
 
     def _on_token_arrived(self, side: str, text: str) -> None:
