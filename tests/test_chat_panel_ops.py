@@ -10,6 +10,7 @@ A stand-in `ChatSession` answers at once, so no model server and no training are
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,5 +213,77 @@ def test_a_send_that_cannot_start_says_why_and_does_not_stick(
         )
         assert panel.session is None and panel.panes["base"].toPlainText() == ""
         assert panel.prompt_edit.toPlainText() == "hi a", "the prompt is kept to send again"
+
+    run(qloop, body())
+
+
+class _HeldSaves:
+    """`operations.save_conversation` whose first write (once armed) waits; records each
+    write's number of turns."""
+
+    def __init__(self) -> None:
+        self.hold = _Hold()
+        self.written: list[int] = []
+        self._real = operations.save_conversation
+
+    def __call__(self, job_dir: Path, conversation: Any) -> Path:
+        self.hold.wait()
+        path = self._real(job_dir, conversation)
+        self.written.append(len(conversation.turns))
+        return path
+
+
+@pytest.fixture
+def saves(monkeypatch: pytest.MonkeyPatch) -> _HeldSaves:
+    held = _HeldSaves()
+    monkeypatch.setattr(operations, "save_conversation", held)
+    return held
+
+
+def _saved_prompts(job_dir: Path) -> list[str]:
+    data = json.loads((job_dir / "chat.json").read_text(encoding="utf-8"))
+    return [turn["prompt"] for turn in data["turns"]]
+
+
+def test_a_turn_ending_while_the_last_save_writes_is_saved_after_it(
+    qloop: Any, chat: tuple[Any, Any, Any], sessions: _Sessions, saves: _HeldSaves
+) -> None:
+    panel, state, _ops = chat
+    job_dir = panel._state.job("a").job_dir
+
+    async def body() -> None:
+        await _show(panel, state, "a")
+        saves.hold.arm()
+        await _turn(panel, "one")
+        await until(saves.hold.entered.is_set)  # the first turn's save is held in its thread
+        await _turn(panel, "two")
+        await _turn(panel, "three")
+        saves.hold.release.set()
+        await until(lambda: saves.written[-1:] == [3])
+        assert saves.written == [1, 3], "the held write, then the newest once: none lost"
+        assert _saved_prompts(job_dir) == ["one", "two", "three"]
+        await _turn(panel, "four")  # and a later turn starts a save again
+        await until(lambda: saves.written[-1:] == [4])
+        assert _saved_prompts(job_dir) == ["one", "two", "three", "four"]
+
+    run(qloop, body())
+
+
+def test_the_shutdown_writes_the_newest_conversation_not_yet_saved(
+    qloop: Any, chat: tuple[Any, Any, Any], sessions: _Sessions, saves: _HeldSaves
+) -> None:
+    panel, state, _ops = chat
+    job_dir = panel._state.job("a").job_dir
+
+    async def body() -> None:
+        await _show(panel, state, "a")
+        saves.hold.arm()
+        await _turn(panel, "one")
+        await until(saves.hold.entered.is_set)
+        await _turn(panel, "two")
+        saves.hold.release.set()
+        # No await between: the running save gets no turn of the loop before the shutdown.
+        panel.shutdown()
+        assert _saved_prompts(job_dir) == ["one", "two"], "the shutdown wrote the newest"
 
     run(qloop, body())
