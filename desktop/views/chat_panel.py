@@ -16,6 +16,8 @@ tokens come from a worker thread through the `token_arrived` signal (a queued co
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ChatPanel"]
 
+log = logging.getLogger(__name__)
+
 _SIDES = ("base", "tuned")
+_CLOSE = "chat: end the model server"
 
 
 class ChatPanel(QWidget):
@@ -84,6 +89,10 @@ class ChatPanel(QWidget):
         self.job_id: str | None = None
         self._job_dir: Any = None
         self.session: Any = None
+        self._to_close: list[Any] = []  # dropped sessions whose close has not started yet
+        self._sessions_made = 0
+        self._session_label = ""  # in the shown session's operation names: "<job>, server <n>"
+        self._savers: dict[str, _ConversationSaver] = {}  # by job id
         self.conversation: Any = operations.Conversation()
         self.answering = False
         self.loaded = False  # the shown job's saved conversation is read
@@ -185,7 +194,7 @@ class ChatPanel(QWidget):
         session, self.session = self.session, None
         self.answering = False
         if session is not None:  # its answer, if any, ends with "closed": ignored as stale
-            self._ops.run_in_thread("chat: end the model server", session.close)
+            self._end(session)
         self.job_id, self._job_dir = job_id, job.job_dir
         self.eval_records = []
         self.eval_picker.clear()
@@ -234,7 +243,8 @@ class ChatPanel(QWidget):
         if not prompt or self.answering or not self._ready_to_chat():
             return
         self.prompt_edit.clear()
-        self._ask(prompt)
+        if not self._ask(prompt):
+            self.prompt_edit.setPlainText(prompt)  # not asked: the prompt is not lost
 
     def regenerate(self) -> None:
         """Ask the last prompt again (its answers are replaced)."""
@@ -242,12 +252,14 @@ class ChatPanel(QWidget):
             return
         last = self.conversation.turns.pop()
         self._render()
-        self._ask(last.prompt)
+        if not self._ask(last.prompt):
+            self.conversation.turns.append(last)  # not asked: the turn stays
+            self._render()
 
     def stop(self) -> None:
         """Stop both answers (the server sends at most one more token)."""
         if self.session is not None and self.answering:
-            self._ops.run_in_thread("chat: stop", self.session.stop)
+            self._session_op(self.session, "stop", self.session.stop)
 
     def copy_last_turn(self) -> None:
         """Put the last prompt and both answers on the clipboard."""
@@ -257,54 +269,92 @@ class ChatPanel(QWidget):
         text = f"Prompt: {turn.prompt}\n\nBase model:\n{turn.base}\n\nFine-tuned:\n{turn.tuned}\n"
         QGuiApplication.clipboard().setText(text)
 
-    def _ask(self, prompt: str) -> None:
+    def _ask(self, prompt: str) -> bool:
+        """Start asking `prompt` (loading the model first if needed); False when it could not
+        start (the status line says why)."""
         try:
             self.conversation = self.conversation.model_copy(
                 update={"system": self.system_edit.text(), "settings": self._settings()}
             )
         except ValueError as exc:
             self._say(f"generation settings: {exc}")
-            return
+            return False
         self.answering = True
         self._update_buttons()
         for side in _SIDES:
             self._append(side, ("\n\n" if self.conversation.turns else "") + f"You: {prompt}\n")
         if self.session is None:
             self._say("loading the model…")
+            self._sessions_made += 1
+            self._session_label = f"{self.job_id}, server {self._sessions_made}"
             self.session = session = operations.ChatSession(self._runtime(), self._job_dir)
-            self._ops.run_in_thread(
-                "chat: load the model",
+            started = self._session_op(
+                session,
+                "load the model",
                 session.start,
                 on_done=lambda _ready: self._on_session_started(session, prompt),
-                on_error=lambda exc: self._on_server_error(session, exc),
-                quiet=True,
             )
-            return
-        self._run_turn(self.session, prompt)
+            if not started:
+                self.session = None  # never started: nothing to close
+            return started
+        return self._run_turn(self.session, prompt)
+
+    def _session_op(
+        self,
+        session: Any,
+        what: str,
+        func: Callable[..., Any],
+        *args: Any,
+        on_done: Callable[[Any], None] | None = None,
+    ) -> bool:
+        """Run `func(*args)` in a thread as the shown session's operation `what` (its errors go
+        to `_on_server_error`); False, the answer ended and the reason said, when it could not
+        start.
+
+        The name holds the session's label: the operations of a dropped session that still run
+        (a load, an answer its close is ending) never refuse the shown session's.
+        """
+        name = f"chat: {what} ({self._session_label})"
+        task = self._ops.run_in_thread(
+            name,
+            func,
+            *args,
+            on_done=on_done,
+            on_error=lambda exc: self._on_server_error(session, exc),
+            quiet=True,
+        )
+        if task is not None:
+            return True
+        why = "it is already running" if self._ops.is_running(name) else "the app is closing"
+        self._say(f"{name} could not start: {why}")
+        if what in ("load the model", "answer") and session is self.session:
+            self.answering = False
+            self._render()
+            self._update_buttons()
+        return False
 
     def _on_session_started(self, session: Any, prompt: str) -> None:
         if session is not self.session:
             return  # another job is shown now
         self._say(f"model server ready (pid {session.pid})")
-        self._ops.run_in_thread(
-            "chat: eval prompts",
+        self._session_op(
+            session,
+            "eval prompts",
             session.eval_prompts,
             on_done=lambda records: self._on_eval_prompts(session, records),
-            on_error=lambda exc: self._on_server_error(session, exc),
-            quiet=True,
         )
-        self._run_turn(session, prompt)
+        if not self._run_turn(session, prompt):
+            self.prompt_edit.setPlainText(prompt)  # not asked: the prompt is not lost
 
-    def _run_turn(self, session: Any, prompt: str) -> None:
-        self._ops.run_in_thread(
-            "chat: answer",
+    def _run_turn(self, session: Any, prompt: str) -> bool:
+        return self._session_op(
+            session,
+            "answer",
             session.ask,
             self.conversation,
             prompt,
             self.token_arrived.emit,
             on_done=lambda turn: self._on_turn_done(session, turn),
-            on_error=lambda exc: self._on_server_error(session, exc),
-            quiet=True,
         )
 
     def _on_token_arrived(self, side: str, text: str) -> None:
@@ -319,12 +369,13 @@ class ChatPanel(QWidget):
             self._say("stopped")
         self._render()
         self._update_buttons()
-        self._ops.run_in_thread(
-            "chat: save",
-            operations.save_conversation,
-            self._job_dir,
-            self.conversation.model_copy(deep=True),
-        )
+        assert self.job_id is not None  # a session is only made for a shown job
+        saver = self._savers.get(self.job_id)
+        if saver is None:
+            saver = self._savers[self.job_id] = _ConversationSaver(
+                self._ops, self._job_dir, f"chat: save the conversation of {self.job_id}"
+            )
+        saver.save(self.conversation.model_copy(deep=True))
         self.turn_finished.emit()
 
     def _on_server_error(self, session: Any, exc: BaseException) -> None:
@@ -335,7 +386,7 @@ class ChatPanel(QWidget):
         self._say(sentence)
         session, self.session = self.session, None
         if session is not None:  # the next Send starts a fresh one
-            self._ops.run_in_thread("chat: end the model server", session.close)
+            self._end(session)
         self._render()
         self._update_buttons()
         self.server_failed.emit(sentence)
@@ -391,9 +442,90 @@ class ChatPanel(QWidget):
         self.stop_button.setEnabled(self.answering)
         self.copy_button.setEnabled(bool(self.conversation.turns))
 
+    # -- ending model servers --------------------------------------------------------------
+
+    def _end(self, session: Any) -> None:
+        """Close the dropped `session` in the background, after any close in progress.
+
+        One close operation runs at a time (`Operations` refuses a second of the same name), so
+        the running one closes every session queued while it runs; none is left open.
+        """
+        self._to_close.append(session)
+        # On the Qt thread, as the running close's last look (`_close_dropped` returning and
+        # the operation ending happen in one step of the loop): it either sees this session or
+        # has ended, and then a new one starts.
+        if not self._ops.is_running(_CLOSE):
+            self._ops.run(_CLOSE, self._close_dropped())
+
+    async def _close_dropped(self) -> None:
+        import asyncio
+
+        while self._to_close:
+            await asyncio.to_thread(self._to_close.pop(0).close)
+
     def shutdown(self) -> None:
-        """End the model server now (blocking: the window is closing or shows another job)."""
+        """End the model servers now (blocking: the window is closing): the shown job's and
+        every dropped one whose close has not started (one in progress ends in its thread).
+        Then write each job's newest conversation if its save has not (one small file)."""
         session, self.session = self.session, None
         self.answering = False
         if session is not None:
-            session.close()
+            self._to_close.append(session)
+        while self._to_close:
+            self._to_close.pop(0).close()
+        for saver in self._savers.values():
+            try:
+                saver.flush()
+            except OSError as exc:  # the window closes anyway; the turns before are on disk
+                log.warning("the chat could not be saved: %s", exc)
+
+
+class _ConversationSaver:
+    """Writes the newest conversation handed to `save` to one job's `chat.json`, one write at
+    a time (as `settings_saver.SettingsSaver`).
+
+    A turn can end while the previous turn's save is still being written, and `Operations`
+    refuses a second save of the same name: the running save keeps writing until the newest
+    conversation is on disk. Each write runs under a lock and only when its conversation is
+    newer than the one on disk, so an older one never overwrites a newer one.
+    """
+
+    def __init__(self, ops: Operations, job_dir: Any, name: str) -> None:
+        self._ops = ops
+        self._job_dir = job_dir
+        self._name = name
+        self._lock = threading.Lock()
+        self._newest: Any = None
+        self._version = 0  # the newest conversation's number
+        self._written = 0  # the number of the conversation on disk
+
+    def save(self, conversation: Any) -> None:
+        """Have `conversation` (a copy the caller no longer changes) written soon."""
+        self._newest, self._version = conversation, self._version + 1
+        # On the Qt thread, as the running save's last look (`_save_newest` returning and the
+        # operation ending happen in one step of the loop): it either sees this version or has
+        # ended, and then a new one starts.
+        if not self._ops.is_running(self._name):
+            self._ops.run(self._name, self._save_newest())
+
+    def flush(self) -> None:
+        """Write the newest conversation now unless it is on disk (blocks for a write in
+        progress).
+
+        Raises:
+            OSError: the file cannot be written.
+        """
+        if self._newest is not None and self._written < self._version:
+            self._write(self._newest, self._version)
+
+    async def _save_newest(self) -> None:
+        import asyncio
+
+        while self._newest is not None and self._written < self._version:
+            await asyncio.to_thread(self._write, self._newest, self._version)
+
+    def _write(self, conversation: Any, version: int) -> None:
+        with self._lock:
+            if version > self._written:
+                operations.save_conversation(self._job_dir, conversation)
+                self._written = version
