@@ -26,6 +26,9 @@ from PySide6.QtCore import Qt
 
 from desktop.core.runtime import TrainerRuntime
 from desktop.models import Settings
+from desktop.views import operations
+from desktop.views.operations import MessageBus, Operations
+from desktop.views.runtime_panel import RuntimePanel
 from desktop.views.settings_dialog import SettingsDialog, describe_doctor
 from trainer.reports import DoctorReport
 
@@ -156,5 +159,42 @@ def test_an_interpreter_applied_while_the_old_one_is_checked_gets_its_own_verdic
         assert checked == [f"torch 2.5.1 of {NEW}, no CUDA, no GPU"]
         assert window.config_actions.runtime_report == _report(NEW)
         await _close(window)
+
+    run(qloop, body())
+
+
+def test_a_runtime_picked_while_the_last_pick_is_checked_is_the_one_used(
+    qtbot: Any, qloop: Any, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = _Held(OLD)
+
+    def use_existing(python: str, offline: bool) -> str:
+        held.wait(python)
+        return python
+
+    monkeypatch.setattr(operations, "use_existing_runtime", use_existing)
+    picks = iter([OLD, NEW])
+    ops = Operations(MessageBus())
+    panel = RuntimePanel(ops, lambda: "", lambda: False, picker=lambda: next(picks))
+    qtbot.addWidget(panel)
+    chosen: list[str] = []
+    shown: list[str] = []
+    panel.runtime_chosen.connect(chosen.append)
+    panel.status_shown.connect(shown.append)
+
+    async def body() -> None:
+        qtbot.mouseClick(panel.use_button, Qt.MouseButton.LeftButton)
+        await until(held.entered[OLD].is_set)
+        qtbot.mouseClick(panel.use_button, Qt.MouseButton.LeftButton)
+        assert panel.verdict_label.text() == f"checking {NEW} …"
+        held.release(OLD)
+        await until(lambda: chosen)
+        assert chosen == [NEW], "the newest pick is checked and used, the older one dropped"
+        assert shown == [f"{NEW} (your own Python): ready"]
+        assert panel.verdict_label.text() == shown[0]
+        assert held.asked == [OLD, NEW]
+        await until(lambda: not ops.is_running("use a trainer runtime"))
+        assert chosen == [NEW]
+        await ops.close()
 
     run(qloop, body())
