@@ -47,6 +47,7 @@ from desktop.views.config_actions import DEMO_PRESET, ConfigActions
 from desktop.views.error_list import ErrorList
 from desktop.views.heavy_imports import HEAVY_MODULES, import_heavy_modules
 from desktop.views.job_actions import JobActions
+from desktop.views.latest_call import latest_call
 from desktop.views.operations import window_state_path
 from desktop.views.status_bar import WindowStatusBar
 from desktop.views.toolbar import MainToolBar
@@ -405,7 +406,14 @@ class MainWindow(QMainWindow):
         self.started.emit()
 
     def check_runtime(self) -> None:
-        """Run `trainer doctor --json` in the background; the status bar shows the result."""
+        """Run `trainer doctor --json` in the background; the status bar shows the result.
+
+        The last verdict is dropped now; a check asked for while one runs (the interpreter
+        changed) runs after it, and only its answer is shown and used (`LatestCall`)."""
+        self._doctor = None
+        self.config_actions.set_runtime_report(None)
+        self.runtime_label.setText("runtime: checking …")
+        self.runtime_label.setToolTip("")
 
         def done(report: DoctorReport) -> None:
             self._doctor = report
@@ -416,8 +424,8 @@ class MainWindow(QMainWindow):
             self.status_bar.show_runtime_error(str(exc))
             self.runtime_checked.emit(str(exc))
 
-        self.ops.run_in_thread(
-            "check the trainer runtime", self.service.runtime.doctor, on_done=done, on_error=failed
+        latest_call(self.ops, "check the trainer runtime").request(
+            self.service.runtime.doctor, on_done=done, on_error=failed
         )
 
     # -- editor ---------------------------------------------------------------------------------

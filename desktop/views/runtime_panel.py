@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.views import operations
+from desktop.views.latest_call import latest_call
 
 if TYPE_CHECKING:
     from desktop.views.operations import Operations
@@ -175,8 +176,9 @@ class RuntimePanel(QWidget):
             self._show(f"{python} (your own Python): ready", ok=True)
             self.runtime_chosen.emit(python)
 
-        self._ops.run_in_thread(
-            "use a trainer runtime",
+        # A pick made while the last one is checked is checked next; the last one's answer
+        # is dropped, so the runtime used is the newest pick (`LatestCall`).
+        latest_call(self._ops, "use a trainer runtime").request(
             operations.use_existing_runtime,
             chosen,
             self._offline(),

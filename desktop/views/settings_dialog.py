@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from desktop.models import Settings, data_home
 from desktop.views import operations
+from desktop.views.latest_call import latest_call
 from desktop.views.operations import Operations, SecretName, SecretStatus, SecretStore
 from desktop.views.runpod_panel import add_key_test
 from desktop.views.runtime_panel import RuntimePanel
@@ -373,7 +374,10 @@ class SettingsDialog(QDialog):
 
     def run_doctor(self) -> None:
         """Run `trainer doctor` with the chosen interpreter (and the dialog's offline mode)
-        through the trainer runtime, in a worker thread."""
+        through the trainer runtime, in a worker thread.
+
+        Its own operation, beside the window's check; a check asked for while one runs (Browse…
+        during a check) runs after it, and only the newest answer is shown (`LatestCall`)."""
         python = self.python_edit.text().strip() or self._default_python()
         self.doctor_label.setText(f"checking {python} …")
         self.doctor_button.setEnabled(False)
@@ -391,8 +395,7 @@ class SettingsDialog(QDialog):
             self.doctor_label.setStyleSheet("color: #c9302c;")
             self.doctor_finished.emit(str(exc))
 
-        self._ops.run_in_thread(
-            "check the trainer runtime",
+        latest_call(self._ops, "check the interpreter in Settings").request(
             operations.check_runtime,
             python,
             self.offline_check.isChecked(),
