@@ -60,6 +60,32 @@ def rerun_alone(test_file: str, test_name: str) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
+def suspend_process(pid: int, timeout: float = 60.0) -> None:
+    """SIGSTOP process `pid` and return once every one of its threads has stopped (Linux).
+
+    The signal is delivered asynchronously: a thread may still run (read a request) for a
+    moment after `kill` returns, so a test that relies on the stop waits for it here.
+    """
+    import signal
+
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+
+    def stopped() -> bool:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(") ", 1)[1][0])
+            except (FileNotFoundError, IndexError):
+                continue  # a thread that ended meanwhile
+        return bool(states) and all(state in "Tt" for state in states)
+
+    while not stopped():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop within {timeout} s")
+        time.sleep(0.005)
+
+
 def unread_stdin_bytes(pid: int) -> int:
     """How many bytes wait unread in process `pid`'s stdin pipe (Linux, FIONREAD).
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from app_helpers import run, unread_stdin_bytes, until
+from app_helpers import run, suspend_process, unread_stdin_bytes, until
 
 from desktop.models import Settings
 
@@ -109,7 +109,7 @@ def test_the_chat_panel_answers_side_by_side_and_leaves_no_server(
         # The tiny model's whole answer takes about a second: held (SIGSTOP) until the stop is
         # in its pipe, it cannot end on its own first, however loaded the machine is.
         server = psutil.Process(panel.session.pid)
-        server.suspend()
+        suspend_process(server.pid)
         try:
             panel.stop_button.click()
             await until(lambda: unread_stdin_bytes(server.pid) > 0, 60)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from app_helpers import unread_stdin_bytes
+from app_helpers import suspend_process, unread_stdin_bytes
 
 from desktop.cli import main as cli_main
 
@@ -178,7 +178,7 @@ def test_chat_streams_ctrl_c_stops_the_answer_and_a_second_exits(trained_chat_jo
     # The tiny model's whole answer takes about a second: held (SIGSTOP) until the CLI's stop
     # is in its pipe, it cannot end on its own first, however loaded the machine is.
     server = psutil.Process(pid)
-    server.suspend()
+    suspend_process(pid)
     try:
         console.proc.send_signal(signal.SIGINT)
         console.wait_for(lambda: unread_stdin_bytes(pid) > 0, "the stop request in the pipe")

@@ -17,7 +17,7 @@ from app_helpers import run, until
 
 from desktop.models import Settings, load_settings
 from desktop.views import operations
-from desktop.views.settings_saver import SAVE
+from desktop.views.main_window import SAVE_SETTINGS as SAVE
 
 pytest_plugins = ["app_fixtures"]
 pytestmark = pytest.mark.qt_log_level_fail("CRITICAL")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from PySide6.QtWidgets import (
 from desktop.models import JobState
 from desktop.views import operations
 from desktop.views.generation_controls import GenerationControls
+from desktop.views.newest_writer import NewestWriter
 
 if TYPE_CHECKING:
     from desktop.views.operations import Operations
@@ -92,7 +92,7 @@ class ChatPanel(QWidget):
         self._to_close: list[Any] = []  # dropped sessions whose close has not started yet
         self._sessions_made = 0
         self._session_label = ""  # in the shown session's operation names: "<job>, server <n>"
-        self._savers: dict[str, _ConversationSaver] = {}  # by job id
+        self._savers: dict[str, NewestWriter[Any]] = {}  # chat.json's writers, by job id
         self.conversation: Any = operations.Conversation()
         self.answering = False
         self.loaded = False  # the shown job's saved conversation is read
@@ -371,9 +371,11 @@ class ChatPanel(QWidget):
         self._update_buttons()
         assert self.job_id is not None  # a session is only made for a shown job
         saver = self._savers.get(self.job_id)
-        if saver is None:
-            saver = self._savers[self.job_id] = _ConversationSaver(
-                self._ops, self._job_dir, f"chat: save the conversation of {self.job_id}"
+        if saver is None:  # one writer per job: the newest conversation reaches it last
+            saver = self._savers[self.job_id] = NewestWriter(
+                self._ops,
+                f"chat: save the conversation of {self.job_id}",
+                functools.partial(_save_conversation, self._job_dir),
             )
         saver.save(self.conversation.model_copy(deep=True))
         self.turn_finished.emit()
@@ -480,52 +482,5 @@ class ChatPanel(QWidget):
                 log.warning("the chat could not be saved: %s", exc)
 
 
-class _ConversationSaver:
-    """Writes the newest conversation handed to `save` to one job's `chat.json`, one write at
-    a time (as `settings_saver.SettingsSaver`).
-
-    A turn can end while the previous turn's save is still being written, and `Operations`
-    refuses a second save of the same name: the running save keeps writing until the newest
-    conversation is on disk. Each write runs under a lock and only when its conversation is
-    newer than the one on disk, so an older one never overwrites a newer one.
-    """
-
-    def __init__(self, ops: Operations, job_dir: Any, name: str) -> None:
-        self._ops = ops
-        self._job_dir = job_dir
-        self._name = name
-        self._lock = threading.Lock()
-        self._newest: Any = None
-        self._version = 0  # the newest conversation's number
-        self._written = 0  # the number of the conversation on disk
-
-    def save(self, conversation: Any) -> None:
-        """Have `conversation` (a copy the caller no longer changes) written soon."""
-        self._newest, self._version = conversation, self._version + 1
-        # On the Qt thread, as the running save's last look (`_save_newest` returning and the
-        # operation ending happen in one step of the loop): it either sees this version or has
-        # ended, and then a new one starts.
-        if not self._ops.is_running(self._name):
-            self._ops.run(self._name, self._save_newest())
-
-    def flush(self) -> None:
-        """Write the newest conversation now unless it is on disk (blocks for a write in
-        progress).
-
-        Raises:
-            OSError: the file cannot be written.
-        """
-        if self._newest is not None and self._written < self._version:
-            self._write(self._newest, self._version)
-
-    async def _save_newest(self) -> None:
-        import asyncio
-
-        while self._newest is not None and self._written < self._version:
-            await asyncio.to_thread(self._write, self._newest, self._version)
-
-    def _write(self, conversation: Any, version: int) -> None:
-        with self._lock:
-            if version > self._written:
-                operations.save_conversation(self._job_dir, conversation)
-                self._written = version
+def _save_conversation(job_dir: Any, conversation: Any) -> None:
+    operations.save_conversation(job_dir, conversation)

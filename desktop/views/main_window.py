@@ -93,6 +93,13 @@ def icon_path() -> Path:
     return operations.resource_path("icon.svg")
 
 
+SAVE_SETTINGS = "save the settings"
+
+
+def _save_settings(settings: Settings) -> None:
+    operations.save_settings(settings)
+
+
 class MainWindow(QMainWindow):
     """The app's window over a `JobService`.
 
@@ -265,13 +272,16 @@ class MainWindow(QMainWindow):
 
     def _build_steps(self) -> Iterator[str]:
         """The heavy parts, one step per `next()`; the last step emits `ready`."""
+        from desktop.views.newest_writer import NewestWriter
         from desktop.views.operations import MessageBus, Operations
-        from desktop.views.settings_saver import SettingsSaver
         from desktop.views.state import AppState
 
         self.bus = self._given_bus or MessageBus(self)
         self.ops = self._given_ops or Operations(self.bus, parent=self)
-        self.settings_saver = SettingsSaver(self.ops)
+        # Applied settings reach settings.json newest last, even while a save still writes.
+        self.settings_saver: NewestWriter[Settings] = NewestWriter(
+            self.ops, SAVE_SETTINGS, _save_settings
+        )
         self.bus.error_posted.connect(self._on_bus_error_posted)
         self.bus.info_posted.connect(self._on_bus_info_posted)
         self.bus.bug_reported.connect(self._on_bus_bug_reported)
